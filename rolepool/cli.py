@@ -1,0 +1,123 @@
+"""The `rolepool` command. Thin: it parses arguments and calls the packages.
+
+Bad input (unknown run id, unreadable store) is one clear message on stderr and exit code 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rolepool import __version__
+from rolepool.core import RolepoolError, UserError
+from rolepool.runtime.store import EventStore, default_store_path
+from rolepool.runtime.trace import render_tree
+
+
+def _store(args: argparse.Namespace) -> EventStore:
+    path = Path(args.db) if args.db else default_store_path()
+    if not path.exists():
+        raise UserError(f"no event store at {path} (no run has been recorded there yet)")
+    return EventStore(path)
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_trace_list(args: argparse.Namespace, out: Console) -> int:
+    with _store(args) as store:
+        runs = store.runs(limit=args.limit)
+    if args.json:
+        import json
+
+        for r in runs:
+            out.print_json(json.dumps(r.__dict__), indent=None)
+        return 0
+    table = Table(title=f"runs in {args.db or default_store_path()}")
+    table.add_column("run id", no_wrap=True)
+    for col in ("started", "status", "duration", "agent", "events"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("task", overflow="ellipsis", max_width=50)
+    colour = {"finished": "green", "failed": "red", "running": "yellow"}
+    for r in runs:
+        took = f"{r.ended - r.started:.2f}s" if r.ended else ""
+        table.add_row(
+            r.run_id,
+            _when(r.started),
+            f"[{colour[r.status]}]{r.status}[/]",
+            took,
+            r.agent or "",
+            str(r.events),
+            r.task[:60],
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_trace_show(args: argparse.Namespace, out: Console) -> int:
+    with _store(args) as store:
+        matches = store.find_run(args.run_id)
+        if not matches:
+            raise UserError(f"no run with id {args.run_id!r} in {store.path}")
+        if len(matches) > 1:
+            raise UserError(f"{args.run_id!r} matches {len(matches)} runs; give more of the id")
+        events = store.events(matches[0])
+    if args.json:
+        for event in events:
+            sys.stdout.write(event.model_dump_json() + "\n")
+        return 0
+    out.print(render_tree(events))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rolepool",
+        description="Multi-agent runtime on pools of MoE and dense models: runs, traces, evals.",
+    )
+    parser.add_argument("--version", action="version", version=f"rolepool {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    trace = commands.add_parser("trace", help="inspect the runs recorded in the event store")
+    trace_cmds = trace.add_subparsers(dest="trace_command", metavar="SUBCOMMAND", required=True)
+    store_help = (
+        "event store (default: $ROLEPOOL_EVENTS_DB, $ROLEPOOL_HOME/events.db or the user data dir)"
+    )
+
+    listing = trace_cmds.add_parser("list", help="recent runs, newest first")
+    listing.add_argument("--db", help=store_help)
+    listing.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    listing.add_argument("--json", action="store_true", help="one JSON object per run")
+    listing.set_defaults(handler=cmd_trace_list)
+
+    show = trace_cmds.add_parser("show", help="a run as a tree of agents, model and tool calls")
+    show.add_argument("run_id", help="the run id, or an unambiguous prefix of it")
+    show.add_argument("--db", help=store_help)
+    show.add_argument("--json", action="store_true", help="print the raw events as JSON lines")
+    show.set_defaults(handler=cmd_trace_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Piped output is read by people in wide windows and by grep: do not fold it at 80 columns.
+    out = Console() if sys.stdout.isatty() else Console(width=200)
+    try:
+        return args.handler(args, out)
+    except RolepoolError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

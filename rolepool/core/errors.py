@@ -1,0 +1,74 @@
+"""One exception root, split by who caused the failure.
+
+Catch `RolepoolError` to catch everything rolepool raises on purpose; catch a branch to handle one
+cause: the user's input, the model's behaviour, a worker, a tool, or a limit.
+"""
+
+from __future__ import annotations
+
+
+class RolepoolError(Exception):
+    """Root of every error rolepool raises on purpose."""
+
+
+class UserError(RolepoolError):
+    """The caller's input or configuration is wrong; fixing the input fixes it."""
+
+
+class ConfigError(UserError):
+    """A configuration value or file is invalid. `where` names the key or location."""
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ModelBehaviorError(RolepoolError):
+    """The model kept emitting unparseable or invalid tool calls after its retry budget."""
+
+    def __init__(self, message: str, *, attempts: int = 0, last_error: str | None = None) -> None:
+        self.attempts = attempts
+        self.last_error = last_error
+        super().__init__(message)
+
+
+class WorkerError(RolepoolError):
+    """A model worker failed: raised, died, timed out or answered with an error."""
+
+    def __init__(self, message: str, *, worker: str | None = None) -> None:
+        self.worker = worker
+        super().__init__(f"worker {worker!r}: {message}" if worker else message)
+
+
+class ToolError(RolepoolError):
+    """A tool failed while running. Inside the run loop this goes back to the model instead."""
+
+    def __init__(self, message: str, *, tool: str | None = None) -> None:
+        self.tool = tool
+        super().__init__(f"tool {tool!r}: {message}" if tool else message)
+
+
+class LimitExceeded(RolepoolError):
+    """A run hit one of its limits; `limit` names which one."""
+
+    limit: str = "limit"
+
+
+class MaxTurnsExceeded(LimitExceeded):
+    limit = "max_turns"
+
+
+class DeadlineExceeded(LimitExceeded):
+    limit = "deadline"
+
+
+class TokenBudgetExceeded(LimitExceeded):
+    limit = "token_budget"
+
+
+class RunCancelled(RolepoolError):
+    """The run was cancelled from outside before it finished."""
+
+
+class EventsLost(RolepoolError):
+    """A subscriber fell so far behind that events left the buffer and no store holds them."""

@@ -1,0 +1,384 @@
+"""The agent run loop: ask the model, parse, validate, run the valid calls, feed results back.
+
+One turn is one model call. An invalid call (unparseable, unknown tool, another role's tool, or
+arguments that break the schema) is never executed: its error goes back to the model as a tool
+message, and a run of consecutive invalid turns longer than `max_retries` ends the agent with
+`ModelBehaviorError`. Every step is an event, with `attempt` counting consecutive retries, so evals
+can tell first-try validity from validity after feedback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from rolepool.core import (
+    Completion,
+    MaxTurnsExceeded,
+    Message,
+    ModelBehaviorError,
+    Request,
+    RolepoolError,
+    RunContext,
+    Sampling,
+    ToolCall,
+    ToolResult,
+    Usage,
+    WorkerError,
+    new_span_id,
+)
+from rolepool.core.events import (
+    AgentFinished,
+    AgentStarted,
+    ModelCompleted,
+    ModelRequested,
+    ToolCallInvalid,
+    ToolCallParsed,
+    ToolFinished,
+    ToolStarted,
+)
+from rolepool.core.messages import assistant, new_call_id, system, tool_message, user
+from rolepool.pools.worker import Worker
+from rolepool.runtime.run import Outcome, RunScope
+from rolepool.tools.parsing import parse_tool_calls
+from rolepool.tools.results import format_result
+from rolepool.tools.tool import Tool
+
+
+@dataclass(frozen=True)
+class LoopSpec:
+    """What the loop needs from an agent; `agents.Agent` builds it."""
+
+    name: str
+    role: str
+    instructions: str
+    tools: Sequence[Tool] = ()
+    max_turns: int | None = None
+    max_retries: int | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    forbidden_tools: frozenset[str] = frozenset()
+    """Names of other roles' tools: calling one is `forbidden` rather than `unknown_tool`."""
+
+
+@dataclass
+class _Checked:
+    call: ToolCall
+    tool: Tool | None
+    kind: str | None = None  # None = valid; else the ToolCallInvalid kind
+    errors: list[str] = field(default_factory=list)
+
+
+class AgentLoop:
+    """One agent's turns inside a run. Use `run_agent` rather than this class."""
+
+    def __init__(self, spec: LoopSpec, worker: Worker, scope: RunScope, parent_id: str) -> None:
+        self.spec = spec
+        self.worker = worker
+        self.scope = scope
+        self.span_id = new_span_id()
+        self.parent_id = parent_id
+        self.tools = {t.name: t for t in spec.tools}
+        self.max_turns = spec.max_turns or scope.limits.max_turns
+        self.max_retries = (
+            spec.max_retries if spec.max_retries is not None else scope.limits.max_retries
+        )
+        self.retries = 0  # consecutive invalid turns so far
+        self.usage = Usage()
+        self.messages: list[Message] = []
+        self.call_spans: dict[str, str] = {}  # call id -> span id; models may reuse call ids
+
+    def _base(self) -> dict[str, object]:
+        return {"run_id": self.scope.run_id, "parent_id": self.span_id, "agent": self.spec.name}
+
+    async def run(self, messages: list[Message]) -> Outcome:
+        self.messages = messages
+        started = time.perf_counter()
+        task = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        self.scope.emit(
+            AgentStarted(
+                run_id=self.scope.run_id,
+                span_id=self.span_id,
+                parent_id=self.parent_id,
+                agent=self.spec.name,
+                role=self.spec.role,
+                task=task,
+            )
+        )
+        output: str | None = None
+        error: BaseException | None = None
+        turn = 0
+        try:
+            for turn in range(1, self.max_turns + 1):
+                output = await self._turn(turn)
+                if output is not None:
+                    return Outcome(output=output, messages=self.messages, turns=turn)
+            raise MaxTurnsExceeded(
+                f"agent {self.spec.name!r} reached max_turns={self.max_turns} "
+                "without a final answer"
+            )
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.scope.emit(
+                AgentFinished(
+                    run_id=self.scope.run_id,
+                    span_id=self.span_id,
+                    parent_id=self.parent_id,
+                    agent=self.spec.name,
+                    role=self.spec.role,
+                    output=output,
+                    turns=turn,
+                    usage=self.usage,
+                    duration=time.perf_counter() - started,
+                    error=None if error is None else f"{type(error).__name__}: {error}",
+                )
+            )
+
+    async def _turn(self, turn: int) -> str | None:
+        """One model call and what follows it; returns the final answer or None to go on."""
+        completion = await self._ask(turn)
+        if completion.tool_calls is not None and completion.tool_calls:
+            calls, text = _unique_ids(completion.tool_calls), completion.text
+        else:
+            parsed = parse_tool_calls(completion.text)
+            if parsed.failure is not None:
+                self._reject_unparseable(completion.text, str(parsed.failure))
+                return None
+            calls, text = _unique_ids(parsed.calls), parsed.text
+            if not calls and not text.strip():
+                self._reject_unparseable(completion.text, "the reply was empty")
+                return None
+        if not calls:
+            return text.strip()
+        checked = [self._check(call) for call in calls]
+        self.messages.append(assistant(text.strip(), tool_calls=calls))
+        results = await self._execute([c for c in checked if c.kind is None])
+        for item in checked:
+            if item.kind is not None:
+                results[item.call.id] = ToolResult(
+                    call_id=item.call.id,
+                    name=item.call.name,
+                    error="invalid call, not executed: "
+                    + "; ".join(item.errors)
+                    + ". Fix the call and try again.",
+                )
+        self.messages.extend(tool_message(results[c.id]) for c in calls)
+        if any(item.kind is not None for item in checked):
+            self._spend_retry("; ".join(e for item in checked for e in item.errors))
+        else:
+            self.retries = 0
+        return None
+
+    async def _ask(self, turn: int) -> Completion:
+        span = new_span_id()
+        base = {
+            "run_id": self.scope.run_id,
+            "span_id": span,
+            "parent_id": self.span_id,
+            "agent": self.spec.name,
+            "role": self.spec.role,
+            "turn": turn,
+        }
+        self.scope.emit(ModelRequested(**base, messages=len(self.messages), tools=list(self.tools)))
+        request = Request(
+            messages=list(self.messages),
+            tools=[t.spec() for t in self.spec.tools],
+            sampling=self.spec.sampling,
+            role=self.spec.role,
+            run_id=self.scope.run_id,
+            agent=self.spec.name,
+        )
+        started = time.perf_counter()
+        try:
+            with anyio.fail_after(self.scope.limits.model_timeout):
+                completion = await self.worker.complete(request)
+        except BaseException as exc:
+            error = _worker_error(exc, self.worker, self.scope.limits.model_timeout)
+            self.scope.emit(
+                ModelCompleted(
+                    **base, latency=time.perf_counter() - started, error=str(error or exc)
+                )
+            )
+            if error is None:
+                raise
+            raise error from exc
+        self.scope.emit(
+            ModelCompleted(
+                **base,
+                worker=completion.worker,
+                model=completion.model,
+                architecture=completion.architecture,
+                policy_version=completion.policy_version,
+                usage=completion.usage,
+                latency=completion.latency or time.perf_counter() - started,
+                text=completion.text,
+                expert_load=completion.expert_load,
+            )
+        )
+        self.usage = self.usage + completion.usage
+        self.scope.add_usage(completion.usage)
+        return completion
+
+    def _check(self, call: ToolCall) -> _Checked:
+        span = self.call_spans[call.id] = new_span_id()
+        tool = self.tools.get(call.name)
+        if tool is None:
+            kind = "forbidden" if call.name in self.spec.forbidden_tools else "unknown_tool"
+            reason = (
+                f"tool {call.name!r} belongs to another role"
+                if kind == "forbidden"
+                else f"there is no tool named {call.name!r}"
+            )
+            item = _Checked(call, None, kind, [f"{reason}; available: {', '.join(self.tools)}"])
+        else:
+            issues = tool.validate(call.arguments)
+            item = _Checked(call, tool, "schema" if issues else None, [str(i) for i in issues])
+        if item.kind is None:
+            self.scope.emit(
+                ToolCallParsed(
+                    **self._base(),
+                    span_id=span,
+                    call_id=call.id,
+                    tool=call.name,
+                    arguments=call.arguments,
+                    attempt=self.retries,
+                )
+            )
+        else:
+            self.scope.emit(
+                ToolCallInvalid(
+                    **self._base(),
+                    span_id=span,
+                    call_id=call.id,
+                    tool=call.name,
+                    kind=item.kind,
+                    errors=item.errors,
+                    attempt=self.retries,
+                )
+            )
+        return item
+
+    def _reject_unparseable(self, text: str, problem: str) -> None:
+        self.scope.emit(
+            ToolCallInvalid(
+                **self._base(),
+                kind="parse",
+                errors=[problem],
+                raw=text[:4000],
+                attempt=self.retries,
+            )
+        )
+        self.messages.append(assistant(text))
+        self.messages.append(
+            user(
+                f"Your reply could not be read: {problem}. Reply with a valid tool call, "
+                "or with a plain-text final answer."
+            )
+        )
+        self._spend_retry(problem)
+
+    def _spend_retry(self, problem: str) -> None:
+        self.retries += 1
+        if self.retries > self.max_retries:
+            raise ModelBehaviorError(
+                f"agent {self.spec.name!r}: {self.retries} consecutive invalid replies "
+                f"(max_retries={self.max_retries}); last problem: {problem}",
+                attempts=self.retries,
+                last_error=problem,
+            )
+
+    async def _execute(self, checked: list[_Checked]) -> dict[str, ToolResult]:
+        """Run the valid calls of one turn concurrently; every call gets a result."""
+        results: dict[str, ToolResult] = {}
+        async with anyio.create_task_group() as tg:
+            for item in checked:
+                assert item.tool is not None
+                tg.start_soon(self._run_tool, item.call, item.tool, results)
+        return results
+
+    async def _run_tool(self, call: ToolCall, tool: Tool, results: dict[str, ToolResult]) -> None:
+        span = self.call_spans[call.id]
+        self.scope.emit(ToolStarted(**self._base(), span_id=span, call_id=call.id, tool=call.name))
+        timeout = tool.timeout or self.scope.limits.tool_timeout
+        ctx = RunContext(
+            run_id=self.scope.run_id,
+            agent=self.spec.name,
+            role=self.spec.role,
+            call_id=call.id,
+            workspace=self.scope.workspace,
+            deps=self.scope.deps,
+        )
+        started = time.perf_counter()
+        content, error = "", None
+        try:
+            with anyio.move_on_after(timeout) as timer:
+                value = await tool.call(call.arguments, ctx)
+                content = format_result(value, max_chars=self.scope.limits.max_result_chars)
+            if timer.cancelled_caught:
+                error = f"timed out after {timeout:g}s"
+        except Exception as exc:  # a failing tool is reported to the model, never fatal
+            error = f"{type(exc).__name__}: {exc}"
+        results[call.id] = ToolResult(call_id=call.id, name=call.name, content=content, error=error)
+        self.scope.emit(
+            ToolFinished(
+                **self._base(),
+                span_id=span,
+                call_id=call.id,
+                tool=call.name,
+                duration=time.perf_counter() - started,
+                result=content[:2000],
+                error=error,
+            )
+        )
+
+
+def _unique_ids(calls: Sequence[ToolCall]) -> list[ToolCall]:
+    """Give repeated call ids fresh ones: results are matched to calls by id."""
+    seen: set[str] = set()
+    out = []
+    for call in calls:
+        if call.id in seen:
+            call = call.model_copy(update={"id": new_call_id()})
+        seen.add(call.id)
+        out.append(call)
+    return out
+
+
+def _worker_error(exc: BaseException, worker: Worker, timeout: float) -> RolepoolError | None:
+    """The typed error for a failed model call, or None for cancellation (re-raised as is)."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, RolepoolError):
+        return exc
+    name = _worker_name(worker)
+    if isinstance(exc, TimeoutError):
+        return WorkerError(f"no completion within model_timeout={timeout:g}s", worker=name)
+    return WorkerError(f"{type(exc).__name__}: {exc}", worker=name)
+
+
+def _worker_name(worker: Worker) -> str:
+    try:
+        return worker.info.name
+    except Exception:
+        return type(worker).__name__
+
+
+async def run_agent(
+    spec: LoopSpec,
+    task: str | list[Message],
+    worker: Worker,
+    scope: RunScope,
+    *,
+    parent_id: str | None = None,
+) -> Outcome:
+    """Run one agent to its final answer inside `scope`."""
+    if isinstance(task, str):
+        messages = [system(spec.instructions), user(task)] if spec.instructions else [user(task)]
+    else:
+        messages = list(task)
+    loop = AgentLoop(spec, worker, scope, parent_id or scope.span_id)
+    return await loop.run(messages)

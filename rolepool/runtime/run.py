@@ -1,0 +1,222 @@
+"""A run: the scope that agents and tools share, its lifecycle events, and the handle to watch it.
+
+`execute` drives one run to its end and always closes it with `run.finished` or `run.failed`,
+including on cancellation and on a deadline, so the stored trace of every run has an end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, Field
+
+from rolepool.core import (
+    DeadlineExceeded,
+    Event,
+    Message,
+    RunCancelled,
+    TokenBudgetExceeded,
+    Usage,
+    new_run_id,
+    new_span_id,
+)
+from rolepool.core.events import RunFailed, RunFinished, RunStarted
+from rolepool.runtime.limits import Limits
+from rolepool.runtime.store import EventStore, default_store_path
+from rolepool.runtime.stream import EventStream, Subscription
+
+StoreOption = EventStore | Literal[False] | None
+_default_stores: dict[Path, EventStore] = {}
+
+
+def resolve_store(store: StoreOption) -> EventStore | None:
+    """`None` → the default store (opened once per process and path), `False` → no store."""
+    if store is False:
+        return None
+    if store is not None:
+        return store
+    path = default_store_path()
+    if path not in _default_stores:
+        _default_stores[path] = EventStore(path)
+    return _default_stores[path]
+
+
+class RunResult(BaseModel):
+    run_id: str
+    output: str
+    messages: list[Message] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    turns: int = 0
+    duration: float = 0.0
+
+
+class Outcome(BaseModel):
+    """What the body of a run (an agent loop or a workflow) hands back to `execute`."""
+
+    output: str
+    messages: list[Message] = Field(default_factory=list)
+    turns: int = 0
+
+
+class RunScope:
+    """Shared by everything inside one run: its id, event stream, limits, budget and workspace."""
+
+    def __init__(
+        self,
+        stream: EventStream,
+        limits: Limits,
+        *,
+        workspace: Path | None = None,
+        deps: Any = None,
+    ) -> None:
+        self.stream = stream
+        self.limits = limits
+        self.workspace = workspace
+        self.deps = deps
+        self.span_id = new_span_id()
+        self.usage = Usage()
+
+    @property
+    def run_id(self) -> str:
+        return self.stream.run_id
+
+    def emit(self, event: Event) -> Event:
+        return self.stream.emit(event)
+
+    def add_usage(self, usage: Usage) -> None:
+        """Count tokens against the run's budget; over budget raises `TokenBudgetExceeded`."""
+        self.usage = self.usage + usage
+        budget = self.limits.max_tokens
+        if budget is not None and self.usage.total_tokens > budget:
+            raise TokenBudgetExceeded(
+                f"run used {self.usage.total_tokens} tokens, over its budget of {budget}"
+            )
+
+
+Body = Callable[[RunScope], Awaitable[Outcome]]
+
+
+async def execute(scope: RunScope, task: str, body: Body, *, label: str | None = None) -> RunResult:
+    """Run `body` inside `scope` with the run's deadline; emit the run's first and last event."""
+    started = time.perf_counter()
+    scope.emit(RunStarted(run_id=scope.run_id, span_id=scope.span_id, task=task, agent=label))
+
+    def fail(exc: BaseException, error_type: str | None = None) -> None:
+        scope.emit(
+            RunFailed(
+                run_id=scope.run_id,
+                span_id=scope.span_id,
+                error_type=error_type or type(exc).__name__,
+                message=str(exc) or type(exc).__name__,
+                duration=time.perf_counter() - started,
+            )
+        )
+        scope.stream.close()
+
+    deadline = scope.limits.deadline
+    try:
+        with anyio.move_on_after(deadline) as timer:
+            outcome = await body(scope)
+        if timer.cancelled_caught:
+            raise DeadlineExceeded(f"run exceeded its deadline of {deadline:g}s")
+    except anyio.get_cancelled_exc_class() as exc:
+        fail(exc, "RunCancelled")
+        raise
+    except Exception as exc:
+        fail(exc)
+        raise
+    duration = time.perf_counter() - started
+    scope.emit(
+        RunFinished(
+            run_id=scope.run_id,
+            span_id=scope.span_id,
+            output=outcome.output,
+            usage=scope.usage,
+            duration=duration,
+        )
+    )
+    scope.stream.close()
+    return RunResult(
+        run_id=scope.run_id,
+        output=outcome.output,
+        messages=outcome.messages,
+        usage=scope.usage,
+        turns=outcome.turns,
+        duration=duration,
+    )
+
+
+def new_scope(
+    *,
+    store: StoreOption = None,
+    limits: Limits | None = None,
+    run_id: str | None = None,
+    workspace: Path | None = None,
+    deps: Any = None,
+) -> RunScope:
+    stream = EventStream(run_id or new_run_id(), store=resolve_store(store))
+    return RunScope(stream, limits or Limits(), workspace=workspace, deps=deps)
+
+
+class Run:
+    """A run going on in the background of an `async with ... start(...)` block."""
+
+    def __init__(self, scope: RunScope) -> None:
+        self.scope = scope
+        self._done = anyio.Event()
+        self._result: RunResult | None = None
+        self._error: BaseException | None = None
+        self._cancel = anyio.CancelScope()
+
+    @property
+    def run_id(self) -> str:
+        return self.scope.run_id
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def events(self, *, from_seq: int = 0) -> Subscription:
+        """Every event of the run from `from_seq`, live; ends when the run ends."""
+        return self.scope.stream.subscribe(from_seq=from_seq)
+
+    def cancel(self) -> None:
+        self._cancel.cancel()
+
+    async def result(self) -> RunResult:
+        """Wait for the end; return the result or raise the run's error."""
+        await self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    async def _drive(self, task: str, body: Body, label: str | None) -> None:
+        try:
+            with self._cancel:
+                self._result = await execute(self.scope, task, body, label=label)
+        except Exception as exc:  # kept for result(); run.failed is already emitted
+            self._error = exc
+        if self._cancel.cancelled_caught:
+            self._error = RunCancelled(f"run {self.run_id} was cancelled")
+        self._done.set()
+
+
+@asynccontextmanager
+async def start(
+    scope: RunScope, task: str, body: Body, *, label: str | None = None
+) -> AsyncIterator[Run]:
+    """Start a run in the background; leaving the block waits for it (or cancels it on error)."""
+    run = Run(scope)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run._drive, task, body, label)
+        try:
+            yield run
+        except BaseException:
+            run.cancel()
+            raise

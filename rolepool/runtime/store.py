@@ -1,0 +1,163 @@
+"""The embedded event store: every event of every run, appended to a local SQLite database.
+
+Durability: the database runs in WAL mode and every event is its own committed transaction before
+`append` returns, so a crash of the process loses no event that was emitted before it. With the
+default `synchronous=NORMAL` a power cut may lose the last transactions; pass `durability="full"`
+to fsync every commit as well.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+
+from rolepool.core import ConfigError, Event, event_from_json
+
+ENV_DB = "ROLEPOOL_EVENTS_DB"
+ENV_HOME = "ROLEPOOL_HOME"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    ts REAL NOT NULL,
+    span_id TEXT,
+    parent_id TEXT,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_run ON events (run_id, seq);
+CREATE INDEX IF NOT EXISTS events_type ON events (type, ts);
+"""
+
+_RUN_TYPES = ("run.started", "run.finished", "run.failed")
+
+
+def default_store_path() -> Path:
+    """`$ROLEPOOL_EVENTS_DB`, else `$ROLEPOOL_HOME/events.db`, else the user's data directory."""
+    if os.environ.get(ENV_DB):
+        return Path(os.environ[ENV_DB]).expanduser()
+    if os.environ.get(ENV_HOME):
+        return Path(os.environ[ENV_HOME]).expanduser() / "events.db"
+    return Path(platformdirs.user_data_dir("rolepool")) / "events.db"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One row of `rolepool trace list`."""
+
+    run_id: str
+    started: float
+    task: str
+    agent: str | None
+    status: Literal["running", "finished", "failed"]
+    ended: float | None
+    events: int
+
+
+class EventStore:
+    """Append-only SQLite store of events. Safe to share between threads and processes."""
+
+    def __init__(
+        self, path: str | Path | None = None, *, durability: Literal["normal", "full"] = "normal"
+    ) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open the event store: {exc}", where=str(self.path)) from exc
+        self._lock = threading.Lock()
+
+    def append(self, event: Event) -> None:
+        """Commit one event; when this returns, the event survives a crash of this process."""
+        row = (
+            event.run_id,
+            event.seq,
+            event.type,
+            event.ts,
+            event.span_id,
+            event.parent_id,
+            event.model_dump_json(),
+        )
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO events (run_id, seq, type, ts, span_id, parent_id, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def events(self, run_id: str, *, after_seq: int = -1, limit: int | None = None) -> list[Event]:
+        """A run's events in emission order, those with `seq > after_seq`."""
+        sql = "SELECT body FROM events WHERE run_id = ? AND seq > ? ORDER BY seq, id"
+        params: tuple[object, ...] = (run_id, after_seq)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        with self._lock:
+            rows = self._db.execute(sql, params).fetchall()
+        return [event_from_json(body) for (body,) in rows]
+
+    def find_run(self, prefix: str) -> list[str]:
+        """Run ids that start with `prefix`, so the CLI accepts an unambiguous prefix."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT DISTINCT run_id FROM events WHERE substr(run_id, 1, ?) = ?",
+                (len(prefix), prefix),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def runs(self, limit: int = 50) -> list[RunSummary]:
+        """The most recent runs first, with their status."""
+        with self._lock:
+            started = self._db.execute(
+                "SELECT run_id, ts, body FROM events WHERE type = 'run.started'"
+                " ORDER BY ts DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            out = []
+            for run_id, ts, body in started:
+                end = self._db.execute(
+                    "SELECT type, ts FROM events WHERE run_id = ? AND type IN (?, ?)"
+                    " ORDER BY seq DESC LIMIT 1",
+                    (run_id, *_RUN_TYPES[1:]),
+                ).fetchone()
+                (count,) = self._db.execute(
+                    "SELECT COUNT(*) FROM events WHERE run_id = ?", (run_id,)
+                ).fetchone()
+                first = event_from_json(body)
+                status = "running" if end is None else end[0].split(".")[1]
+                out.append(
+                    RunSummary(
+                        run_id=run_id,
+                        started=ts,
+                        task=getattr(first, "task", ""),
+                        agent=getattr(first, "agent", None) or getattr(first, "workflow", None),
+                        status=status,  # type: ignore[arg-type]
+                        ended=end[1] if end else None,
+                        events=count,
+                    )
+                )
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,120 @@
+"""The SQLite event store: round trips, run listing, default path, and crash durability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from rolepool.core import ConfigError
+from rolepool.core.events import RunFinished, RunStarted, ToolFinished
+from rolepool.runtime import EventStore, default_store_path
+
+
+def test_round_trip_and_listing(tmp_path):
+    store = EventStore(tmp_path / "e.db")
+    store.append(RunStarted(run_id="run_a", seq=0, task="alpha", agent="x", ts=100.0))
+    store.append(
+        ToolFinished(
+            run_id="run_a", seq=1, agent="x", call_id="c1", tool="t", result="ok", ts=100.5
+        )
+    )
+    store.append(RunFinished(run_id="run_a", seq=2, output="done", ts=101.0))
+    store.append(RunStarted(run_id="run_b", seq=0, task="beta", ts=200.0))
+    events = store.events("run_a")
+    assert [e.type for e in events] == ["run.started", "tool.finished", "run.finished"]
+    assert isinstance(events[1], ToolFinished) and events[1].result == "ok"
+    assert [e.seq for e in store.events("run_a", after_seq=0)] == [1, 2]
+    runs = store.runs()
+    assert [(r.run_id, r.status, r.events) for r in runs] == [
+        ("run_b", "running", 1),
+        ("run_a", "finished", 3),
+    ]
+    assert runs[1].ended == 101.0 and runs[1].task == "alpha"
+    assert sorted(store.find_run("run_")) == ["run_a", "run_b"]
+    assert store.find_run("run_b") == ["run_b"]
+    assert store.find_run("nope") == []
+    # WAL, so readers in other processes never block the writer
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_default_path_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROLEPOOL_EVENTS_DB", str(tmp_path / "x.db"))
+    assert default_store_path() == tmp_path / "x.db"
+    monkeypatch.delenv("ROLEPOOL_EVENTS_DB")
+    monkeypatch.setenv("ROLEPOOL_HOME", str(tmp_path / "home"))
+    assert default_store_path() == tmp_path / "home" / "events.db"
+    monkeypatch.delenv("ROLEPOOL_HOME")
+    assert default_store_path().name == "events.db" and "rolepool" in str(default_store_path())
+
+
+def test_unopenable_store_is_a_config_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ConfigError, match="cannot open the event store"):
+        EventStore(blocker / "events.db")
+
+
+CHILD = textwrap.dedent(
+    """
+    import json, sys, time, anyio
+    from rolepool import Agent, FunctionWorker, tool
+    from rolepool.runtime import EventStore, new_scope
+    from rolepool.runtime.run import execute
+    from rolepool.runtime.loop import run_agent
+
+    calls = 0
+
+    @tool
+    def step(n: int) -> str:
+        "A step; the fourth one hangs so the parent can kill us mid-run."
+        global calls
+        calls += 1
+        if calls == 4:
+            print("READY", flush=True)
+            time.sleep(600)
+        return f"step {n} done"
+
+    worker = FunctionWorker(lambda req: json.dumps({"name": "step", "arguments": {"n": len(req.messages)}}))
+    agent = Agent("crashy", tools=[step], max_turns=100)
+
+    async def main():
+        scope = new_scope(store=EventStore(sys.argv[1]))
+        scope.stream.add_listener(lambda e: print("EMITTED", e.seq, e.type, flush=True))
+        await execute(scope, "crash me", lambda s: run_agent(agent.spec(), "crash me", worker, s))
+
+    anyio.run(main)
+    """
+)
+
+
+def test_events_survive_a_killed_process(tmp_path):
+    db = tmp_path / "crash.db"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db)], stdout=subprocess.PIPE, text=True
+    )
+    emitted = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("READY"):
+                break
+            _, seq, kind = line.split()
+            emitted.append((int(seq), kind))
+        else:
+            pytest.fail(f"child ended early with {proc.wait()}")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(emitted) > 10  # several turns happened before the kill
+    store = EventStore(db)
+    run_id = store.runs()[0].run_id
+    stored = [(e.seq, e.type) for e in store.events(run_id)]
+    assert stored == emitted
+    assert stored[-1][1] == "tool.started"  # the run died inside its fourth tool call
+    assert store.runs()[0].status == "running"
