@@ -319,3 +319,20 @@ def test_agent_definition_errors():
         Agent("w", tools=[make_adder([]), make_adder([])])
     with pytest.raises(ConfigError, match="agent name"):
         Agent("bad name!")
+
+
+async def test_layers_below_the_runtime_emit_into_the_current_run():
+    from rolepool.core.emit import emit
+    from rolepool.core.events import PoolRouted
+
+    def routed(req):
+        emit(PoolRouted(run_id=req.run_id, parent_id=req.span_id, role=req.role or "",
+                        worker="w1", policy_version="v1"))
+        return "done"
+
+    async with Agent("a", role="writer").start("go", worker=FunctionWorker(routed)) as run:
+        events = [e async for e in run.events()]
+    routed_event = next(e for e in events if e.type == "pool.routed")
+    model_span = next(e for e in events if e.type == "model.requested").span_id
+    assert routed_event.parent_id == model_span and routed_event.role == "writer"
+    emit(PoolRouted(run_id="x", role="r", worker="w", policy_version="v"))  # no run: a no-op

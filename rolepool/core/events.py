@@ -135,6 +135,37 @@ class ToolFinished(EventBase):
     error: str | None = None
 
 
+class PoolRouted(EventBase):
+    """A pool chose a worker for a request: the audit trail of which model and policy served it.
+
+    `choice` says how: "primary" (the role's weighted choices) or "fallback"."""
+
+    type: Literal["pool.routed"] = "pool.routed"
+    role: str
+    worker: str
+    policy_version: str
+    choice: Literal["primary", "fallback"] = "primary"
+
+
+class PoolFailover(EventBase):
+    """A worker failed a request and the pool moved it to the next choice."""
+
+    type: Literal["pool.failover"] = "pool.failover"
+    role: str
+    from_worker: str
+    to_worker: str | None
+    error: str
+
+
+class BreakerChanged(EventBase):
+    """A worker's circuit breaker changed state."""
+
+    type: Literal["pool.breaker"] = "pool.breaker"
+    worker: str
+    state: Literal["closed", "open", "half_open"]
+    reason: str = ""
+
+
 Event = Annotated[
     RunStarted
     | RunFinished
@@ -146,7 +177,10 @@ Event = Annotated[
     | ToolCallParsed
     | ToolCallInvalid
     | ToolStarted
-    | ToolFinished,
+    | ToolFinished
+    | PoolRouted
+    | PoolFailover
+    | BreakerChanged,
     Field(discriminator="type"),
 ]
 

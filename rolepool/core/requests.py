@@ -48,6 +48,8 @@ class Request(BaseModel):
     role: str | None = None
     run_id: str | None = None
     agent: str | None = None
+    span_id: str | None = None
+    """The model-call span this request belongs to, so pool events nest under it."""
 
 
 class Usage(BaseModel):

@@ -191,6 +191,7 @@ class AgentLoop:
             role=self.spec.role,
             run_id=self.scope.run_id,
             agent=self.spec.name,
+            span_id=span,
         )
         started = time.perf_counter()
         try:

@@ -25,6 +25,7 @@ from rolepool.core import (
     new_run_id,
     new_span_id,
 )
+from rolepool.core.emit import emitting
 from rolepool.core.events import RunFailed, RunFinished, RunStarted
 from rolepool.runtime.limits import Limits
 from rolepool.runtime.store import EventStore, default_store_path
@@ -120,7 +121,7 @@ async def execute(scope: RunScope, task: str, body: Body, *, label: str | None =
 
     deadline = scope.limits.deadline
     try:
-        with anyio.move_on_after(deadline) as timer:
+        with anyio.move_on_after(deadline) as timer, emitting(scope.emit):
             outcome = await body(scope)
         if timer.cancelled_caught:
             raise DeadlineExceeded(f"run exceeded its deadline of {deadline:g}s")
