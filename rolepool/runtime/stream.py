@@ -39,6 +39,7 @@ class EventStream:
         self._next_seq = 0
         self._closed = False
         self._wakeup = anyio.Event()
+        self._armed = False  # a subscriber waits on _wakeup: only then is waking worth its cost
         self._subscribers: set[Subscription] = set()
         self._listeners: list[Listener] = []
 
@@ -75,6 +76,7 @@ class EventStream:
     def close(self) -> None:
         """No more events: subscribers finish once they have read what was emitted."""
         self._closed = True
+        self._armed = True
         self._wake()
 
     def subscribe(self, *, from_seq: int = 0) -> Subscription:
@@ -84,8 +86,10 @@ class EventStream:
         return sub
 
     def _wake(self) -> None:
-        self._wakeup.set()
-        self._wakeup = anyio.Event()
+        if self._armed:
+            self._armed = False
+            self._wakeup.set()
+            self._wakeup = anyio.Event()
 
     def _trim(self) -> None:
         """Keep the newest `buffer` events in memory, trimming in chunks to stay O(1) per emit."""
@@ -129,6 +133,7 @@ class Subscription:
             if stream.closed:
                 await self.aclose()
                 raise StopAsyncIteration
+            stream._armed = True
             await stream._wakeup.wait()
         event = self._pending.pop()
         self.cursor = event.seq + 1
