@@ -19,11 +19,28 @@ from rolepool.core import (
     UserError,
     WorkerError,
 )
-from rolepool.pools import FunctionWorker, ScriptedWorker, Worker
+from rolepool.pools import (
+    FunctionWorker,
+    OpenAIWorker,
+    Pool,
+    RoutingPolicy,
+    ScriptedWorker,
+    Worker,
+    build_pool,
+)
 from rolepool.runtime import EventStore, Limits, Run, RunResult
 from rolepool.tools import Tool, tool
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    if name == "TransformersWorker":  # imports torch: only when asked for
+        from rolepool.pools.transformers_worker import TransformersWorker
+
+        return TransformersWorker
+    raise AttributeError(f"module 'rolepool' has no attribute {name!r}")
+
 
 __all__ = [
     "Agent",
@@ -35,9 +52,12 @@ __all__ = [
     "LimitExceeded",
     "Limits",
     "Message",
+    "OpenAIWorker",
+    "Pool",
     "ModelBehaviorError",
     "Request",
     "RolepoolError",
+    "RoutingPolicy",
     "Run",
     "RunContext",
     "RunResult",
@@ -45,8 +65,10 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolError",
+    "TransformersWorker",
     "UserError",
     "Worker",
     "WorkerError",
+    "build_pool",
     "tool",
 ]

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from rolepool import __version__
 from rolepool.core import RolepoolError, UserError
+from rolepool.pools.serve_cli import add_serve_command
 from rolepool.runtime.store import EventStore, default_store_path
 from rolepool.runtime.trace import render_tree
 
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--db", help=store_help)
     show.add_argument("--json", action="store_true", help="print the raw events as JSON lines")
     show.set_defaults(handler=cmd_trace_show)
+    add_serve_command(commands)
     return parser
 
 

@@ -1,0 +1,321 @@
+"""The OpenAI chat-completions wire format as `rolepool serve` speaks it: the request and its
+translation to a rolepool `Request`, and the answer built from a `Completion`.
+
+Kept apart from the server so the wire rules (what is accepted, what each bad field is called in
+the 400 answer, what an answer looks like) read in one place. Unknown fields are ignored, as
+OpenAI-compatible servers do, so clients that send `user`, `logprobs: false` or vendor extras are
+not refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rolepool.core import Completion, Message, Request, Sampling, ToolCall, ToolSpec
+from rolepool.tools.parsing import parse_tool_calls
+
+_ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_MIN_SECRET = 8
+_SCALAR_TAGS = frozenset({"str", "int", "float", "bool", "none"})
+
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` with `secret` blanked out. Secrets shorter than 8 characters are left alone: they
+    would blank ordinary words (a key "k" in "worker"), and are no secret worth the name."""
+    if secret and len(secret) >= _MIN_SECRET:
+        return text.replace(secret, "[redacted]")
+    return text
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, OpenAI error `type` and the offending `param`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        *,
+        worker: str | None = None,
+        worker_failure: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.worker = worker
+        self.worker_failure = worker_failure
+
+    @property
+    def status_label(self) -> str:
+        """The `status` label on the request counter."""
+        return {400: "bad_request", 413: "too_large", 499: "client_closed", 504: "timeout"}.get(
+            self.status, self.type
+        )
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class FunctionCall(_Wire):
+    name: str = Field(min_length=1)
+    arguments: str | dict[str, Any] = "{}"
+
+
+class WireToolCall(_Wire):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ContentPart(_Wire):
+    type: str
+    text: str | None = None
+
+
+class WireMessage(_Wire):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    tool_calls: list[WireToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class FunctionDef(_Wire):
+    name: str = Field(min_length=1, max_length=128)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class WireTool(_Wire):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class ChatRequest(_Wire):
+    model: str | None = None
+    messages: list[WireMessage] = Field(min_length=1)
+    tools: list[WireTool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    n: int = 1
+    metadata: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, body: Any) -> ChatRequest:
+        """Validate a decoded body; the first problem becomes a 400 naming the field."""
+        if not isinstance(body, dict):
+            raise ApiError(400, "request body must be a JSON object")
+        try:
+            chat = cls.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            param = _param(first["loc"])
+            raise ApiError(400, f"{param or 'body'}: {first['msg']}", param=param) from None
+        if chat.n != 1:
+            raise ApiError(400, "only n=1 is supported", param="n")
+        return chat
+
+    @property
+    def wants_stream_usage(self) -> bool:
+        return bool((self.stream_options or {}).get("include_usage"))
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    """pydantic's error location as the dotted/indexed path OpenAI clients show, without the
+    union-member tags pydantic inserts (`str`, `list[ContentPart]`, `function-...`)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and not _is_union_tag(part):
+            out += f".{part}" if out else part
+    return out or None
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in _SCALAR_TAGS or "[" in part or part.startswith("function-")
+
+
+def to_request(chat: ChatRequest, header_role: str | None) -> Request:
+    """The rolepool `Request`: role from `metadata.role`, else the `X-Rolepool-Role` header."""
+    metadata = chat.metadata or {}
+    role = metadata.get("role") or header_role
+    if role is not None and (not isinstance(role, str) or not _ROLE.match(role)):
+        raise ApiError(400, "role must be 1-64 letters, digits, '_', '.' or '-'", param="role")
+    tools: list[ToolSpec] = []
+    if chat.tools and chat.tool_choice != "none":
+        tools = [
+            ToolSpec(
+                name=t.function.name,
+                description=t.function.description,
+                parameters=t.function.parameters,
+            )
+            for t in chat.tools
+        ]
+    return Request(
+        messages=[_message(m, i) for i, m in enumerate(chat.messages)],
+        tools=tools,
+        sampling=_sampling(chat),
+        role=role,
+        run_id=_text_or_none(metadata.get("run_id")),
+        agent=_text_or_none(metadata.get("agent")),
+    )
+
+
+def _message(wire: WireMessage, index: int) -> Message:
+    where = f"messages[{index}]"
+    role = "system" if wire.role == "developer" else wire.role
+    calls = [_call(c, f"{where}.tool_calls[{j}]") for j, c in enumerate(wire.tool_calls or [])]
+    return Message(
+        role=role,
+        content=_content(wire.content, where),
+        tool_calls=calls,
+        tool_call_id=wire.tool_call_id,
+        name=wire.name,
+    )
+
+
+def _content(content: str | list[ContentPart] | None, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    texts = []
+    for j, part in enumerate(content):
+        if part.type != "text" or part.text is None:
+            message = f"only text content parts are supported, got {part.type!r}"
+            raise ApiError(400, message, param=f"{where}.content[{j}]")
+        texts.append(part.text)
+    return "".join(texts)
+
+
+def _call(wire: WireToolCall, where: str) -> ToolCall:
+    arguments: Any = wire.function.arguments
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            raise ApiError(400, "arguments is not valid JSON", param=f"{where}.function") from None
+    if not isinstance(arguments, dict):
+        raise ApiError(400, "arguments must be a JSON object", param=f"{where}.function")
+    fields: dict[str, Any] = {"name": wire.function.name, "arguments": arguments}
+    if wire.id:
+        fields["id"] = wire.id
+    return ToolCall(**fields)
+
+
+def _sampling(chat: ChatRequest) -> Sampling:
+    """Omitted fields take rolepool's defaults (greedy, 256 tokens), not OpenAI's."""
+    fields: dict[str, Any] = {}
+    if chat.temperature is not None:
+        fields["temperature"] = chat.temperature
+    if chat.top_p is not None:
+        fields["top_p"] = chat.top_p
+    max_tokens = chat.max_completion_tokens or chat.max_tokens
+    if max_tokens is not None:
+        fields["max_tokens"] = max_tokens
+    if chat.seed is not None:
+        fields["seed"] = chat.seed
+    if chat.stop is not None:
+        fields["stop"] = [chat.stop] if isinstance(chat.stop, str) else chat.stop
+    try:
+        return Sampling(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = _param(first["loc"])
+        raise ApiError(400, f"{param}: {first['msg']}", param=param) from None
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value[:128] if isinstance(value, str) and value else None
+
+
+# -- answers -------------------------------------------------------------------------------------
+
+
+def chat_completion(completion: Completion, model: str | None, *, parse_calls: bool) -> dict:
+    """The OpenAI `chat.completion` object for a worker's answer. With `parse_calls` (the request
+    offered tools), calls the model wrote as text become `tool_calls`, as vLLM's tool parsers do;
+    text that fails to parse is returned as content for the client's own feedback loop."""
+    calls, text = completion.tool_calls or [], completion.text
+    if not calls and parse_calls:
+        parsed = parse_tool_calls(text)
+        if parsed.calls and parsed.failure is None:
+            calls, text = parsed.calls, parsed.text
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    finish = completion.finish_reason or "stop"
+    if calls:
+        message["content"] = text or None
+        message["tool_calls"] = [_wire_call(c) for c in calls]
+        finish = "tool_calls"
+    usage = completion.usage
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model or completion.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        },
+        "rolepool": {
+            "worker": completion.worker,
+            "model": completion.model,
+            "architecture": completion.architecture,
+            "latency": completion.latency,
+            "policy_version": completion.policy_version,
+            "expert_load": completion.expert_load,
+        },
+    }
+
+
+def _wire_call(call: ToolCall) -> dict[str, Any]:
+    try:
+        arguments = json.dumps(call.arguments, allow_nan=False)
+    except (TypeError, ValueError):
+        message = f"the worker returned arguments for {call.name!r} that are not JSON"
+        raise ApiError(502, message, "worker_error", worker_failure=True) from None
+    return {
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": arguments},
+    }
+
+
+def sse_events(body: dict[str, Any], *, include_usage: bool) -> Iterator[str]:
+    """A finished `chat.completion` as the `chat.completion.chunk` events a streaming client
+    expects: the whole message in one delta, then the finish reason (and usage if asked). Not
+    token streaming: it lets `stream: true` clients work, not see tokens early."""
+    choice = body["choices"][0]
+    base = {k: body[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    message = choice["message"]
+    delta: dict[str, Any] = {"role": "assistant", "content": message["content"]}
+    if "tool_calls" in message:
+        delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
+    chunks = [
+        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]},
+    ]
+    if include_usage:
+        chunks.append({**base, "choices": [], "usage": body["usage"]})
+    for chunk in chunks:
+        yield f"data: {json.dumps(chunk)}\n\n"
+    yield "data: [DONE]\n\n"

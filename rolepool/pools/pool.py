@@ -1,0 +1,344 @@
+"""`Pool`: named workers behind a routing policy, with breakers, timeouts and concurrency limits.
+
+A pool is itself a `Worker`, so an agent runs on a pool exactly as on a single model. For each
+request it draws the role's primary worker by weight, then walks the fallbacks until one serves.
+Each attempt is bounded by `request_timeout` and the worker's concurrency limit; a failure is
+counted on the worker's circuit breaker and reported as a `pool.failover` event, and the worker
+that serves is reported as `pool.routed`. The served Completion carries the worker, architecture
+and policy version: the audit trail of which model answered under which policy.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import asdict, dataclass
+from types import MappingProxyType
+from typing import Any
+
+import anyio
+
+from rolepool.core import Completion, ConfigError, Request, UserError, WorkerError, WorkerInfo
+from rolepool.core.emit import emit
+from rolepool.core.events import PoolFailover, PoolRouted
+from rolepool.pools.breaker import BreakerSettings, CircuitBreaker, Clock
+from rolepool.pools.policy import RoutingPolicy
+from rolepool.pools.worker import Worker
+
+
+@dataclass
+class WorkerStats:
+    """Counters for one worker, read by `/metrics`. `requests` counts calls that reached the
+    worker; `rejected` those turned away by its open breaker."""
+
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    timeouts: int = 0
+    failovers: int = 0
+    rejected: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+class Pool:
+    """Routes each request to a worker by role; see the module docstring for the algorithm.
+
+    `workers` is a mapping of name to worker, or a list whose names come from `worker.info.name`.
+    `max_concurrency` caps requests in flight per worker (one int for all, or per name); further
+    requests wait for a slot, and that wait counts towards `request_timeout`. `seed` makes the
+    weighted split reproducible. `clock` drives the breakers' cooldown (tests pass a fake one).
+    """
+
+    def __init__(
+        self,
+        workers: Mapping[str, Worker] | Sequence[Worker],
+        policy: RoutingPolicy,
+        *,
+        max_concurrency: Mapping[str, int] | int | None = None,
+        request_timeout: float | None = None,
+        breaker: BreakerSettings | None = None,
+        seed: int | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._workers = _name_workers(workers)
+        policy.check_workers(self._workers)
+        if request_timeout is not None and request_timeout <= 0:
+            raise ConfigError("must be a positive number of seconds", where="request_timeout")
+        self.request_timeout = request_timeout
+        self._limits = _concurrency_limits(max_concurrency, self._workers)
+        self._limiters = {n: anyio.CapacityLimiter(v) for n, v in self._limits.items()}
+        settings = breaker or BreakerSettings()
+        self._breakers = {n: CircuitBreaker(n, settings, clock=clock) for n in self._workers}
+        self._stats = {n: WorkerStats() for n in self._workers}
+        self._policy = policy
+        self._history: list[RoutingPolicy] = []
+        self._rng = random.Random(seed)
+        self._info = WorkerInfo(name="pool", model="pool", architecture="unknown")
+
+    def __repr__(self) -> str:
+        return f"Pool({list(self._workers)}, policy={self._policy.version!r})"
+
+    # -- the Worker protocol ------------------------------------------------------------------
+
+    @property
+    def info(self) -> WorkerInfo:
+        return self._info
+
+    async def complete(self, request: Request) -> Completion:
+        """Serve `request` from the first worker that can, or raise `WorkerError` naming each
+        worker's error. Never waits on a worker whose breaker is open."""
+        policy = self._policy  # one snapshot: a concurrent set_policy must not mix two versions
+        route = policy.route_for(request.role)
+        if route is None:
+            raise ConfigError(
+                f"no route for role {request.role!r} and no default route",
+                where=f"policy {policy.version!r}",
+            )
+        primary = route.pick(self._rng)
+        order = route.attempts(primary)
+        errors: list[str] = []
+        for i, name in enumerate(order):
+            result = await self._attempt(name, request)
+            if isinstance(result, Completion):
+                choice = "primary" if name == primary else "fallback"
+                emit(
+                    PoolRouted(
+                        **_ids(request),
+                        role=request.role or "",
+                        worker=name,
+                        policy_version=policy.version,
+                        choice=choice,
+                    )
+                )
+                return self._stamp(result, name, policy)
+            errors.append(f"{name}: {result}")
+            next_name = order[i + 1] if i + 1 < len(order) else None
+            if next_name is not None:
+                self._stats[name].failovers += 1
+            emit(
+                PoolFailover(
+                    **_ids(request),
+                    role=request.role or "",
+                    from_worker=name,
+                    to_worker=next_name,
+                    error=result,
+                )
+            )
+        raise WorkerError(
+            f"no worker could serve role {request.role!r} (policy {policy.version!r}): "
+            + "; ".join(errors)
+        )
+
+    async def health(self) -> bool:
+        """Healthy while any worker is: the policy's fallbacks can still serve."""
+        return any((await self.health_by_worker()).values())
+
+    async def health_by_worker(self) -> dict[str, bool]:
+        """Each worker's own health check, run concurrently and bounded so one hung worker does
+        not hang the check; a raising or slow worker counts as unhealthy."""
+        results = dict.fromkeys(self._workers, False)
+        bound = self.request_timeout or 10.0
+
+        async def check(name: str, worker: Worker) -> None:
+            with anyio.move_on_after(bound):
+                try:
+                    results[name] = bool(await worker.health())
+                except Exception:
+                    results[name] = False
+
+        async with anyio.create_task_group() as tg:
+            for name, worker in self._workers.items():
+                tg.start_soon(check, name, worker)
+        return results
+
+    async def aclose(self) -> None:
+        """Close every worker that holds resources; one failing to close does not stop the rest."""
+        first: BaseException | None = None
+        for worker in self._workers.values():
+            close = getattr(worker, "aclose", None)
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    async def __aenter__(self) -> Pool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- policy --------------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> RoutingPolicy:
+        return self._policy
+
+    @property
+    def policy_history(self) -> list[RoutingPolicy]:
+        """Earlier policies, oldest first; `rollback` returns to the last one."""
+        return list(self._history)
+
+    def set_policy(self, policy: RoutingPolicy) -> None:
+        """Replace the policy for requests that start from now on; in-flight ones finish under
+        the version they started with."""
+        policy.check_workers(self._workers)
+        for known in [*self._history, self._policy]:
+            if known.version == policy.version and known.digest() != policy.digest():
+                # Two contents under one version would make the audit trail ambiguous.
+                raise ConfigError(
+                    f"version {policy.version!r} already names a different policy; "
+                    "give the new one a new version",
+                    where="policy.version",
+                )
+        self._history.append(self._policy)
+        self._policy = policy
+
+    def rollback(self) -> RoutingPolicy:
+        """Go back to the previous policy and return it."""
+        if not self._history:
+            raise UserError(f"no earlier policy to roll back to from {self._policy.version!r}")
+        self._policy = self._history.pop()
+        return self._policy
+
+    # -- inspection ----------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> Mapping[str, Worker]:
+        return MappingProxyType(self._workers)
+
+    def breaker(self, worker: str) -> CircuitBreaker:
+        return self._breakers[worker]
+
+    @property
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per worker: the counters of `WorkerStats`, `breaker` (state name), `breaker_state`
+        (the same as a number for Prometheus: 0 closed, 1 half-open, 2 open), `breaker_opened`
+        (times it opened) and `max_concurrency` (None = unlimited). A snapshot; safe to
+        serialise."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, stats in self._stats.items():
+            breaker = self._breakers[name]
+            out[name] = {
+                **asdict(stats),
+                "breaker": breaker.state,
+                "breaker_state": _BREAKER_CODES[breaker.state],
+                "breaker_opened": breaker.transitions["open"],
+                "max_concurrency": self._limits.get(name),
+            }
+        return out
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _attempt(self, name: str, request: Request) -> Completion | str:
+        """One try on one worker: the Completion, or the error text that made it fail."""
+        breaker, stats = self._breakers[name], self._stats[name]
+        if not breaker.allow(request):
+            stats.rejected += 1
+            return "circuit breaker open"
+        limiter: AbstractAsyncContextManager[Any] = self._limiters.get(name) or nullcontext()
+        reached = False
+        try:
+            with anyio.fail_after(self.request_timeout) as deadline:
+                async with limiter:
+                    reached = True
+                    completion = await self._call(name, request, stats)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.cancel_called and not reached:
+                # Queued behind the concurrency limit: the worker is busy, not broken.
+                breaker.release()
+                return f"no free slot within request_timeout={self.request_timeout:g}s"
+            if isinstance(exc, TimeoutError) and deadline.cancel_called:
+                stats.timeouts += 1
+                error = f"no completion within request_timeout={self.request_timeout:g}s"
+            else:
+                error = f"{type(exc).__name__}: {exc}"
+            stats.failures += 1
+            breaker.record_failure(error, request)
+            return error
+        except BaseException:
+            breaker.release()  # cancelled from outside: no verdict on the worker
+            raise
+        stats.successes += 1
+        breaker.record_success(request)
+        return completion
+
+    async def _call(self, name: str, request: Request, stats: WorkerStats) -> Completion:
+        stats.requests += 1
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            return await self._workers[name].complete(request)
+        finally:
+            stats.in_flight -= 1
+
+    def _stamp(self, completion: Completion, name: str, policy: RoutingPolicy) -> Completion:
+        """Record who served under which policy. The pool's name for the worker wins: it is the
+        name the policy, the events and the metrics use."""
+        info = _safe_info(self._workers[name])
+        architecture = completion.architecture
+        if architecture == "unknown" and info is not None:
+            architecture = info.architecture
+        return completion.model_copy(
+            update={
+                "worker": name,
+                "model": completion.model or (info.model if info else ""),
+                "architecture": architecture,
+                "policy_version": policy.version,
+            }
+        )
+
+
+_BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _ids(request: Request) -> dict[str, Any]:
+    """run_id and parent span for pool events, so they nest under the model call."""
+    return {"run_id": request.run_id or "", "parent_id": request.span_id}
+
+
+def _safe_info(worker: Worker) -> WorkerInfo | None:
+    try:
+        return worker.info
+    except Exception:
+        return None
+
+
+def _name_workers(workers: Mapping[str, Worker] | Sequence[Worker]) -> dict[str, Worker]:
+    if isinstance(workers, Mapping):
+        named = dict(workers)
+    else:
+        named = {}
+        for worker in workers:
+            name = worker.info.name
+            if name in named:
+                raise ConfigError(f"two workers are named {name!r}", where="pool workers")
+            named[name] = worker
+    if not named:
+        raise ConfigError("a pool needs at least one worker", where="pool workers")
+    for name in named:
+        if not name or not name.strip():
+            raise ConfigError("worker names must not be empty", where="pool workers")
+    return named
+
+
+def _concurrency_limits(
+    limits: Mapping[str, int] | int | None, workers: Mapping[str, Worker]
+) -> dict[str, int]:
+    if limits is None:
+        return {}
+    per_worker = dict.fromkeys(workers, limits) if isinstance(limits, int) else dict(limits)
+    for name, value in per_worker.items():
+        if name not in workers:
+            raise ConfigError(f"no worker named {name!r} in the pool", where="max_concurrency")
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"must be an integer of at least 1, not {value!r}", where=f"max_concurrency.{name}"
+            )
+    return per_worker

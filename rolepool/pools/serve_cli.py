@@ -1,0 +1,133 @@
+"""`rolepool serve`: the command that puts local models behind the OpenAI-compatible server.
+
+Kept out of `rolepool/cli.py` so the CLI module stays thin and does not import the server stack
+(starlette, uvicorn, torch) for commands that never serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+import anyio
+
+from rolepool.core import UserError
+
+DEFAULT_KEY_ENV = "ROLEPOOL_SERVE_API_KEY"
+
+
+def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `serve` on the `rolepool` command's subparsers."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve models over an OpenAI-compatible HTTP API",
+        description="Serve local models over an OpenAI-compatible API (/v1/chat/completions, "
+        "/v1/models, /health, /metrics). Binds 127.0.0.1 unless told otherwise.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.add_argument(
+        "--api-key-env",
+        default=DEFAULT_KEY_ENV,
+        metavar="VAR",
+        help=f"environment variable holding the bearer token clients must send "
+        f"(default {DEFAULT_KEY_ENV}; unset or empty = no token required)",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a transformers model directory to serve; repeat for several: the first answers "
+        "and the others are its fallbacks, in order",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    parser.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def cmd_serve(args: argparse.Namespace, out: Any) -> int:
+    """Load the workers, then serve until Ctrl-C. Bad input is a `UserError` (exit code 2)."""
+    if not args.model:
+        raise UserError("no model: pass --model DIR")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be 0-65535, got {args.port}")
+    api_key = os.environ.get(args.api_key_env) or None
+    workers = _load_workers(args.model)
+    worker = workers[0] if len(workers) == 1 else _fallback_pool(workers)
+    from rolepool.pools.server import bind
+
+    sock = bind(args.host, args.port)  # before loading: a taken port fails fast
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    token = f"bearer token from ${args.api_key_env}" if api_key else "no token required"
+    names = ", ".join(w.info.name for w in workers)
+    banner = f"serving {names} on http://{shown}:{port}/v1 ({token})"
+    if host not in ("127.0.0.1", "::1") and not api_key:
+        banner += f"\n[yellow]warning:[/] listening on {host} with no API key"
+    anyio.run(_serve_and_close, worker, workers, sock, api_key, args.log_level, banner, out)
+    return 0
+
+
+def _load_workers(model_dirs: list[str]) -> list[Any]:
+    from rolepool.pools.transformers_worker import TransformersWorker
+
+    workers = [TransformersWorker(path) for path in model_dirs]
+    names = [w.info.name for w in workers]
+    if len(set(names)) != len(names):
+        raise UserError(f"two models have the same name: {names}")
+    return workers
+
+
+def _fallback_pool(workers: list[Any]) -> Any:
+    """Several models: the first serves every role, the rest take over in order when it fails.
+    Finer routing (roles, canary weights) is what `pool.toml` is for."""
+    from rolepool.pools.policy import Choice, Route, RoutingPolicy
+    from rolepool.pools.pool import Pool
+
+    names = [w.info.name for w in workers]
+    route = Route(choices=[Choice(worker=names[0])], fallbacks=names[1:])
+    return Pool(dict(zip(names, workers, strict=True)), RoutingPolicy(version="cli", default=route))
+
+
+async def _serve_and_close(
+    worker: Any,
+    workers: list[Any],
+    sock: Any,
+    api_key: str | None,
+    log_level: str,
+    banner: str,
+    out: Any,
+) -> None:
+    """Load the weights before accepting requests, so the first one is not slow and /health
+    means ready; close the workers (and their batching loops) however serving ends."""
+    from rolepool.pools.server import serve
+
+    names = [w.info.name for w in workers]
+    ready = anyio.Event()
+    try:
+        for member in workers:
+            load = getattr(member, "load", None)
+            if load is not None:
+                await load()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: serve(
+                    worker,
+                    sock=sock,
+                    api_key=api_key,
+                    models=names,
+                    log_level=log_level,
+                    ready=ready,
+                )
+            )
+            await ready.wait()
+            out.print(banner, highlight=False)
+    finally:
+        close = getattr(worker, "aclose", None)
+        if close is not None:
+            with anyio.CancelScope(shield=True):
+                await close()

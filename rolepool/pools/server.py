@@ -1,0 +1,357 @@
+"""`rolepool serve`: an OpenAI-compatible HTTP server over any `Worker` (a `Pool` is one too).
+
+Why Starlette + uvicorn: Starlette is a small, typed, well-kept ASGI toolkit built on anyio, the
+same concurrency library as the rest of rolepool, so a request handler can use cancel scopes and
+task groups directly (we cancel the worker call when the client hangs up). uvicorn is the most used
+ASGI server; it runs on asyncio, which is where the rest of rolepool runs too. Heavier frameworks
+(FastAPI) would add a dependency for request models we already write with pydantic.
+
+Wire format (`openai_wire`): `POST /v1/chat/completions` takes the OpenAI request (text content,
+tools, tool results, sampling); the answer is the OpenAI `chat.completion` object, or with
+`stream: true` the same answer as server-sent `chat.completion.chunk` events once it is complete.
+Calls the model wrote as text are returned as `message.tool_calls` with `finish_reason:
+"tool_calls"`, as vLLM does with a tool parser, so OpenAI clients need no rolepool-specific
+parsing. A `rolepool` field on the answer carries the audit trail (worker, architecture, policy
+version, expert load).
+
+Security: binds loopback by default; with an API key, every path but `/health` needs
+`Authorization: Bearer <key>` (compared in constant time); bodies over `max_body_bytes` get 413;
+error bodies never carry tracebacks or the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import socket
+import time
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rolepool.core import Completion, Request, RolepoolError, UserError, WorkerError
+from rolepool.pools.metrics import CONTENT_TYPE, ServerMetrics
+from rolepool.pools.openai_wire import (
+    ApiError,
+    ChatRequest,
+    chat_completion,
+    redact,
+    sse_events,
+    to_request,
+)
+from rolepool.pools.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+ROLE_HEADER = "x-rolepool-role"
+_HEALTH_TIMEOUT = 10.0
+
+
+def error_body(message: str, type_: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param}}
+
+
+def _error(status: int, message: str, type_: str, param: str | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, param), status_code=status)
+
+
+class _Guard:
+    """Refuses requests before they reach a route: missing/wrong bearer token (401) and
+    declared bodies over the limit (413). Undeclared (chunked) bodies are counted as read."""
+
+    def __init__(
+        self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, metrics: ServerMetrics
+    ) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self.expected is not None and scope["path"] != "/health":
+            given = headers.get(b"authorization", b"")
+            if not secrets.compare_digest(given, self.expected):
+                self.metrics.rejected.labels(reason="unauthorized").inc()
+                message = "missing or wrong API key: send 'Authorization: Bearer <key>'"
+                response = _error(401, message, "authentication_error")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                await response(scope, receive, send)
+                return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            self.metrics.rejected.labels(reason="too_large").inc()
+            await _too_large(self.max_body_bytes)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return _error(413, f"request body is larger than {limit} bytes", "invalid_request_error")
+
+
+class _Service:
+    """The routes' shared state: the worker, limits, metrics."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        *,
+        api_key: str | None,
+        max_body_bytes: int,
+        models: list[str] | None,
+        request_timeout: float | None,
+    ) -> None:
+        self.worker = worker
+        self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
+        self.models = models or [worker.info.name]
+        self.request_timeout = request_timeout
+        self.metrics = ServerMetrics(worker)
+
+    async def chat(self, http: HTTPRequest) -> Response:
+        started = time.perf_counter()
+        role, default_worker = "none", self.worker.info.name
+        try:
+            chat = ChatRequest.parse(await self._read_json(http))
+            request = to_request(chat, http.headers.get(ROLE_HEADER))
+            role = self.metrics.role_label(request.role)
+            self.metrics.in_flight.inc()
+            try:
+                completion = await self._complete(http, request)
+            finally:
+                self.metrics.in_flight.dec()
+            body = chat_completion(completion, chat.model, parse_calls=bool(request.tools))
+        except ApiError as exc:
+            self._count(default_worker, role, exc.status_label, started)
+            if exc.worker_failure:
+                worker = exc.worker or default_worker
+                self.metrics.failures.labels(worker=worker, kind=exc.type).inc()
+            return _error(exc.status, self._redact(exc.message), exc.type, exc.param)
+        served_by = completion.worker or default_worker
+        self._count(served_by, role, "ok", started)
+        for kind in ("prompt", "completion"):
+            tokens = getattr(completion.usage, f"{kind}_tokens")
+            self.metrics.tokens.labels(worker=served_by, kind=kind).inc(max(0, tokens))
+        if chat.stream:
+            events = sse_events(body, include_usage=chat.wants_stream_usage)
+            return StreamingResponse(iter(events), media_type="text/event-stream")
+        return JSONResponse(body)
+
+    async def _read_json(self, http: HTTPRequest) -> Any:
+        """The body, counted as it streams in (chunked bodies have no Content-Length to check)."""
+        chunks, size = [], 0
+        try:
+            async for chunk in http.stream():
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    self.metrics.rejected.labels(reason="too_large").inc()
+                    raise ApiError(413, f"request body is larger than {self.max_body_bytes} bytes")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ApiError(499, "client closed the request", "client_closed") from None
+        try:
+            return json.loads(b"".join(chunks))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+
+    async def _complete(self, http: HTTPRequest, request: Request) -> Completion:
+        """Ask the worker; stop asking when the client hangs up or the request timeout passes."""
+        outcome: list[Completion | Exception] = []
+
+        async def ask(scope: anyio.CancelScope) -> None:
+            try:
+                outcome.append(await self.worker.complete(request))
+            except Exception as exc:  # kept whole: a task group would wrap it in a group
+                outcome.append(exc)
+            scope.cancel()
+
+        try:
+            with anyio.fail_after(self.request_timeout):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(ask, tg.cancel_scope)
+                    await _until_disconnected(http)
+                    tg.cancel_scope.cancel()
+        except TimeoutError as exc:
+            outcome.append(exc)
+        if not outcome:
+            raise ApiError(499, "client closed the request", "client_closed")
+        if isinstance(outcome[0], Exception):
+            raise self._failure(outcome[0])
+        return outcome[0]
+
+    def _failure(self, exc: Exception) -> ApiError:
+        """The answer for a failed worker call: typed errors keep their message, others don't."""
+        name = self.worker.info.name
+        if isinstance(exc, TimeoutError):
+            message = f"worker {name!r}: no completion within {self.request_timeout:g}s"
+            return ApiError(504, message, "timeout", worker=name, worker_failure=True)
+        if isinstance(exc, UserError):
+            return ApiError(400, str(exc))
+        if isinstance(exc, RolepoolError):
+            worker = (exc.worker if isinstance(exc, WorkerError) else None) or name
+            return ApiError(502, str(exc), "worker_error", worker=worker, worker_failure=True)
+        logger.error("worker %r failed on a chat completion", name, exc_info=exc)
+        message = "internal error (logged on the server)"
+        return ApiError(500, message, "internal_error", worker=name, worker_failure=True)
+
+    def _count(self, worker: str, role: str, status: str, started: float) -> None:
+        self.metrics.requests.labels(worker=worker, role=role, status=status).inc()
+        self.metrics.latency.labels(worker=worker, role=role).observe(time.perf_counter() - started)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.api_key)
+
+    async def list_models(self, http: HTTPRequest) -> Response:
+        created = int(time.time())
+        data = [
+            {"id": m, "object": "model", "created": created, "owned_by": "rolepool"}
+            for m in self.models
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(self, http: HTTPRequest) -> Response:
+        try:
+            with anyio.fail_after(_HEALTH_TIMEOUT):
+                healthy = bool(await self.worker.health())
+        except Exception:
+            logger.exception("health check of %r failed", self.worker.info.name)
+            healthy = False
+        status = 200 if healthy else 503
+        return JSONResponse({"status": "ok" if healthy else "unavailable"}, status_code=status)
+
+    async def prometheus(self, http: HTTPRequest) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def _until_disconnected(http: HTTPRequest) -> None:
+    """Returns when the client hangs up (the body has been read, so only that can arrive)."""
+    while True:
+        message = await http.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def create_app(
+    worker: Worker,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = 1_000_000,
+    models: list[str] | None = None,
+    request_timeout: float | None = 600.0,
+) -> Starlette:
+    """The ASGI app. `app.state.metrics` (a `ServerMetrics`) is there for code that reads the
+    counters directly; `request_timeout` bounds one worker call (504 past it)."""
+    service = _Service(
+        worker,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        models=models,
+        request_timeout=request_timeout,
+    )
+    routes = [
+        Route("/v1/chat/completions", service.chat, methods=["POST"]),
+        Route("/v1/models", service.list_models, methods=["GET"]),
+        Route("/health", service.health, methods=["GET"]),
+        Route("/metrics", service.prometheus, methods=["GET"]),
+    ]
+    guard = Middleware(
+        _Guard, api_key=api_key, max_body_bytes=max_body_bytes, metrics=service.metrics
+    )
+    app = Starlette(
+        routes=routes,
+        middleware=[guard],
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
+    app.state.service = service
+    app.state.metrics = service.metrics
+    return app
+
+
+async def _http_error(http: HTTPRequest, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+
+
+async def _internal_error(http: HTTPRequest, exc: Exception) -> Response:
+    logger.error("unhandled error on %s", http.url.path, exc_info=exc)
+    return _error(500, "internal error (logged on the server)", "internal_error")
+
+
+def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+    """A listening-ready socket; port 0 picks a free port (read it from `getsockname()`)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+async def serve(
+    worker: Worker,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    ready: anyio.Event | None = None,
+    sock: socket.socket | None = None,
+    models: list[str] | None = None,
+    max_body_bytes: int = 1_000_000,
+    request_timeout: float | None = 600.0,
+    log_level: str = "info",
+    graceful_timeout: float = 5.0,
+) -> None:
+    """Serve until cancelled (or SIGINT/SIGTERM); `ready` is set once connections are accepted.
+
+    Pass `sock` (from `bind(host, 0)`) to serve on a port chosen by the OS. Cancelling this
+    coroutine shuts the server down: in-flight requests get `graceful_timeout` seconds.
+    """
+    import uvicorn  # imported here so the SDK does not pay for it
+
+    app = create_app(
+        worker,
+        api_key=api_key,
+        models=models,
+        max_body_bytes=max_body_bytes,
+        request_timeout=request_timeout,
+    )
+    sock = sock or bind(host, port)
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, round(graceful_timeout)),
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    try:
+        while not (server.started or task.done()):
+            await anyio.sleep(0.01)
+        if server.started and ready is not None:
+            ready.set()
+        await asyncio.shield(task)
+    finally:
+        with anyio.CancelScope(shield=True):
+            if not task.done():
+                server.should_exit = True
+                await asyncio.wait({task}, timeout=graceful_timeout + 5)
+            if not task.done():
+                server.force_exit = True
+                task.cancel()
+                await asyncio.wait({task}, timeout=1)
+        sock.close()

@@ -1,0 +1,400 @@
+"""An in-process worker over a local transformers causal LM, with batching and expert telemetry.
+
+Concurrent `complete` calls are queued (`rolepool.pools.batching`) and served by shared,
+left-padded `generate` calls with the KV cache; each row stops on its own (EOS, its own
+max_tokens, its own stop strings) through a per-row stopping criterion, so rows with different
+limits still share the batch. For MoE models the experts' routing is recorded with forward hooks
+during `generate` (`rolepool.pools.expert_load` says why hooks and not a replay forward).
+
+Models come from a local directory only (`local_files_only=True`): a worker must never reach a hub
+behind the user's back, and an offline machine must fail with a clear `ConfigError`, not a network
+timeout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import torch
+from transformers import StoppingCriteriaList
+
+from rolepool.core import (
+    Completion,
+    ConfigError,
+    Request,
+    Sampling,
+    Usage,
+    WorkerError,
+    WorkerInfo,
+)
+from rolepool.pools.batching import Batcher, Pending, RowStop, cut_row, group_key, seeded
+from rolepool.pools.expert_load import (
+    ExpertRecorder,
+    RowSpan,
+    architecture_of,
+    experts_per_token,
+    moe_param_counts,
+)
+
+__all__ = ["TransformersWorker"]
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _model_dir(model: str | Path) -> Path:
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise ConfigError(
+            f"{str(model)!r} is not a local model directory; TransformersWorker loads config, "
+            "weights and tokenizer from a directory on disk and never downloads from a hub",
+            where="model",
+        )
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{str(path)!r} has no config.json", where="model")
+    return path
+
+
+def _weights_version(path: Path) -> str:
+    """sha256 over the weight files (names and bytes): same weights, same version."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES))
+    if not files:
+        raise ConfigError(f"{str(path)!r} holds no weight files", where="model")
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def _chat_messages(request: Request) -> list[dict[str, Any]]:
+    """OpenAI-shaped messages, with tool-call arguments as dicts: HF chat templates index into
+    them (`arguments.items()`), which a JSON string would break."""
+    messages = []
+    for message in request.messages:
+        data = message.to_openai()
+        for call in data.get("tool_calls") or []:
+            arguments = call["function"]["arguments"]
+            if isinstance(arguments, str):
+                call["function"]["arguments"] = json.loads(arguments)
+        messages.append(data)
+    return messages
+
+
+class TransformersWorker:
+    """A local transformers model behind the `Worker` protocol. See the module docstring."""
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        name: str | None = None,
+        architecture: Literal["moe", "dense"] | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        expert_telemetry: bool = True,
+        max_new_tokens_cap: int = 1024,
+    ) -> None:
+        from transformers import AutoConfig, AutoTokenizer
+
+        self.path = _model_dir(model)
+        try:
+            self.config = AutoConfig.from_pretrained(self.path, local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                f"cannot load config/tokenizer from {str(self.path)!r}: {exc}", where="model"
+            ) from exc
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ConfigError(
+                f"the tokenizer in {str(self.path)!r} has no chat template", where="model"
+            )
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = self._pick_dtype(dtype)
+        self.expert_telemetry = expert_telemetry
+        self.max_new_tokens_cap = max_new_tokens_cap
+        self._architecture = architecture or architecture_of(self.config)
+        self._name = name or self.path.name
+        self._info: WorkerInfo | None = None
+        self._model: Any = None
+        self._load_failed = False
+        self._recorder: ExpertRecorder | None = None
+        self._load_lock = threading.Lock()
+        self._batcher = Batcher(
+            self._run_batch, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1000
+        )
+        self._counts: Counter[str] = Counter()
+        self._batch_sizes: Counter[int] = Counter()
+        self._generate_seconds = 0.0
+        self._eos = self._eos_ids()
+        pad = self.tokenizer.pad_token_id
+        self._pad = pad if pad is not None else self._eos[0]
+
+    def _eos_ids(self) -> list[int]:
+        """End-of-sequence ids: generation_config.json wins (chat models often list several
+        there), then the model config, then the tokenizer."""
+        from transformers import GenerationConfig
+
+        try:
+            eos = GenerationConfig.from_pretrained(self.path, local_files_only=True).eos_token_id
+        except OSError:
+            eos = None
+        for candidate in (eos, self.config.eos_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return list(candidate) if isinstance(candidate, (list, tuple)) else [candidate]
+        raise ConfigError(f"{str(self.path)!r} defines no eos_token_id", where="model")
+
+    def _pick_dtype(self, dtype: str | None) -> torch.dtype:
+        if dtype is None:
+            # CPUs are slow at bf16/fp16 matmuls and fp32 keeps batched == unbatched exactly.
+            if self.device == "cpu":
+                return torch.float32
+            saved = getattr(self.config, "dtype", None)
+            saved = getattr(torch, saved, None) if isinstance(saved, str) else saved
+            return saved if isinstance(saved, torch.dtype) else torch.float32
+        if dtype not in _DTYPES:
+            raise ConfigError(
+                f"dtype must be one of {sorted(_DTYPES)}, not {dtype!r}", where="dtype"
+            )
+        return _DTYPES[dtype]
+
+    # -- info and lifecycle -------------------------------------------------------------------
+
+    @property
+    def info(self) -> WorkerInfo:
+        if self._info is None:
+            self._info = self._build_info()
+        return self._info
+
+    def _build_info(self) -> WorkerInfo:
+        """Parameter counts come from a weightless (meta-device) copy, so `info` is exact before
+        the weights are loaded."""
+        from transformers import AutoModelForCausalLM
+
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(self.config)
+        total, active = moe_param_counts(skeleton, experts_per_token(self.config))
+        return WorkerInfo(
+            name=self._name,
+            model=self.path.name,
+            architecture=self._architecture,
+            total_params=total,
+            active_params=active,
+            version=_weights_version(self.path),
+        )
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters for the pool's /metrics: a snapshot, safe to keep."""
+        return {
+            **{
+                k: self._counts[k]
+                for k in (
+                    "generate_calls",
+                    "requests",
+                    "failed_requests",
+                    "cancelled",
+                    "prompt_tokens",
+                    "completion_tokens",
+                )
+            },
+            "batch_sizes": dict(sorted(self._batch_sizes.items())),
+            "queue_depth": self._batcher.queue_depth,
+            "generate_seconds": round(self._generate_seconds, 6),
+            "telemetry_seconds": round(self._recorder.seconds, 6) if self._recorder else 0.0,
+            "loaded": self._model is not None,
+        }
+
+    async def load(self) -> None:
+        """Load the weights (once) in a thread; `complete` calls it, so it is optional."""
+        if self._model is None:
+            await anyio.to_thread.run_sync(self._load_sync)
+
+    def _load_sync(self) -> None:
+        from transformers import AutoModelForCausalLM
+
+        with self._load_lock:
+            if self._model is not None:
+                return
+            self.info  # noqa: B018 - hash the weights in this thread, not the event loop
+            kwargs: dict[str, Any] = {"local_files_only": True, "dtype": self.dtype}
+            if getattr(self.config, "_experts_implementation", None) == "batched_mm":
+                kwargs["experts_implementation"] = "grouped_mm"  # batched_mm is ~80x slower on CPU
+            try:
+                model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs)
+            except Exception as exc:  # corrupt or mismatched weights: OSError, SafetensorError...
+                self._load_failed = True
+                raise ConfigError(
+                    f"cannot load weights from {str(self.path)!r}: {exc}", where="model"
+                ) from exc
+            model.to(self.device).eval()
+            if self.expert_telemetry and self._architecture == "moe":
+                self._recorder = ExpertRecorder.attach(model, experts_per_token(self.config))
+            self._model = model
+
+    async def health(self) -> bool:
+        """Loaded, or loadable as far as we know: the weights are loaded on first use."""
+        return self._model is not None or (not self._load_failed and self.path.is_dir())
+
+    async def aclose(self) -> None:
+        await self._batcher.aclose()
+
+    # -- serving ------------------------------------------------------------------------------
+
+    def _prompt_ids(self, request: Request) -> list[int]:
+        try:
+            ids = self.tokenizer.apply_chat_template(
+                _chat_messages(request),
+                tools=[t.to_openai() for t in request.tools] or None,
+                add_generation_prompt=True,
+                return_dict=False,
+            )
+        except Exception as exc:  # template errors come from the request's shape
+            raise WorkerError(f"chat template failed: {exc}", worker=self._name) from exc
+        return list(ids)
+
+    def _max_tokens(self, request: Request, prompt_len: int) -> int:
+        """The request's max_tokens, capped by the worker and by the model's context: a prompt
+        that cannot fit fails alone here, instead of failing the whole batch inside generate."""
+        context = getattr(self.config, "max_position_embeddings", None) or 1 << 30
+        if prompt_len >= context:
+            raise WorkerError(
+                f"prompt of {prompt_len} tokens does not fit the model's context of {context}",
+                worker=self._name,
+            )
+        return min(request.sampling.max_tokens, self.max_new_tokens_cap, context - prompt_len)
+
+    async def complete(self, request: Request) -> Completion:
+        arrived = time.perf_counter()
+        await self.load()
+        prompt_ids = self._prompt_ids(request)
+        pending = Pending(
+            request, prompt_ids, self._max_tokens(request, len(prompt_ids)), arrived=arrived
+        )
+        self._counts["requests"] += 1
+        self._batcher.submit(pending)
+        try:
+            await pending.done.wait()
+        finally:
+            if not pending.done.is_set() and self._batcher.discard(pending):
+                self._counts["cancelled"] += 1
+        if pending.error is not None:
+            raise pending.error
+        assert pending.result is not None
+        return pending.result
+
+    async def _run_batch(self, batch: list[Pending]) -> None:
+        groups: dict[Any, list[Pending]] = {}
+        for pending in batch:
+            groups.setdefault(group_key(pending.request.sampling, pending), []).append(pending)
+        for group in groups.values():
+            self._counts["generate_calls"] += 1
+            self._batch_sizes[len(group)] += 1
+            start = time.perf_counter()
+            try:
+                results = await anyio.to_thread.run_sync(self._generate, group)
+            except Exception as exc:
+                self._counts["failed_requests"] += len(group)
+                for pending in group:  # one exception object per caller: tracebacks differ
+                    error = WorkerError(f"generate failed: {exc!r}", worker=self._name)
+                    error.__cause__ = exc
+                    pending.resolve(error=error)
+                continue
+            now = time.perf_counter()
+            self._generate_seconds += now - start
+            for pending, completion in zip(group, results, strict=True):
+                completion.latency = now - pending.arrived
+                self._counts["prompt_tokens"] += completion.usage.prompt_tokens
+                self._counts["completion_tokens"] += completion.usage.completion_tokens
+                pending.resolve(result=completion)
+
+    def _generate(self, rows: list[Pending]) -> list[Completion]:
+        """One left-padded `generate` over `rows` (same sampling group); runs in a thread."""
+        width = max(len(p.prompt_ids) for p in rows)
+        input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for i, pending in enumerate(rows):
+            n = len(pending.prompt_ids)
+            input_ids[i, width - n :] = torch.tensor(pending.prompt_ids)
+            attention_mask[i, width - n :] = 1
+        sampling = rows[0].request.sampling
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.start()
+        try:
+            with seeded(sampling, self.device), torch.inference_mode():
+                output = self._model.generate(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=attention_mask.to(self.device),
+                    stopping_criteria=StoppingCriteriaList([RowStop(width, rows, self.tokenizer)]),
+                    **self._generate_kwargs(sampling, max(p.max_tokens for p in rows)),
+                )
+        except BaseException:
+            if recorder is not None:
+                recorder.cancel()
+            raise
+        kept = [
+            cut_row(output[i, width:].tolist(), p, self._eos, self._decode)
+            for i, p in enumerate(rows)
+        ]
+        loads: list[Any] = [None] * len(rows)
+        if recorder is not None:
+            # The last kept token was produced but never fed back through the model.
+            spans = [
+                RowSpan(width - len(p.prompt_ids), width + len(tokens) - 1)
+                for p, (tokens, _) in zip(rows, kept, strict=True)
+            ]
+            loads = recorder.stop(len(rows), spans)
+        return [
+            self._completion(p, tokens, finish, load)
+            for p, (tokens, finish), load in zip(rows, kept, loads, strict=True)
+        ]
+
+    def _generate_kwargs(self, sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": self._pad,
+            "eos_token_id": self._eos,
+            "use_cache": True,
+        }
+        if sampling.temperature == 0:
+            return {**kwargs, "do_sample": False}
+        # top_k=0 turns off the library's default top-k: the request's top_p is the only filter.
+        return {
+            **kwargs,
+            "do_sample": True,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": 0,
+        }
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _completion(
+        self, pending: Pending, tokens: list[int], finish: str, load: list[list[int]] | None
+    ) -> Completion:
+        text = self._decode(tokens)
+        if finish == "stop":
+            cuts = [text.find(s) for s in pending.request.sampling.stop if s in text]
+            text = text[: min(cuts)] if cuts else text
+        return Completion(
+            text=text,
+            usage=Usage(prompt_tokens=len(pending.prompt_ids), completion_tokens=len(tokens)),
+            worker=self._name,
+            model=self.info.model,
+            architecture=self._architecture,
+            expert_load=load,
+            finish_reason=finish,
+        )
