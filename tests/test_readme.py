@@ -15,18 +15,26 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 
+def run_block(block: str, tmp_path: Path) -> str:
+    script = tmp_path / "example.py"
+    script.write_text(block)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 def test_readme_python_examples_run(tmp_path):
     blocks = python_blocks()
-    assert blocks, "README has no python example"
-    for i, block in enumerate(blocks):
-        script = tmp_path / f"example_{i}.py"
-        script.write_text(block)
-        proc = subprocess.run(
-            [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
-        )
-        assert proc.returncode == 0, proc.stderr
-        assert "Found two notes on MoE routing." in proc.stdout
-        assert "tool.call.invalid $.top_k: 'two' is not of type 'integer'" in proc.stdout
+    assert len(blocks) == 2, "a new README example needs its expectations here"
+    out = run_block(blocks[0], tmp_path)
+    assert "Found two notes on MoE routing." in out
+    assert "tool.call.invalid $.top_k: 'two' is not of type 'integer'" in out
+    out = run_block(blocks[1], tmp_path)
+    assert "pool.failover {'from_worker': 'moe'}" in out
+    assert "served by dense dense under policy 2026-11-26.1" in out
+    assert out.strip().endswith("Plan: 1. write tests.")
 
 
 def test_quickstart_runs():
