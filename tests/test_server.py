@@ -384,7 +384,7 @@ def test_stat_rows_of_a_pool_and_its_members():
 
 def test_cli_serve_without_a_model(capsys):
     assert main(["serve"]) == 2
-    assert "no model: pass --model DIR" in capsys.readouterr().err
+    assert "no model: pass --model DIR or --pool FILE" in capsys.readouterr().err
 
 
 @needs_transformers_worker
@@ -444,3 +444,49 @@ def test_cli_serves_until_interrupted(tiny_dense_dir):
 def test_cli_bad_model_dir(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path / "missing")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+@needs_transformers_worker
+def test_cli_serves_a_pool_file(tiny_dense_dir, tiny_moe_dir, tmp_path):
+    pool_file = tmp_path / "pool.toml"
+    pool_file.write_text(
+        f"""
+[workers.moe]
+backend = "transformers"
+model = "{tiny_moe_dir}"
+
+[workers.dense]
+backend = "transformers"
+model = "{tiny_dense_dir}"
+
+[policy]
+version = "test.1"
+
+[policy.default]
+choices = [{{ worker = "moe" }}]
+fallbacks = ["dense"]
+"""
+    )
+    command = [sys.executable, "-m", "rolepool.cli", "serve", "--pool", str(pool_file)]
+    command += ["--port", "0", "--log-level", "warning"]
+    env = {k: v for k, v in os.environ.items() if k != "ROLEPOOL_SERVE_API_KEY"}
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        banner = proc.stdout.readline()
+        assert "serving moe, dense" in banner, proc.stderr.read()
+        url = re.search(r"http://\S+/v1", banner).group(0)
+        assert [m["id"] for m in httpx.get(url + "/models").json()["data"]] == ["moe", "dense"]
+        body = {"model": "moe", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        answer = httpx.post(url + "/chat/completions", json=body, timeout=60).json()
+        assert answer["rolepool"]["worker"] == "moe"
+        assert answer["rolepool"]["policy_version"] == "test.1"
+        assert answer["rolepool"]["architecture"] == "moe"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) in (0, 130)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

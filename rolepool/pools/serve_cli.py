@@ -43,6 +43,11 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         "and the others are its fallbacks, in order",
     )
     parser.add_argument(
+        "--pool",
+        metavar="FILE",
+        help="a pool.toml describing workers and routing policy (see docs/pool-config.md)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     parser.set_defaults(handler=cmd_serve)
@@ -51,13 +56,21 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     """Load the workers, then serve until Ctrl-C. Bad input is a `UserError` (exit code 2)."""
-    if not args.model:
-        raise UserError("no model: pass --model DIR")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0-65535, got {args.port}")
+    if args.pool and args.model:
+        raise UserError("give --pool or --model, not both")
     api_key = os.environ.get(args.api_key_env) or None
-    workers = _load_workers(args.model)
-    worker = workers[0] if len(workers) == 1 else _fallback_pool(workers)
+    if args.pool:
+        from rolepool.pools.config import build_pool
+
+        worker = build_pool(args.pool)
+        workers = list(worker.workers.values())
+    elif args.model:
+        workers = _load_workers(args.model)
+        worker = workers[0] if len(workers) == 1 else _fallback_pool(workers)
+    else:
+        raise UserError("no model: pass --model DIR or --pool FILE")
     from rolepool.pools.server import bind
 
     sock = bind(args.host, args.port)  # before loading: a taken port fails fast
