@@ -326,8 +326,15 @@ async def test_layers_below_the_runtime_emit_into_the_current_run():
     from rolepool.core.events import PoolRouted
 
     def routed(req):
-        emit(PoolRouted(run_id=req.run_id, parent_id=req.span_id, role=req.role or "",
-                        worker="w1", policy_version="v1"))
+        emit(
+            PoolRouted(
+                run_id=req.run_id,
+                parent_id=req.span_id,
+                role=req.role or "",
+                worker="w1",
+                policy_version="v1",
+            )
+        )
         return "done"
 
     async with Agent("a", role="writer").start("go", worker=FunctionWorker(routed)) as run:
@@ -336,3 +343,28 @@ async def test_layers_below_the_runtime_emit_into_the_current_run():
     model_span = next(e for e in events if e.type == "model.requested").span_id
     assert routed_event.parent_id == model_span and routed_event.role == "writer"
     emit(PoolRouted(run_id="x", role="r", worker="w", policy_version="v"))  # no run: a no-op
+
+
+async def test_a_successful_finish_call_ends_the_run():
+    @tool(ends_run=True)
+    def finish(answer: str) -> str:
+        """Give the final answer."""
+        return answer
+
+    log: list = []
+    worker = ScriptedWorker(
+        [
+            call("add", a=1, b=2),
+            call("finish", answer=7),  # invalid: fed back, the run goes on
+            json.dumps(
+                [
+                    {"name": "add", "arguments": {"a": 2, "b": 2}},
+                    {"name": "finish", "arguments": {"answer": "1+2 is 3"}},
+                ]
+            ),
+        ]
+    )
+    result = await Agent("f", tools=[make_adder(log), finish]).run("go", worker=worker)
+    assert result.output == "1+2 is 3" and result.turns == 3
+    assert log == [(1, 2), (2, 2)]  # calls beside finish in its turn still ran
+    assert worker.remaining == 0

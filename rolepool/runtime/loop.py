@@ -169,8 +169,12 @@ class AgentLoop:
         self.messages.extend(tool_message(results[c.id]) for c in calls)
         if any(item.kind is not None for item in checked):
             self._spend_retry("; ".join(e for item in checked for e in item.errors))
-        else:
-            self.retries = 0
+            return None
+        self.retries = 0
+        for item in checked:  # a successful call to an ends_run tool (`finish`) is the answer
+            result = results[item.call.id]
+            if item.tool is not None and item.tool.ends_run and result.ok:
+                return result.content
         return None
 
     async def _ask(self, turn: int) -> Completion:

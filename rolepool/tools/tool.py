@@ -32,6 +32,8 @@ class Tool:
     """A callable tool: name, description, JSON Schema of the arguments, and the function.
 
     `roles=None` lets every role use it; `timeout=None` leaves the limit to the run loop.
+    `ends_run=True` makes a successful call the agent's final answer (its result is the output):
+    models trained to answer through a `finish` tool end their run that way.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Tool:
     fn: Callable[..., Any] | None
     roles: frozenset[str] | None
     timeout: float | None
+    ends_run: bool
     takes_context: bool
     args_model: type[BaseModel] | None
 
@@ -52,6 +55,7 @@ class Tool:
         *,
         roles: Iterable[str] | None = None,
         timeout: float | None = None,
+        ends_run: bool = False,
         takes_context: bool = False,
         args_model: type[BaseModel] | None = None,
     ) -> None:
@@ -70,6 +74,7 @@ class Tool:
         self.fn = fn
         self.roles = _roles(roles, name)
         self.timeout = _timeout(timeout, name)
+        self.ends_run = ends_run
         self.takes_context = takes_context
         self.args_model = args_model
         self._positional_only = _positional_only(fn, takes_context) if args_model else 0
@@ -84,10 +89,13 @@ class Tool:
         *,
         roles: Iterable[str] | None = None,
         timeout: float | None = None,
+        ends_run: bool = False,
     ) -> Tool:
         """A tool from a hand-written JSON Schema; `fn`, if given, is called with the arguments
         as keyword arguments, exactly as the model sent them."""
-        return cls(name, description, parameters, fn, roles=roles, timeout=timeout)
+        return cls(
+            name, description, parameters, fn, roles=roles, timeout=timeout, ends_run=ends_run
+        )
 
     def spec(self) -> ToolSpec:
         """The tool as the model sees it (a copy: a worker may not edit our schema)."""
@@ -174,6 +182,7 @@ def tool(
     description: str | None = None,
     roles: Iterable[str] | None = None,
     timeout: float | None = None,
+    ends_run: bool = False,
 ) -> Callable[[F], Tool]: ...
 
 
@@ -185,11 +194,12 @@ def tool(
     description: str | None = None,
     roles: Iterable[str] | None = None,
     timeout: float | None = None,
+    ends_run: bool = False,
 ) -> Tool | Callable[[F], Tool]:
     """Make a `Tool` from a typed function: `@tool` or `@tool(name=..., roles=[...], timeout=5)`.
 
     The schema comes from the type hints, the descriptions from the docstring; `description`
-    overrides the docstring's.
+    overrides the docstring's. `ends_run=True`: a successful call is the final answer.
     """
 
     def build(func: Callable[..., Any]) -> Tool:
@@ -201,6 +211,7 @@ def tool(
             func,
             roles=roles,
             timeout=timeout,
+            ends_run=ends_run,
             takes_context=takes_context,
             args_model=args_model,
         )
