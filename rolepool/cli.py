@@ -20,6 +20,8 @@ from rolepool.core import RolepoolError, UserError
 from rolepool.pools.serve_cli import add_serve_command
 from rolepool.runtime.store import EventStore, default_store_path
 from rolepool.runtime.trace import render_tree
+from rolepool.tools.builtin.docs_cli import add_docs_command
+from rolepool.zoo.commands import add_zoo_commands
 
 
 def _store(args: argparse.Namespace) -> EventStore:
@@ -63,14 +65,23 @@ def cmd_trace_list(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def cmd_trace_show(args: argparse.Namespace, out: Console) -> int:
+def _run_events(args: argparse.Namespace) -> list:
     with _store(args) as store:
         matches = store.find_run(args.run_id)
         if not matches:
             raise UserError(f"no run with id {args.run_id!r} in {store.path}")
         if len(matches) > 1:
             raise UserError(f"{args.run_id!r} matches {len(matches)} runs; give more of the id")
-        events = store.events(matches[0])
+        return store.events(matches[0])
+
+
+def cmd_trace_show(args: argparse.Namespace, out: Console) -> int:
+    events = _run_events(args)
+    if args.html:
+        from rolepool.runtime.viewer import write_run_html
+
+        out.print(str(write_run_html(events, args.html)), highlight=False, soft_wrap=True)
+        return 0
     if args.json:
         for event in events:
             sys.stdout.write(event.model_dump_json() + "\n")
@@ -79,12 +90,42 @@ def cmd_trace_show(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def cmd_trace_open(args: argparse.Namespace, out: Console) -> int:
+    from rolepool.runtime.viewer import open_run_html
+
+    out.print(str(open_run_html(_run_events(args))), highlight=False, soft_wrap=True)
+    return 0
+
+
+def cmd_trace_stats(args: argparse.Namespace, out: Console) -> int:
+    import dataclasses
+    import json
+
+    from rolepool.runtime.stats import recent_stats, render_stats
+
+    with _store(args) as store:  # checks the store exists
+        path = store.path
+    rows = recent_stats(path, args.since, args.window)
+    if args.json:
+        for row in rows:
+            sys.stdout.write(json.dumps(dataclasses.asdict(row)) + "\n")
+    else:
+        out.print(render_stats(rows) if rows else "no model calls in that range")
+    return 1 if any(row.flags for row in rows) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rolepool",
         description="Multi-agent runtime on pools of MoE and dense models: runs, traces, evals.",
     )
     parser.add_argument("--version", action="version", version=f"rolepool {__version__}")
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="export every run as OpenTelemetry spans (exporter from OTEL_TRACES_EXPORTER, "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, ...; OTLP needs the otel extra)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     trace = commands.add_parser("trace", help="inspect the runs recorded in the event store")
@@ -103,8 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id", help="the run id, or an unambiguous prefix of it")
     show.add_argument("--db", help=store_help)
     show.add_argument("--json", action="store_true", help="print the raw events as JSON lines")
+    show.add_argument("--html", metavar="FILE", help="write a self-contained HTML timeline")
     show.set_defaults(handler=cmd_trace_show)
+
+    opener = trace_cmds.add_parser("open", help="a run's HTML timeline, in the web browser")
+    opener.add_argument("run_id", help="the run id, or an unambiguous prefix of it")
+    opener.add_argument("--db", help=store_help)
+    opener.set_defaults(handler=cmd_trace_open)
+
+    stats = trace_cmds.add_parser(
+        "stats",
+        help="invalid-call rate and MoE expert-load health per worker, role and window; "
+        "exits 1 when a window is flagged (collapse or invalid-call jump)",
+    )
+    stats.add_argument("--since", default="1h", help="how far back, e.g. 30m, 6h, 2d (default 1h)")
+    stats.add_argument("--window", help="window length (default: a sixth of --since)")
+    stats.add_argument("--db", help=store_help)
+    stats.add_argument("--json", action="store_true", help="one JSON object per window")
+    stats.set_defaults(handler=cmd_trace_stats)
     add_serve_command(commands)
+    add_docs_command(commands)
+    add_zoo_commands(commands)
     return parser
 
 
@@ -113,6 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Piped output is read by people in wide windows and by grep: do not fold it at 80 columns.
     out = Console() if sys.stdout.isatty() else Console(width=200)
     try:
+        if args.otel:
+            from rolepool.runtime.otel import enable_otel
+
+            enable_otel()  # every run this command makes exports spans (OTEL_* env vars)
         return args.handler(args, out)
     except RolepoolError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)

@@ -33,6 +33,15 @@ from rolepool.runtime.stream import EventStream, Subscription
 
 StoreOption = EventStore | Literal[False] | None
 _default_stores: dict[Path, EventStore] = {}
+_run_hooks: list[Callable[[EventStream], None]] = []
+
+
+def on_new_run(hook: Callable[[EventStream], None]) -> Callable[[], None]:
+    """Call `hook(stream)` for every run `new_scope` creates from now on, before its first event,
+    so an exporter (OTel, metrics) can listen to every run without each caller wiring it.
+    Returns the function that removes the hook."""
+    _run_hooks.append(hook)
+    return lambda: _run_hooks.remove(hook) if hook in _run_hooks else None
 
 
 def resolve_store(store: StoreOption) -> EventStore | None:
@@ -161,6 +170,8 @@ def new_scope(
     deps: Any = None,
 ) -> RunScope:
     stream = EventStream(run_id or new_run_id(), store=resolve_store(store))
+    for hook in list(_run_hooks):
+        hook(stream)
     return RunScope(stream, limits or Limits(), workspace=workspace, deps=deps)
 
 

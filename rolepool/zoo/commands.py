@@ -1,0 +1,141 @@
+"""`rolepool zoo ...`: train, evaluate and list the reference models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from rolepool.core import UserError
+
+
+def add_zoo_commands(subparsers: Any) -> None:
+    zoo = subparsers.add_parser("zoo", help="the reference models: train, evaluate, list")
+    cmds = zoo.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND", required=True)
+
+    train = cmds.add_parser("train", help="train a reference model from scratch")
+    train.add_argument("--arch", choices=("moe", "dense"), required=True)
+    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--steps", type=int, default=None, help="default: the shipped recipe's")
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--lr", type=float, default=None)
+    train.add_argument("--out", required=True, help="directory for the checkpoint")
+    train.add_argument("--eval", action="store_true", help="score both held-out splits after")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=cmd_train)
+
+    ev = cmds.add_parser("eval", help="score a checkpoint on the held-out splits")
+    ev.add_argument("model_dir")
+    ev.add_argument("--n", type=int, default=None, help="items per split (default 600)")
+    ev.add_argument("--show-errors", type=int, default=0, metavar="N")
+    ev.set_defaults(handler=cmd_eval)
+
+    listing = cmds.add_parser("list", help="the shipped checkpoints with their scores")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_list)
+
+    cards = cmds.add_parser("cards", help="rewrite the model cards of every checkpoint in a dir")
+    cards.add_argument("root", nargs="?", default=None, help="default: the shipped checkpoints")
+    cards.set_defaults(handler=cmd_cards)
+
+
+def cmd_train(args: argparse.Namespace, out: Console) -> int:
+    from rolepool.zoo.train import SHIPPED_STEPS, Recipe, train
+
+    recipe = Recipe(arch=args.arch, seed=args.seed, steps=SHIPPED_STEPS[args.arch])
+    for key in ("steps", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            setattr(recipe, key, getattr(args, key))
+    target = Path(args.out)
+    result = train(recipe, out=target, progress=not args.quiet)
+    out.print(
+        f"trained {args.arch} seed {args.seed}: {recipe.steps} steps in "
+        f"{result.wall_time_s:.0f} s, final loss {result.losses[-1]:.4f} -> {target}"
+    )
+    if args.eval:
+        _evaluate(str(target), None, 0, out)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, out: Console) -> int:
+    if not (Path(args.model_dir) / "config.json").is_file():
+        raise UserError(f"{args.model_dir} is not a checkpoint directory (no config.json)")
+    _evaluate(args.model_dir, args.n, args.show_errors, out)
+    return 0
+
+
+def _evaluate(model_dir: str, n: int | None, show_errors: int, out: Console) -> None:
+    from rolepool.zoo.cards import SPLITS
+    from rolepool.zoo.evaluate import SPLIT_SIZE, errors, evaluate, load
+
+    model, tokenizer = load(model_dir)
+    results = {}
+    for split in SPLITS:
+        summary, items = evaluate(model, tokenizer, split, n=n or SPLIT_SIZE)
+        results[split] = summary
+        out.print(
+            f"[bold]{split}[/]: "
+            + json.dumps({k: v for k, v in summary.items() if not k.startswith("by_")})
+        )
+        for err in errors(items, show_errors):
+            out.print(json.dumps(err), highlight=False)
+    if n is None:  # only full-size runs become the checkpoint's scores
+        (Path(model_dir) / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def cmd_list(args: argparse.Namespace, out: Console) -> int:
+    from rolepool.zoo import list_checkpoints
+
+    found = list_checkpoints()
+    if args.json:
+        for c in found:
+            out.print_json(json.dumps({"name": c["name"], "path": str(c["path"]), **c["card"]}))
+        return 0
+    table = Table(title="shipped reference checkpoints (exact call = name and every argument)")
+    for col in (
+        "name",
+        "arch",
+        "total params",
+        "active params",
+        "steps",
+        "train s",
+        "exact call (unseen values)",
+        "exact call (unseen phrasings)",
+    ):
+        table.add_column(col, no_wrap=True)
+    for c in found:
+        card = c["card"]
+        scores = card.get("scores", {})
+
+        def pct(split: str, scores: dict[str, Any] = scores) -> str:
+            value = scores.get(split, {}).get("exact_call")
+            return "–" if value is None else f"{100 * value:.1f}%"
+
+        table.add_row(
+            c["name"],
+            card.get("architecture", "?"),
+            f"{card.get('params_total', 0):,}",
+            f"{card.get('params_active', 0):,}",
+            str(card.get("steps", "?")),
+            str(round(card.get("wall_time_s", 0))),
+            pct("unseen_values"),
+            pct("unseen_phrasings"),
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_cards(args: argparse.Namespace, out: Console) -> int:
+    from rolepool.zoo import CHECKPOINTS
+    from rolepool.zoo.cards import write_cards
+
+    root = Path(args.root) if args.root else CHECKPOINTS
+    if not root.is_dir():
+        raise UserError(f"no checkpoint directory at {root}")
+    for path in write_cards(root):
+        out.print(f"wrote {path / 'card.json'} and README.md")
+    return 0

@@ -1,0 +1,308 @@
+"""Request templates and word pools for the corpus. Each list is `(train, held_out)`: held-out
+templates only appear in the `unseen_phrasings` split, so that split measures whether a model
+understood the request rather than recognised its wording."""
+
+from __future__ import annotations
+
+Templates = tuple[tuple[str, ...], tuple[str, ...]]
+
+ROLE_NAMES: dict[str, Templates] = {
+    "coder": (("coder", "developer", "programmer", "code agent"), ("engineer",)),
+    "search": (("search agent", "researcher", "search role"), ("search specialist",)),
+    "writer": (("writer", "author", "writing agent"), ("editor",)),
+}
+
+ASSIGN: Templates = (
+    (
+        "Ask the {role} to {task}.",
+        "Have the {role} {task}.",
+        "Get the {role} on this: {task}.",
+        "I need the {role} to {task}.",
+        "Delegate to the {role}: {task}.",
+        "Send this task to the {role}: {task}.",
+        "Can the {role} {task}?",
+        "Please assign the {role} to {task}.",
+    ),
+    (
+        "Let the {role} take care of this: {task}.",
+        "The {role} should {task}.",
+        "Hand this to the {role}: {task}.",
+    ),
+)
+
+PARALLEL_LEADS: Templates = (
+    ("Plan this: ", "Do these in parallel: ", "Several steps: ", "At the same time, ", ""),
+    ("Split the work: ", "In one go, "),
+)
+PARALLEL_PARTS: Templates = (
+    (
+        "have the {role} {task}",
+        "ask the {role} to {task}",
+        "get the {role} to {task}",
+        "the {role} must {task}",
+    ),
+    ("let the {role} {task}", "the {role} can {task}"),
+)
+PARALLEL_JOINS: Templates = (
+    ("; ", ", and ", " and ", ", then in parallel "),
+    ("; also ", ", plus "),
+)
+
+TOOL_REQUESTS: dict[str, Templates] = {
+    "run_python": (
+        (
+            "Run this Python: {code}",
+            "Execute `{code}` please.",
+            "Run the code {code} and tell me the output.",
+            "What does {code} print? Run it.",
+            "Use python to run: {code}",
+            "Please execute this snippet: {code}",
+            "Run {code} with a timeout of {timeout_s} seconds.",
+            "Execute `{code}`, timeout {timeout_s}s.",
+            "Run this with a {timeout_s} second limit: {code}",
+        ),
+        (
+            "Could you evaluate {code} in Python?",
+            "Try running {code} for me.",
+            "Give {code} at most {timeout_s} seconds and run it.",
+        ),
+    ),
+    "read_file": (
+        (
+            "Read the file {path}.",
+            "Show me what is in {path}.",
+            "Open {path} and read it.",
+            "What does {path} contain?",
+            "Read {path} from the workspace.",
+            "Load the contents of {path}.",
+        ),
+        ("Cat {path} for me.", "I want to see the file {path}."),
+    ),
+    "write_file": (
+        (
+            "Save the text '{content}' in {path}.",
+            "Create {path} containing: {content}",
+            "Put '{content}' into the file {path}.",
+            "Write a file {path} with the text {content}.",
+            "Store {content} in {path}.",
+            "Make a file at {path} that says {content}.",
+        ),
+        ("Overwrite {path} so it reads {content}.", "Dump '{content}' to {path}."),
+    ),
+    "search_docs": (
+        (
+            "Search the docs for {query}.",
+            "Find documents about {query}.",
+            "Look up {query} in the docs.",
+            "Search for {query}, top {top_k} results.",
+            "Find the {top_k} best docs on {query}.",
+            "What do the docs say about {query}?",
+            "Search {query} and return {top_k} hits.",
+            "Query the collection for {query}.",
+        ),
+        (
+            "Dig through the documentation for {query}.",
+            "I need {top_k} results about {query}.",
+            "Any docs mentioning {query}?",
+        ),
+    ),
+    "read_doc": (
+        (
+            "Read document {doc_id}.",
+            "Open doc {doc_id}.",
+            "Show me the document with id {doc_id}.",
+            "Fetch {doc_id} from the collection.",
+            "What does {doc_id} say?",
+            "Read the doc {doc_id} please.",
+        ),
+        ("Pull up {doc_id}.", "Give me the full text of {doc_id}."),
+    ),
+    "write_section": (
+        (
+            "Write a section titled {title} saying {body}.",
+            "Add a section '{title}' with the text: {body}",
+            "Append a section called {title}: {body}",
+            "New section, title {title}, body: {body}",
+            "Add to the report a section named {title} that reads {body}.",
+        ),
+        (
+            "Put a section {title} in the report. It should say: {body}",
+            "Section '{title}', content: {body}",
+        ),
+    ),
+}
+
+GREETINGS: Templates = (
+    ("Hi!", "Hello there.", "Good morning!", "Hey, who are you?", "Hello, what can you do?"),
+    ("Yo!", "Greetings."),
+)
+OUT_OF_SCOPE: Templates = (
+    (
+        "What's the weather like today?",
+        "Tell me a joke.",
+        "Can you order me a pizza?",
+        "Book a flight to Paris.",
+        "What time is it?",
+        "Play some music.",
+        "Translate hello into German.",
+        "Turn off the lights.",
+    ),
+    ("Call my mom.", "Who won the game last night?", "Send an email to my boss."),
+)
+PREFIXES = ("Hey, ", "Please: ", "Quick one: ", "OK. ", "Hi! ")
+SUFFIXES = (" Thanks!", " ASAP.", " Thank you.", " Cheers.")
+
+TASK_VERBS = (
+    "fix",
+    "check",
+    "review",
+    "test",
+    "summarise",
+    "explain",
+    "draft",
+    "find",
+    "compare",
+    "update",
+    "clean up",
+    "document",
+    "profile",
+    "rename",
+    "list",
+)
+REAL_WORDS = (
+    "parser",
+    "cache",
+    "report",
+    "budget",
+    "schema",
+    "login",
+    "river",
+    "garden",
+    "window",
+    "engine",
+    "invoice",
+    "planet",
+    "ticket",
+    "module",
+    "sensor",
+    "market",
+    "kernel",
+    "lesson",
+    "harbor",
+    "signal",
+    "folder",
+    "battery",
+    "history",
+    "pattern",
+    "village",
+    "network",
+    "painting",
+    "recipe",
+    "server",
+    "bridge",
+    "rocket",
+    "forest",
+    "camera",
+    "winter",
+    "summary",
+    "library",
+    "protocol",
+    "token",
+    "vector",
+    "matrix",
+    "storage",
+    "thread",
+    "socket",
+    "queue",
+    "meeting",
+    "contract",
+    "pricing",
+    "travel",
+    "weather",
+    "music",
+    "office",
+    "doctor",
+    "insect",
+    "mirror",
+    "circle",
+    "orange",
+    "silver",
+    "shadow",
+    "velvet",
+    "candle",
+    "ladder",
+    "pocket",
+    "button",
+    "marble",
+    "anchor",
+    "canvas",
+    "copper",
+    "dragon",
+    "falcon",
+    "glacier",
+    "harvest",
+    "island",
+    "jungle",
+    "lantern",
+    "meadow",
+    "nickel",
+    "oyster",
+    "pepper",
+    "quartz",
+    "saddle",
+    "timber",
+    "valley",
+    "walnut",
+    "yogurt",
+    "zipper",
+    "compiler",
+    "dataset",
+    "upload",
+    "checkout",
+    "payment",
+    "release",
+    "backup",
+    "monitor",
+    "router",
+    "license",
+    "profile",
+    "journal",
+    "festival",
+)
+ONSETS = (
+    "b",
+    "br",
+    "c",
+    "ch",
+    "d",
+    "dr",
+    "f",
+    "fl",
+    "g",
+    "gr",
+    "h",
+    "j",
+    "k",
+    "kl",
+    "l",
+    "m",
+    "n",
+    "p",
+    "pl",
+    "qu",
+    "r",
+    "s",
+    "sh",
+    "st",
+    "t",
+    "tr",
+    "v",
+    "w",
+    "z",
+    "sn",
+)
+VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "oo", "ou", "ie", "y")
+CODAS = ("", "", "", "n", "r", "s", "l", "m", "x", "ck", "nd", "st", "sh")
+PATH_DIRS = ("src", "notes", "data", "docs", "lib", "tests", "app")
+PATH_EXTS = ("py", "md", "txt", "csv", "json", "toml")
+DOC_PREFIXES = ("doc", "kb", "faq", "spec", "note", "ref")

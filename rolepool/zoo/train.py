@@ -1,0 +1,182 @@
+"""Train a reference model from scratch: AdamW, linear warmup then cosine decay, loss on the
+assistant tokens only, plus the router's load-balancing loss for the MoE.
+
+Deterministic given `seed` on one machine: the corpus, the tokenizer, the initial weights and the
+batch order all derive from it, and torch runs on a fixed number of threads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rolepool.zoo.corpus import generate
+from rolepool.zoo.models import build_model, make_config, param_counts
+from rolepool.zoo.tokenizer import build_tokenizer, encode
+
+THREADS = 2
+# The shipped recipe's steps: what fits the 15-minute budget per checkpoint on 2 busy CPU cores.
+SHIPPED_STEPS = {"dense": 1500, "moe": 1200}
+
+
+@dataclass
+class Recipe:
+    """Everything that determines a checkpoint; saved next to it as `recipe.json`."""
+
+    arch: str = "dense"
+    seed: int = 1
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 4e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    train_examples: int = 50_000
+    data_seed: int = 0
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    losses: list[float]
+    wall_time_s: float
+    params: dict[str, int]
+
+
+def lr_at(step: int, r: Recipe) -> float:
+    if step < r.warmup:
+        return r.lr * (step + 1) / r.warmup
+    progress = (step - r.warmup) / max(1, r.steps - r.warmup)
+    return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def batches(data: list[tuple[list[int], list[int]]], r: Recipe, pad_id: int):
+    """Endless batches: shuffled, then length-sorted within windows of 4 batches, so less of
+    each batch is padding."""
+    rng = random.Random(r.seed)
+    order: list[int] = []
+    while True:
+        if len(order) < r.batch_size * 4:
+            fresh = list(range(len(data)))
+            rng.shuffle(fresh)
+            order += fresh
+        window, order = order[: r.batch_size * 4], order[r.batch_size * 4 :]
+        window.sort(key=lambda i: len(data[i][0]))
+        chunks = [window[i : i + r.batch_size] for i in range(0, len(window), r.batch_size)]
+        rng.shuffle(chunks)
+        for chunk in chunks:
+            yield collate([data[i] for i in chunk], pad_id)
+
+
+def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (seq, mask) in enumerate(rows):
+        n = len(seq)
+        ids[i, :n] = torch.tensor(seq)
+        attention[i, :n] = 1
+        labels[i, :n] = torch.where(torch.tensor(mask, dtype=torch.bool), ids[i, :n], -100)
+    return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+
+
+def train(
+    r: Recipe,
+    out: Path | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, Any, Any], None] | None = None,
+) -> TrainResult:
+    """Train per `r`; save the model (bf16 weights, float32 config) and tokenizer into `out`.
+    `on_step(step, model, tokenizer)` runs after each step (e.g. a quick evaluation)."""
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(r.seed)
+    examples = generate("train", r.train_examples, seed=r.data_seed)
+    tokenizer = build_tokenizer(examples)
+    data = encode(tokenizer, examples)
+    config = make_config(r.arch, tokenizer, **r.model_overrides)
+    model = build_model(config)
+    model.train()
+    is_moe = r.arch == "moe"
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": r.weight_decay},
+            {"params": no_decay, "weight_decay": 0},
+        ],
+        lr=r.lr,
+        betas=(0.9, 0.95),
+    )
+    losses: list[float] = []
+    stream = batches(data, r, tokenizer.pad_token_id)
+    bar = _progress(r.steps, progress)
+    start = time.perf_counter()
+    for step in range(r.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, r)
+        batch = next(stream)
+        output = model(**batch, output_router_logits=True) if is_moe else model(**batch)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(output.loss.item())
+        bar.update(1, loss=losses[-1])
+        if on_step is not None:
+            on_step(step + 1, model, tokenizer)
+    bar.close()
+    result = TrainResult(losses, time.perf_counter() - start, param_counts(model))
+    if out is not None:
+        save(model, tokenizer, r, result, Path(out))
+    return result
+
+
+def save(model: Any, tokenizer: Any, r: Recipe, result: TrainResult, out: Path) -> None:
+    """bf16 weights keep the wheel small; the config says float32, so loading upcasts on CPU."""
+    out.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.config.output_router_logits = False
+    model.to(torch.bfloat16).save_pretrained(out)
+    model.to(torch.float32)
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    config["dtype"] = "float32"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tokenizer.save_pretrained(out)
+    log = {
+        "recipe": asdict(r),
+        "params": result.params,
+        "wall_time_s": round(result.wall_time_s, 1),
+        "losses": [round(x, 5) for x in result.losses],
+        "threads": THREADS,
+        "torch": torch.__version__,
+    }
+    (out / "train_log.json").write_text(json.dumps(log) + "\n")
+
+
+class _progress:
+    """A tqdm bar showing a smoothed loss; silent when `enabled` is False."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, disable=not enabled, unit="step", dynamic_ncols=True)
+        self.smooth: float | None = None
+
+    def update(self, n: int, loss: float) -> None:
+        self.smooth = loss if self.smooth is None else 0.95 * self.smooth + 0.05 * loss
+        self.bar.update(n)
+        self.bar.set_postfix(loss=f"{self.smooth:.4f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

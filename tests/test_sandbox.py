@@ -1,0 +1,279 @@
+"""run_python's sandbox: every escape attempt ends as a contained, reported failure.
+
+Each test also checks, through the autouse fixture, that no sandbox process outlives it.
+docs/sandbox.md names the test behind each promise; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from rolepool import Agent
+from rolepool.core import RunContext, ToolCall, ToolError
+from rolepool.pools.testing import ScriptedWorker
+from rolepool.tools.builtin import read_file, run_python, run_sandboxed, write_file
+from rolepool.zoo import toolset
+
+pytestmark = pytest.mark.anyio
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only enforced when rolepool runs as root")
+
+
+def _sandbox_pids() -> list[int]:
+    """Live processes whose command line carries the sandbox marker (zombies have none)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    if b"--rolepool-sandbox" in f.read():
+                        pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _live_pids_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                status = Path(f"/proc/{entry.name}/status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    yield
+    assert _sandbox_pids() == []
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> RunContext:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    return RunContext(run_id="run-1", agent="coder", role="coder", workspace=workspace)
+
+
+async def _run(ctx: RunContext, code: str, timeout_s: int = 5) -> str:
+    return await run_python.call({"code": code, "timeout_s": timeout_s}, ctx)
+
+
+async def _fail(ctx: RunContext, code: str, timeout_s: int = 5) -> str:
+    with pytest.raises(ToolError) as info:
+        await _run(ctx, code, timeout_s)
+    return str(info.value)
+
+
+def test_schema_is_the_one_the_models_were_trained_on() -> None:
+    assert run_python.parameters == toolset.schema("run_python")
+    assert run_python.description == toolset.tool_spec("run_python").description
+    assert run_python.roles == frozenset({"coder"})
+    assert run_python.validate({"code": "1", "timeout_s": 61}) != []
+
+
+async def test_success_reports_stdout_stderr_and_status(ctx: RunContext) -> None:
+    text = await _run(ctx, "import sys\nprint('hello')\nprint('warn', file=sys.stderr)")
+    assert text.startswith("exit status 0\n")
+    assert "--- stdout ---\nhello\n" in text
+    assert "--- stderr ---\nwarn\n" in text
+    assert "SANDBOX" not in text and "\0" not in text
+
+
+async def test_nonzero_exit_and_traceback_are_tool_errors(ctx: RunContext) -> None:
+    assert "exit status 3" in await _fail(ctx, "import sys\nprint('x')\nsys.exit(3)")
+    message = await _fail(ctx, "def f():\n    return 1 / 0\nf()")
+    assert "exit status 1" in message
+    assert 'File "<code>", line 2, in f' in message and "ZeroDivisionError" in message
+
+
+async def test_fresh_working_directory_inside_workspace_removed_after(ctx: RunContext) -> None:
+    code = "import os\nopen('made.txt', 'w').write('x')\nprint(os.getcwd())"
+    first = (await _run(ctx, code)).split("--- stdout ---\n")[1].split("\n")[0]
+    second = (await _run(ctx, code)).split("--- stdout ---\n")[1].split("\n")[0]
+    assert first != second
+    assert Path(first).parent == ctx.workspace / ".sandbox"
+    assert not Path(first).exists() and not Path(second).exists()
+
+
+async def test_infinite_loop_hits_the_wall_clock_and_dies(ctx: RunContext) -> None:
+    started = time.perf_counter()
+    message = await _fail(ctx, "while True:\n    pass", timeout_s=1)
+    assert "wall-clock timeout of 1s" in message
+    assert time.perf_counter() - started < 5
+
+
+async def test_memory_bomb_is_refused_by_the_address_space_limit(ctx: RunContext) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code = "chunks = []\nwhile True:\n    chunks.append(bytearray(64 * 2**20))"
+    message = await _fail(ctx, code)
+    assert "MemoryError" in message and "memory limit is 512 MB" in message
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
+
+
+async def test_file_size_and_open_file_limits(ctx: RunContext) -> None:
+    assert "File too large" in await _fail(ctx, "open('big', 'wb').write(b'x' * (20 * 2**20))")
+    assert "Too many open files" in await _fail(ctx, "f = [open(str(i), 'w') for i in range(100)]")
+
+
+async def test_fork_bomb_is_contained_and_leaves_nothing(ctx: RunContext) -> None:
+    code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    result = await run_sandboxed(code, 2, parent_dir=ctx.workspace)
+    assert not result.ok and result.timed_out
+    if result.uid is not None:
+        assert _live_pids_of(result.uid) == []
+
+
+async def test_background_children_die_with_the_run(ctx: RunContext) -> None:
+    # start_new_session: the child leaves the process group; as root the uid sweep still gets it.
+    code = (
+        "import subprocess\n"
+        "subprocess.Popen(['sleep', '61.25'], start_new_session=True)\n"
+        "print('started')"
+    )
+    result = await run_sandboxed(code, 5, parent_dir=ctx.workspace)
+    assert result.ok, result.report(5)
+    if result.uid is not None:
+        assert _live_pids_of(result.uid) == []
+    await anyio.sleep(0.05)
+    leftover = [
+        p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == b"sleep\x0061.25\x00"
+    ]
+    assert leftover == [] or os.geteuid() != 0
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+async def test_huge_stdout_is_capped_and_truncated_with_a_marker(ctx: RunContext) -> None:
+    message = await _fail(ctx, "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)")
+    assert "killed: output over" in message and "[truncated:" in message
+    assert len(message) < 30_000
+    text = await _run(ctx, "print('a' * 200_000)\nprint('THE END')")
+    assert (
+        text.startswith("exit status 0")
+        and "[truncated: 200009 bytes in all; showing the first 6000 and the last 3000]" in text
+    )
+    assert "THE END" in text  # the tail is kept, so the last lines (a traceback) show
+
+
+async def test_environment_secrets_do_not_reach_the_code(
+    ctx: RunContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROLEPOOL_FAKE_SECRET", "hunter2-not-a-real-secret")
+    text = await _run(ctx, "import os\nprint(sorted(os.environ))\nprint(dict(os.environ))")
+    assert "hunter2" not in text and "ROLEPOOL_FAKE_SECRET" not in text
+    assert "['HOME', 'LANG', 'PATH', 'TMPDIR']" in text
+
+
+@as_root
+async def test_parent_environment_cannot_be_read_through_proc(
+    ctx: RunContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROLEPOOL_FAKE_SECRET", "hunter2-not-a-real-secret")
+    message = await _fail(ctx, f"print(open('/proc/{os.getpid()}/environ').read())")
+    assert "PermissionError" in message and "hunter2" not in message
+
+
+@as_root
+async def test_writing_and_reading_outside_the_workspace_is_refused(
+    ctx: RunContext, tmp_path: Path
+) -> None:
+    target = tmp_path / "outside.txt"
+    message = await _fail(ctx, f"open({str(target)!r}, 'w').write('pwned')")
+    assert "PermissionError" in message and not target.exists()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    secret.chmod(0o600)
+    message = await _fail(ctx, f"print(open({str(secret)!r}).read())")
+    assert "PermissionError" in message and "top secret" not in message
+    assert "PermissionError" in await _fail(ctx, "open('/root/owned-by-sandbox', 'w')")
+
+
+async def test_network_to_an_outside_address_fails_fast(ctx: RunContext) -> None:
+    code = (
+        "import socket\n"
+        "s = socket.socket()\n"
+        "s.settimeout(4)\n"
+        "s.connect(('203.0.113.1', 80))  # TEST-NET-3: never a real host"
+    )
+    started = time.perf_counter()
+    result = await run_sandboxed(code, 10, parent_dir=ctx.workspace)
+    assert not result.ok
+    if result.network != "isolated":
+        assert "note: network not isolated" in result.report(10)
+        pytest.skip(f"network isolation unavailable here: {result.network}")
+    assert "Network is unreachable" in result.stderr
+    assert time.perf_counter() - started < 3
+
+
+@as_root
+async def test_signals_to_the_parent_are_refused(ctx: RunContext) -> None:
+    code = (
+        "import os, signal\n"
+        "for attempt in (lambda: os.kill(os.getppid(), signal.SIGKILL),\n"
+        "                lambda: os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except PermissionError as exc:\n"
+        "        print('refused', exc.errno)\n"
+    )
+    text = await _run(ctx, code)
+    assert text.count("refused 1") == 2  # EPERM; and we are still here to read it
+
+
+async def test_concurrent_runs_get_separate_directories_and_uids(ctx: RunContext) -> None:
+    results = []
+
+    async def one() -> None:
+        code = "import os\nprint(os.getuid(), os.getcwd())"
+        results.append(await run_sandboxed(code, 5, parent_dir=ctx.workspace))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(one)
+    assert all(r.ok for r in results)
+    assert len({r.stdout for r in results}) == 3
+    if os.geteuid() == 0:
+        assert len({r.uid for r in results}) == 3 and 0 not in {r.uid for r in results}
+
+
+async def test_cancelling_the_caller_kills_the_child(ctx: RunContext) -> None:
+    with anyio.move_on_after(0.5):
+        await run_sandboxed("while True:\n    pass", 30, parent_dir=ctx.workspace)
+    assert _sandbox_pids() == []
+    assert list(ctx.workspace.iterdir()) == []  # the working directory is gone too
+
+
+async def test_agent_run_survives_a_runaway_tool_call(tmp_path: Path) -> None:
+    worker = ScriptedWorker(
+        [
+            ToolCall(
+                id="call-1",
+                name="run_python",
+                arguments={"code": "while True: pass", "timeout_s": 1},
+            ),
+            "The code never finished.",
+        ]
+    )
+    agent = Agent("coder", role="coder", tools=[run_python, read_file, write_file])
+    result = await agent.run("loop forever", worker=worker, store=False, workspace=tmp_path)
+    assert result.output == "The code never finished."
+    tool_messages = [m for m in result.messages if m.role == "tool"]
+    assert len(tool_messages) == 1
+    assert tool_messages[0].content.startswith("ERROR: ToolError")
+    assert "wall-clock timeout of 1s" in tool_messages[0].content

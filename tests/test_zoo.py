@@ -1,0 +1,256 @@
+"""The reference model zoo: corpus, tokenizer and chat template, training, shipped checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rolepool.tools import parse_tool_calls, validate_arguments
+from rolepool.zoo import checkpoint_path, list_checkpoints
+from rolepool.zoo.corpus import SPLITS, generate, user_texts
+from rolepool.zoo.toolset import ROLE_TOOLS, openai_tools, schema, tool_spec
+
+SHIPPED = list_checkpoints()
+needs_checkpoints = pytest.mark.skipif(not SHIPPED, reason="no checkpoint shipped yet")
+EXPECTED_PARAMS = {"dense": (1_180_800, 1_180_800), "moe": (3_544_192, 1_184_896)}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from rolepool.zoo.tokenizer import build_tokenizer
+
+    return build_tokenizer(generate("train", 1500, seed=0))
+
+
+def _dump(examples):
+    return [json.dumps([e.messages, e.tools, e.meta], sort_keys=True) for e in examples]
+
+
+# -- tools ------------------------------------------------------------------------------------
+def test_toolset_matches_the_agents_table():
+    assert ROLE_TOOLS["planner"] == ("assign", "finish")
+    assert schema("assign")["properties"]["role"]["enum"] == ["coder", "search", "writer"]
+    timeout = schema("run_python")["properties"]["timeout_s"]
+    assert (timeout["minimum"], timeout["maximum"], timeout["default"]) == (1, 60, 10)
+    top_k = schema("search_docs")["properties"]["top_k"]
+    assert (top_k["minimum"], top_k["maximum"], top_k["default"]) == (1, 20, 5)
+    assert schema("write_file")["required"] == ["path", "content"]
+    assert validate_arguments(schema("run_python"), {"code": "print(1)", "timeout_s": 61})
+    assert tool_spec("finish").parameters["required"] == ["answer"]
+
+
+# -- corpus -----------------------------------------------------------------------------------
+def test_generator_is_deterministic():
+    for split in SPLITS:
+        assert _dump(generate(split, 200, seed=3)) == _dump(generate(split, 200, seed=3))
+    assert _dump(generate("train", 50, seed=3)) != _dump(generate("train", 50, seed=4))
+
+
+def test_held_out_requests_never_appear_in_train():
+    train = generate("train", 20_000, seed=0)
+    seen = user_texts(train)
+    phrasings = generate("unseen_phrasings", 600, seed=7)
+    assert not user_texts(phrasings) & seen
+    values = generate("unseen_values", 600, seed=7)
+    # No-call requests carry no value, so in `unseen_values` they are train phrasings by design.
+    with_values = [e for e in values if e.meta["category"] != "no_call"]
+    assert not user_texts(with_values) & seen
+    # A target may still coincide by chance: `finish` with "The output is 11." or the fixed
+    # answer for a ZeroDivisionError. Requests never do.
+    train_targets = {json.dumps(e.meta["expected"], sort_keys=True) for e in train}
+    targets = [json.dumps(e.meta["expected"], sort_keys=True) for e in phrasings + with_values]
+    targets = [t for t in targets if t != "[]"]
+    assert sum(t in train_targets for t in targets) < 0.05 * len(targets)
+
+
+def test_corpus_covers_every_category_and_valid_calls():
+    examples = generate("train", 2000, seed=0)
+    cats = {(e.meta["role"], e.meta["category"]) for e in examples}
+    assert {c for _, c in cats} == {"single", "parallel", "multi_turn", "no_call", "refusal"}
+    for ex in examples:
+        assert ex.messages[-1]["role"] == "assistant"
+        for call in ex.meta["expected"]:
+            assert call["name"] in ROLE_TOOLS[ex.meta["role"]]
+            assert not validate_arguments(schema(call["name"]), call["arguments"])
+        if ex.meta["category"] == "parallel":
+            assert len(ex.meta["expected"]) >= 2
+        if ex.meta["category"] == "refusal":
+            assert ex.meta["refer_role"] in ex.messages[-1]["content"]
+
+
+# -- tokenizer and chat template ----------------------------------------------------------------
+def test_template_renders_tools_calls_and_results(tokenizer):
+    msgs = [
+        {"role": "system", "content": "You are the planner agent."},
+        {
+            "role": "user",
+            "content": "Have the coder fix the plis parser and the writer draft notes.",
+        },
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "assign",
+                        "arguments": {"role": "coder", "task": "fix the plis parser"},
+                    },
+                },
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "assign",
+                        "arguments": json.dumps({"role": "writer", "task": "draft notes"}),
+                    },
+                },
+            ],
+        },
+        {"role": "tool", "content": "coder: done"},
+        {"role": "tool", "content": "writer: done"},
+    ]
+    out = tokenizer.apply_chat_template(
+        msgs, tools=openai_tools("planner"), tokenize=False, add_generation_prompt=True
+    )
+    assert "assign(role:coder|search|writer,task:str);finish(answer:str)" in out
+    assert out.endswith("<|tool|>writer: done<|assistant|>")
+    enc = tokenizer.apply_chat_template(
+        msgs, tools=openai_tools("planner"), return_dict=True, return_assistant_tokens_mask=True
+    )
+    span = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"], strict=True) if m]
+    assert span[-1] == tokenizer.eos_token_id
+    parsed = parse_tool_calls(tokenizer.decode(span, skip_special_tokens=True))
+    assert [(c.name, c.arguments) for c in parsed.calls] == [
+        ("assign", {"role": "coder", "task": "fix the plis parser"}),
+        ("assign", {"role": "writer", "task": "draft notes"}),
+    ]
+    coder = tokenizer.apply_chat_template(msgs[1:2], tools=openai_tools("coder"), tokenize=False)
+    assert "run_python(code:str,timeout_s:int[1..60]=10)" in coder
+
+
+def test_values_tokenize_the_same_in_request_and_call(tokenizer):
+    value = "plis woofus trezais 42"
+    alone = tokenizer.encode(value, add_special_tokens=False)
+    in_request = tokenizer.encode(f"Search the docs for {value}.", add_special_tokens=False)
+    in_call = tokenizer.encode(json.dumps({"query": value}), add_special_tokens=False)
+    for seq in (in_request, in_call):
+        assert any(seq[i : i + len(alone)] == alone for i in range(len(seq)))
+
+
+# -- scoring --------------------------------------------------------------------------------------
+def _call(name, **arguments):
+    return "<tool_call>" + json.dumps({"name": name, "arguments": arguments}) + "</tool_call>"
+
+
+def test_scoring_is_order_free_fills_defaults_and_checks_refusals():
+    from rolepool.zoo.corpus import Example
+    from rolepool.zoo.evaluate import score_item
+
+    expected = [
+        {"name": "assign", "arguments": {"role": "coder", "task": "a"}},
+        {"name": "assign", "arguments": {"role": "writer", "task": "b"}},
+    ]
+    parallel = Example([], [], {"role": "planner", "category": "parallel", "expected": expected})
+    swapped = _call("assign", role="writer", task="b") + _call("assign", role="coder", task="a")
+    assert score_item(parallel, swapped)["exact_call"]
+    wrong = _call("assign", role="writer", task="b") + _call("assign", role="coder", task="x")
+    checks = score_item(parallel, wrong)
+    assert checks["tool_name"] and checks["schema_valid"] and not checks["exact_call"]
+    bad_enum = _call("assign", role="boss", task="b") + _call("assign", role="coder", task="a")
+    assert not score_item(parallel, bad_enum)["schema_valid"]
+
+    search = [{"name": "search_docs", "arguments": {"query": "q"}}]
+    single = Example([], [], {"role": "search", "category": "single", "expected": search})
+    assert score_item(single, _call("search_docs", query="q", top_k=5))["exact_call"]
+    assert not score_item(single, _call("search_docs", query="q", top_k=6))["exact_call"]
+    assert not score_item(single, '<tool_call>{"name": "search_docs", "arguments": {')[
+        "parse_valid"
+    ]
+
+    meta = {"role": "coder", "category": "refusal", "expected": [], "refer_role": "search"}
+    refusal = Example([], [], meta)
+    assert score_item(refusal, "I am the coder agent; ask the search agent.")["refusal"]
+    assert not score_item(refusal, "I am the coder agent; ask the writer agent.")["refusal"]
+    assert not score_item(refusal, _call("search_docs", query="q"))["no_call"]
+
+
+# -- training -------------------------------------------------------------------------------
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    intermediate_size=64,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["dense", "moe"])
+def test_tiny_training_learns_and_round_trips(arch, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rolepool.zoo.tokenizer import encode
+    from rolepool.zoo.train import Recipe, collate, train
+
+    overrides = dict(TINY, intermediate_size=32 if arch == "moe" else 64)
+    recipe = Recipe(
+        arch=arch,
+        seed=5,
+        steps=12,
+        batch_size=8,
+        lr=1e-2,
+        warmup=2,
+        train_examples=300,
+        model_overrides=overrides,
+    )
+    first = train(recipe, out=tmp_path / "m", progress=False)
+    again = train(recipe, progress=False)
+    assert first.losses == again.losses  # same seed, same curve
+    assert sum(first.losses[-3:]) / 3 < sum(first.losses[:3]) / 3 - 0.5
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert next(model.parameters()).dtype == torch.float32
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "m")
+    batch = collate(encode(tok, generate("train", 4, seed=0)), tok.pad_token_id)
+    with torch.no_grad():
+        loss = model(**batch).loss.item()
+    assert loss < first.losses[0]  # the saved weights are the trained ones (bf16-rounded)
+
+
+# -- shipped checkpoints ------------------------------------------------------------------------
+@needs_checkpoints
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [c["name"] for c in SHIPPED])
+def test_shipped_checkpoint_loads_and_calls(name):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = checkpoint_path(name)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    card = json.loads((path / "card.json").read_text())
+    from rolepool.zoo.models import param_counts
+
+    counts = param_counts(model)
+    assert (counts["total"], counts["active"]) == EXPECTED_PARAMS[card["architecture"]]
+    assert (card["params_total"], card["params_active"]) == (counts["total"], counts["active"])
+    msgs = [
+        {"role": "system", "content": "You are the search agent."},
+        {"role": "user", "content": "Search the docs for mixture of experts, top 4 results."},
+    ]
+    ids = tok.apply_chat_template(
+        msgs,
+        tools=openai_tools("search"),
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=60, do_sample=False)
+    text = tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    calls = parse_tool_calls(text).calls
+    assert [c.name for c in calls] == ["search_docs"], text
+    assert not validate_arguments(schema("search_docs"), calls[0].arguments)
