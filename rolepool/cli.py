@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             enable_otel()  # every run this command makes exports spans (OTEL_* env vars)
         return args.handler(args, out)
     except RolepoolError as exc:
-        Console(stderr=True).print(f"[red]error:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {exc}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -382,9 +382,14 @@ def test_stat_rows_of_a_pool_and_its_members():
     assert not any('breaker"' in name or name.endswith("_breaker") for name, _, _ in rows)
 
 
-def test_cli_serve_without_a_model(capsys):
+def test_cli_serve_without_a_model_or_shipped_models(capsys, monkeypatch, tmp_path):
+    import rolepool.zoo
+
+    monkeypatch.setattr(rolepool.zoo, "CHECKPOINTS", tmp_path / "none")
     assert main(["serve"]) == 2
-    assert "no model: pass --model DIR or --pool FILE" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "needs a shipped MoE and a dense reference model" in err
+    assert "--pool pool.toml" in err and "--model DIR" in err
 
 
 @needs_transformers_worker

@@ -39,8 +39,9 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="DIR",
-        help="a transformers model directory to serve; repeat for several: the first answers "
-        "and the others are its fallbacks, in order",
+        help="a transformers model directory (or a shipped reference model's name) to serve; "
+        "repeat for several: the first answers and the others are its fallbacks, in order. "
+        "With neither --model nor --pool, the default pool of shipped reference models",
     )
     parser.add_argument(
         "--pool",
@@ -69,8 +70,11 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     elif args.model:
         workers = _load_workers(args.model)
         worker = workers[0] if len(workers) == 1 else _fallback_pool(workers)
-    else:
-        raise UserError("no model: pass --model DIR or --pool FILE")
+    else:  # the shipped reference models, one MoE and one dense
+        from rolepool.pools.default import default_pool
+
+        worker = default_pool()
+        workers = list(worker.workers.values())
     from rolepool.pools.server import bind
 
     sock = bind(args.host, args.port)  # before loading: a taken port fails fast

@@ -50,11 +50,19 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def _model_dir(model: str | Path) -> Path:
+    """A local directory, or the name of a shipped reference model (`moe-s1` or `zoo:moe-s1`)."""
     path = Path(model).expanduser()
     if not path.is_dir():
+        from rolepool.zoo import CHECKPOINTS, list_checkpoints
+
+        name = str(model).removeprefix("zoo:")
+        if "/" not in name and (CHECKPOINTS / name / "config.json").is_file():
+            return CHECKPOINTS / name
+        shipped = ", ".join(c["name"] for c in list_checkpoints()) or "none"
         raise ConfigError(
-            f"{str(model)!r} is not a local model directory; TransformersWorker loads config, "
-            "weights and tokenizer from a directory on disk and never downloads from a hub",
+            f"{str(model)!r} is neither a local model directory nor a shipped reference model "
+            f"({shipped}); TransformersWorker loads config, weights and tokenizer from disk and "
+            "never downloads from a hub",
             where="model",
         )
     if not (path / "config.json").is_file():
