@@ -15,12 +15,13 @@ from contextlib import asynccontextmanager
 import anyio
 import httpx
 import pytest
+from serving import running
 
 from rolepool import Agent, FunctionWorker, ScriptedWorker, ToolCall, tool
 from rolepool.core import Message, Request, ToolSpec, WorkerError
 from rolepool.core.requests import Sampling
 from rolepool.pools.openai_worker import OpenAIWorker
-from rolepool.pools.server import bind, serve
+from rolepool.pools.server import bind
 
 pytestmark = pytest.mark.anyio
 
@@ -37,20 +38,6 @@ ADD = ToolSpec(
 
 def ask(text: str = "hi", tools: list[ToolSpec] | None = None) -> Request:
     return Request(messages=[Message(role="user", content=text)], tools=tools or [])
-
-
-@asynccontextmanager
-async def running(worker, **kwargs):
-    """`rolepool serve` over `worker` on a free loopback port; yields its base URL."""
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    ready = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: serve(worker, sock=sock, ready=ready, log_level="warning", **kwargs))
-        with anyio.fail_after(10):
-            await ready.wait()
-        yield f"http://127.0.0.1:{port}"
-        tg.cancel_scope.cancel()
 
 
 def free_port() -> int:

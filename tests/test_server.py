@@ -16,12 +16,13 @@ import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from serving import running
 
 from rolepool import FunctionWorker, ScriptedWorker
 from rolepool.cli import main
 from rolepool.core import Completion, ToolCall, Usage, WorkerError
 from rolepool.pools.metrics import stat_rows
-from rolepool.pools.server import bind, create_app, serve
+from rolepool.pools.server import create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -35,16 +36,9 @@ HELLO = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
 @asynccontextmanager
 async def client_for(worker, **kwargs):
     """A real server on a free loopback port and an httpx client pointed at it."""
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    ready = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: serve(worker, sock=sock, ready=ready, log_level="warning", **kwargs))
-        with anyio.fail_after(10):
-            await ready.wait()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    async with running(worker, **kwargs) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             yield client
-        tg.cancel_scope.cancel()
 
 
 def error_of(response: httpx.Response) -> dict:

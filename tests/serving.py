@@ -1,0 +1,23 @@
+"""A real `rolepool serve` on a free loopback port, for the HTTP tests."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+import anyio
+
+from rolepool.pools.server import bind, serve
+
+
+@asynccontextmanager
+async def running(worker, **kwargs):
+    """`rolepool serve` over `worker` on a free loopback port; yields its base URL."""
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    ready = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: serve(worker, sock=sock, ready=ready, log_level="warning", **kwargs))
+        with anyio.fail_after(10):
+            await ready.wait()
+        yield f"http://127.0.0.1:{port}"
+        tg.cancel_scope.cancel()
