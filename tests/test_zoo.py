@@ -254,3 +254,12 @@ def test_shipped_checkpoint_loads_and_calls(name):
     calls = parse_tool_calls(text).calls
     assert [c.name for c in calls] == ["search_docs"], text
     assert not validate_arguments(schema("search_docs"), calls[0].arguments)
+
+
+def test_zoo_list_command(capsys):
+    from rolepool.cli import main
+
+    assert main(["zoo", "list"]) == 0
+    out = capsys.readouterr().out
+    for c in SHIPPED:
+        assert c["name"] in out

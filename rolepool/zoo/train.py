@@ -145,7 +145,8 @@ def save(model: Any, tokenizer: Any, r: Recipe, result: TrainResult, out: Path) 
     """bf16 weights keep the wheel small; the config says float32, so loading upcasts on CPU."""
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
-    model.config.output_router_logits = False
+    if hasattr(model.config, "num_local_experts"):
+        model.config.output_router_logits = False  # training turned it on; inference needs not
     model.to(torch.bfloat16).save_pretrained(out)
     model.to(torch.float32)
     config_path = out / "config.json"
