@@ -2,17 +2,17 @@
 one at a time with plain `generate` (the baseline) and all at once in one padded `generate` (the
 ceiling). MoE models are also run with expert telemetry off, to price the telemetry hooks.
 
-    python bench/pool_throughput.py                 # builds a dense and a MoE random model
-    python bench/pool_throughput.py --model DIR     # a local model directory instead
+    python bench/pool_throughput.py                 # the shipped dense-s1 and moe-s1
+    python bench/pool_throughput.py --model DIR     # a local model directory (repeatable)
 
 Modes are run in alternating order within each repetition and reported as medians, so drift in the
 machine's speed hits every mode alike. On a shared 2-core box, torch's two OpenMP threads collapse
 when another process holds a core (batched decode fell to ~50 tok/s in one measurement);
 `--threads 1` keeps the figures stable then. Results go to bench/results/pool_throughput.json.
-The default models follow the reference config of the feasibility notes (vocab 1,024, hidden 128,
-4 layers, 4 heads; dense SwiGLU 512; MoE 8 experts x 256, top-2), with random weights: throughput
-does not depend on what the weights say, and greedy decoding of random weights never stops early,
-so every request decodes exactly --max-tokens tokens.
+The default models are the shipped reference models (vocab 1,024, hidden 128, 4 layers; dense
+SwiGLU 512; MoE 8 experts x 256, top-2). Greedy decoding gives every mode the same tokens, so the
+ratios compare like with like; rows that stop early still ride along in a batched `generate`,
+which is part of what batching costs in practice.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import os
 import platform
 import random
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 
 from rolepool.core import Message, Request, Sampling
 from rolepool.pools.transformers_worker import TransformersWorker
+from rolepool.zoo import checkpoint_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TEMPLATE = (
@@ -46,62 +46,6 @@ def pseudo_words(rng: random.Random, n: int) -> str:
     return " ".join(
         "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(n)
     )
-
-
-def build_tokenizer(out: Path, vocab: int = 1024):
-    """A byte-level BPE of `vocab` tokens trained on pseudo-words, with a chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    rng = random.Random(0)
-    corpus = [pseudo_words(rng, 30) + f" {rng.randint(0, 99999)}" for _ in range(3000)]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        corpus,
-        trainers.BpeTrainer(
-            vocab_size=vocab,
-            special_tokens=["<pad>", "<s>", "</s>"],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
-    fast.chat_template = TEMPLATE
-    fast.save_pretrained(out)
-    return fast
-
-
-def build_reference_model(out: Path, arch: str) -> Path:
-    """The feasibility notes' reference shape, random weights, saved with its tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
-
-    out.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(out)
-    common = dict(
-        vocab_size=1024,
-        hidden_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=320,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    if arch == "moe":
-        config = MixtralConfig(
-            intermediate_size=256, num_local_experts=8, num_experts_per_tok=2, **common
-        )
-        MixtralForCausalLM(config).save_pretrained(out)
-    else:
-        LlamaForCausalLM(LlamaConfig(intermediate_size=512, **common)).save_pretrained(out)
-    return out
 
 
 def make_requests(n: int, max_tokens: int) -> list[Request]:
@@ -271,7 +215,12 @@ def summarise(worker: TransformersWorker, samples: dict[str, list[float]]) -> di
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, help="local model dir (default: build dense + moe)")
+    parser.add_argument(
+        "--model",
+        action="append",
+        help="a model dir or a shipped reference model's name; repeatable "
+        "(default: the reference models dense-s1 and moe-s1)",
+    )
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=40)
     parser.add_argument("--reps", type=int, default=5)
@@ -305,18 +254,10 @@ async def main() -> None:
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "models": {},
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = (
-            {args.model.name: args.model}
-            if args.model
-            else {
-                arch: build_reference_model(Path(tmp) / f"reference-{arch}", arch)
-                for arch in ("dense", "moe")
-            }
-        )
-        for label, path in paths.items():
-            print(f"{label}: {path}", flush=True)
-            results["models"][label] = await bench_model(path, args)
+    for name in args.model or ["dense-s1", "moe-s1"]:
+        path = Path(name) if Path(name).is_dir() else checkpoint_path(name.removeprefix("zoo:"))
+        print(f"{path.name}: {path}", flush=True)
+        results["models"][path.name] = await bench_model(path, args)
     import transformers
 
     results["machine"]["transformers"] = transformers.__version__
