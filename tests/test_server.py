@@ -10,7 +10,7 @@ import re
 import signal
 import subprocess
 import sys
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import httpx
@@ -412,24 +412,20 @@ async def test_serve_a_transformers_worker(tiny_dense_dir):
     assert "rolepool_worker_generate_calls" in metrics
 
 
-@needs_transformers_worker
-def test_cli_serves_until_interrupted(tiny_dense_dir):
-    env = {**os.environ, "ROLEPOOL_SERVE_API_KEY": "cli-token-0123"}
-    command = [sys.executable, "-m", "rolepool.cli", "serve", "--model", str(tiny_dense_dir)]
+@contextmanager
+def cli_server(args, env):
+    """`rolepool serve ARGS` in a subprocess on a free port; yields (its /v1 URL, its banner).
+    Leaving the block sends SIGINT and expects a clean exit."""
+    command = [sys.executable, "-m", "rolepool.cli", "serve", *args]
     command += ["--port", "0", "--log-level", "warning"]
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
     )
     try:
         banner = proc.stdout.readline()
-        assert "(bearer token from $ROLEPOOL_SERVE_API_KEY)" in banner, proc.stderr.read()
-        url = re.search(r"http://\S+/v1", banner).group(0)
-        headers = {"Authorization": "Bearer cli-token-0123"}
-        assert (
-            httpx.get(url + "/models", headers=headers).json()["data"][0]["id"]
-            == tiny_dense_dir.name
-        )
-        assert httpx.get(url + "/models").status_code == 401
+        found = re.search(r"http://\S+/v1", banner)
+        assert found, proc.stderr.read()
+        yield found.group(0), banner
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) in (0, 130)
     finally:
@@ -437,6 +433,19 @@ def test_cli_serves_until_interrupted(tiny_dense_dir):
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+@needs_transformers_worker
+def test_cli_serves_until_interrupted(tiny_dense_dir):
+    env = {**os.environ, "ROLEPOOL_SERVE_API_KEY": "cli-token-0123"}
+    with cli_server(["--model", str(tiny_dense_dir)], env) as (url, banner):
+        assert "(bearer token from $ROLEPOOL_SERVE_API_KEY)" in banner
+        headers = {"Authorization": "Bearer cli-token-0123"}
+        assert (
+            httpx.get(url + "/models", headers=headers).json()["data"][0]["id"]
+            == tiny_dense_dir.name
+        )
+        assert httpx.get(url + "/models").status_code == 401
 
 
 @needs_transformers_worker
@@ -466,26 +475,12 @@ choices = [{{ worker = "moe" }}]
 fallbacks = ["dense"]
 """
     )
-    command = [sys.executable, "-m", "rolepool.cli", "serve", "--pool", str(pool_file)]
-    command += ["--port", "0", "--log-level", "warning"]
     env = {k: v for k, v in os.environ.items() if k != "ROLEPOOL_SERVE_API_KEY"}
-    proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
-    )
-    try:
-        banner = proc.stdout.readline()
-        assert "serving moe, dense" in banner, proc.stderr.read()
-        url = re.search(r"http://\S+/v1", banner).group(0)
+    with cli_server(["--pool", str(pool_file)], env) as (url, banner):
+        assert "serving moe, dense" in banner
         assert [m["id"] for m in httpx.get(url + "/models").json()["data"]] == ["moe", "dense"]
         body = {"model": "moe", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
         answer = httpx.post(url + "/chat/completions", json=body, timeout=60).json()
         assert answer["rolepool"]["worker"] == "moe"
         assert answer["rolepool"]["policy_version"] == "test.1"
         assert answer["rolepool"]["architecture"] == "moe"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) in (0, 130)
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,10 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from rolepool.core import ConfigError, Event, event_from_json
+from rolepool.core import ConfigError, Event
 from rolepool.core import events as ev
 from rolepool.runtime.expert_health import ExpertLoadSummary, summarize_expert_load
+from rolepool.runtime.store import EventStore
 
 _TYPES = ("model.completed", "tool.call.parsed", "tool.call.invalid")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -98,19 +98,9 @@ class WindowStats:
 
 
 def load_events(db: str | Path, since: float) -> list[Event]:
-    """The events `stats` needs, newer than `since`, in run order. Reads the store's SQLite
-    file read-only, through the (type, ts) index, so it never blocks runs writing to it."""
-    uri = f"file:{Path(db).expanduser()}?mode=ro"
-    try:
-        with sqlite3.connect(uri, uri=True, timeout=10.0) as conn:
-            rows = conn.execute(
-                f"SELECT body FROM events WHERE type IN ({','.join('?' * len(_TYPES))})"
-                " AND ts >= ? ORDER BY run_id, seq",
-                (*_TYPES, since),
-            ).fetchall()
-    except sqlite3.Error as exc:
-        raise ConfigError(f"cannot read the event store: {exc}", where=str(db)) from exc
-    return [event_from_json(body) for (body,) in rows]
+    """The events `stats` needs, newer than `since`, in run order."""
+    with EventStore(db) as store:
+        return store.events_since(_TYPES, since)
 
 
 def _tallies(events: list[Event], start: float, window: float) -> dict[tuple, _Tally]:

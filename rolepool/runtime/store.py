@@ -110,6 +110,17 @@ class EventStore:
             rows = self._db.execute(sql, params).fetchall()
         return [event_from_json(body) for (body,) in rows]
 
+    def events_since(self, types: tuple[str, ...], since: float) -> list[Event]:
+        """Events of `types` newer than `since` across runs, in run order (run_id, seq); served
+        by the (type, ts) index, for stats over time windows."""
+        marks = ",".join("?" * len(types))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT body FROM events WHERE type IN ({marks}) AND ts >= ? ORDER BY run_id, seq",
+                (*types, since),
+            ).fetchall()
+        return [event_from_json(body) for (body,) in rows]
+
     def find_run(self, prefix: str) -> list[str]:
         """Run ids that start with `prefix`, so the CLI accepts an unambiguous prefix."""
         with self._lock:

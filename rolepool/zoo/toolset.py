@@ -25,6 +25,16 @@ def _str(description: str) -> dict[str, Any]:
     return {"type": "string", "description": description}
 
 
+def _int(description: str, minimum: int, maximum: int, default: int) -> dict[str, Any]:
+    return {
+        "type": "integer",
+        "minimum": minimum,
+        "maximum": maximum,
+        "default": default,
+        "description": description,
+    }
+
+
 _SPECS: dict[str, ToolSpec] = {
     spec.name: spec
     for spec in [
@@ -49,13 +59,7 @@ _SPECS: dict[str, ToolSpec] = {
             parameters=_object(
                 {
                     "code": _str("The Python source to run."),
-                    "timeout_s": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 60,
-                        "default": 10,
-                        "description": "Wall-clock limit in seconds.",
-                    },
+                    "timeout_s": _int("Wall-clock limit in seconds.", 1, 60, 10),
                 },
                 ["code"],
             ),
@@ -79,13 +83,7 @@ _SPECS: dict[str, ToolSpec] = {
             parameters=_object(
                 {
                     "query": _str("What to look for."),
-                    "top_k": {
-                        "type": "integer",
-                        "minimum": 1,
-                        "maximum": 20,
-                        "default": 5,
-                        "description": "How many results.",
-                    },
+                    "top_k": _int("How many results.", 1, 20, 5),
                 },
                 ["query"],
             ),
