@@ -17,6 +17,7 @@ import anyio
 
 from rolepool.core import (
     Completion,
+    LimitExceeded,
     MaxTurnsExceeded,
     Message,
     ModelBehaviorError,
@@ -42,6 +43,7 @@ from rolepool.core.events import (
 )
 from rolepool.core.messages import assistant, new_call_id, system, tool_message, user
 from rolepool.pools.worker import Worker
+from rolepool.runtime.approval import ApprovalRequest, ask_approval
 from rolepool.runtime.run import Outcome, RunScope
 from rolepool.tools.parsing import parse_tool_calls
 from rolepool.tools.results import format_result
@@ -297,16 +299,42 @@ class AgentLoop:
             )
 
     async def _execute(self, checked: list[_Checked]) -> dict[str, ToolResult]:
-        """Run the valid calls of one turn concurrently; every call gets a result."""
+        """Run the valid calls of one turn concurrently; every call gets a result. A limit hit
+        inside a tool (a workflow step over budget) ends the run, unwrapped from the group."""
         results: dict[str, ToolResult] = {}
-        async with anyio.create_task_group() as tg:
-            for item in checked:
-                assert item.tool is not None
-                tg.start_soon(self._run_tool, item.call, item.tool, results)
+        try:
+            async with anyio.create_task_group() as tg:
+                for item in checked:
+                    assert item.tool is not None
+                    tg.start_soon(self._run_tool, item.call, item.tool, results)
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from None
         return results
+
+    async def _approved(self, call: ToolCall, span: str, results: dict[str, ToolResult]) -> bool:
+        """Ask the run's approver; a refused call gets its tool error and closes its span."""
+        request = ApprovalRequest(
+            run_id=self.scope.run_id,
+            agent=self.spec.name,
+            role=self.spec.role,
+            tool=call.name,
+            call_id=call.id,
+            arguments=dict(call.arguments),
+        )
+        decision = await ask_approval(self.scope.approver, request, self.scope.emit, span)
+        if decision.approved:
+            return True
+        error = f"not executed: the call was refused ({decision.reason or 'no reason given'})"
+        results[call.id] = ToolResult(call_id=call.id, name=call.name, error=error)
+        self.scope.emit(
+            ToolFinished(**self._base(), span_id=span, call_id=call.id, tool=call.name, error=error)
+        )
+        return False
 
     async def _run_tool(self, call: ToolCall, tool: Tool, results: dict[str, ToolResult]) -> None:
         span = self.call_spans[call.id]
+        if tool.needs_approval and not await self._approved(call, span, results):
+            return
         self.scope.emit(ToolStarted(**self._base(), span_id=span, call_id=call.id, tool=call.name))
         timeout = tool.timeout or self.scope.limits.tool_timeout
         ctx = RunContext(
@@ -316,6 +344,7 @@ class AgentLoop:
             call_id=call.id,
             workspace=self.scope.workspace,
             deps=self.scope.deps,
+            extra={"span_id": span},  # a workflow step nests its agent under this call
         )
         started = time.perf_counter()
         content, error = "", None
@@ -325,9 +354,17 @@ class AgentLoop:
                 content = format_result(value, max_chars=self.scope.limits.max_result_chars)
             if timer.cancelled_caught:
                 error = f"timed out after {timeout:g}s"
+        except LimitExceeded as exc:  # the run's limits end the run, even from inside a tool
+            self._finish_tool(call, span, started, "", f"{type(exc).__name__}: {exc}")
+            raise
         except Exception as exc:  # a failing tool is reported to the model, never fatal
             error = f"{type(exc).__name__}: {exc}"
         results[call.id] = ToolResult(call_id=call.id, name=call.name, content=content, error=error)
+        self._finish_tool(call, span, started, content, error)
+
+    def _finish_tool(
+        self, call: ToolCall, span: str, started: float, content: str, error: str | None
+    ) -> None:
         self.scope.emit(
             ToolFinished(
                 **self._base(),
@@ -339,6 +376,14 @@ class AgentLoop:
                 error=error,
             )
         )
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first real exception of a (nested) exception group."""
+    first: BaseException = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
 
 
 def _unique_ids(calls: Sequence[ToolCall]) -> list[ToolCall]:
