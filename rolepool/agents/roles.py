@@ -10,7 +10,7 @@ distribution they know, so the built-in roles keep to it; a custom `Agent` may s
 from __future__ import annotations
 
 from rolepool.agents.agent import Agent
-from rolepool.core import ConfigError
+from rolepool.core import ConfigError, Sampling
 from rolepool.tools.builtin import (
     assign,
     finish,
@@ -48,13 +48,13 @@ def role_instructions(role: str) -> str:
     return f"You are the {role} agent."
 
 
-def builtin_agent(role: str, *, name: str | None = None) -> Agent:
+def builtin_agent(role: str, *, name: str | None = None, sampling: Sampling | None = None) -> Agent:
     """A fresh agent of one built-in role, named after it unless `name` says otherwise."""
     if role not in ROLE_TOOLS:
         raise ConfigError(f"not a built-in role; choose one of {list(BUILTIN_ROLES)}", where=role)
-    return Agent(name or role, role, role_instructions(role), ROLE_TOOLS[role])
+    return Agent(name or role, role, role_instructions(role), ROLE_TOOLS[role], sampling=sampling)
 
 
-def builtin_agents() -> list[Agent]:
+def builtin_agents(sampling: Sampling | None = None) -> list[Agent]:
     """One agent per built-in role: the default workflow's team."""
-    return [builtin_agent(role) for role in BUILTIN_ROLES]
+    return [builtin_agent(role, sampling=sampling) for role in BUILTIN_ROLES]

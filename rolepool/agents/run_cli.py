@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from rolepool.agents.roles import builtin_agents
 from rolepool.agents.workflow import Workflow, WorkflowResult
-from rolepool.core import ConfigError, Event, RolepoolError, UserError, new_run_id
+from rolepool.core import ConfigError, Event, RolepoolError, Sampling, UserError, new_run_id
 from rolepool.runtime import Limits, Run
 from rolepool.runtime.approval import ApprovalRequest, Decision, allow_all
 from rolepool.runtime.store import EventStore
 
 DEFAULT_APPROVE = "run_python"
 TINY_RESULT_CHARS = 400
-"""Tool results shown to the shipped models: their context is 512 tokens."""
+TINY_MAX_TOKENS = 160
+"""On the built-in pool: tool results shown to the shipped models and their longest reply (the
+budget their evaluation uses), because their whole context is 512 tokens and every invalid reply
+that is fed back stays in it."""
 
 
 def add_run_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -103,23 +108,30 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     if not args.task.strip():
         raise UserError('the task is empty; say what to do, e.g. rolepool run "..."')
     approve = [t.strip() for t in args.approve.split(",") if t.strip()]
-    flow = Workflow(concurrency=_positive(args.concurrency, "--concurrency"), approve=approve)
-    limits = _limits(args)
-    store = EventStore(Path(args.db)) if args.db else None
-    workspace = Path(args.workspace) if args.workspace else None
-    pool = _pool(args)
+    sampling = None if args.pool else Sampling(max_tokens=TINY_MAX_TOKENS)
+    flow = Workflow(
+        builtin_agents(sampling),
+        concurrency=_positive(args.concurrency, "--concurrency"),
+        approve=approve,
+    )
     err = Console(stderr=True, soft_wrap=True)
     prompter = _Prompter(err, yes=args.yes)
-    view = _Progress()
-    run_id = new_run_id()
+    options: dict[str, Any] = {
+        "limits": _limits(args),
+        "workspace": Path(args.workspace) if args.workspace else None,
+        "approver": prompter.approve,
+        "run_id": new_run_id(),
+    }
+    if args.db:
+        options["store"] = EventStore(Path(args.db))
+    pool = _pool(args)
     try:
-        result = anyio.run(
-            _run, flow, args.task, pool, limits, store, workspace, prompter, view, err, run_id
-        )
+        result = anyio.run(partial(_run, flow, args.task, pool, prompter, err, options))
     except RolepoolError:
+        run_id = options["run_id"]
         err.print(f"run id: {run_id}   (rolepool trace show {run_id})", highlight=False)
         raise
-    _print_result(result, out, as_json=args.json, db=args.db)
+    _print_result(result, out, as_json=args.json)
     return 0
 
 
@@ -129,18 +141,18 @@ def _positive(value: int, flag: str) -> int:
     return value
 
 
-async def _run(flow, task, pool, limits, store, workspace, prompter, view, err, run_id):  # noqa: ANN001, ANN201
-    options = {
-        "limits": limits,
-        "workspace": workspace,
-        "approver": prompter.approve,
-        "run_id": run_id,
-    }
-    if store is not None:
-        options["store"] = store
+async def _run(
+    flow: Workflow,
+    task: str,
+    pool: Any,
+    prompter: _Prompter,
+    err: Console,
+    options: dict[str, Any],
+) -> WorkflowResult:
+    """Run and watch the workflow, then close the pool (it may hold HTTP clients)."""
     try:
         async with flow.start(task, worker=pool, **options) as run:
-            await _watch(run, view, prompter, err)
+            await _watch(run, _Progress(), prompter, err)
         result = await run.result()  # out here, the run's error is raised as itself
     finally:
         close = getattr(pool, "aclose", None)
@@ -255,7 +267,7 @@ def _read_answer() -> bool:
         return False
 
 
-def _print_result(result: WorkflowResult, out: Console, *, as_json: bool, db: str | None) -> None:
+def _print_result(result: WorkflowResult, out: Console, *, as_json: bool) -> None:
     if as_json:
         data = {
             "run_id": result.run_id,

@@ -22,13 +22,11 @@ from rolepool.core import (
     Message,
     ModelBehaviorError,
     Request,
-    RolepoolError,
     RunContext,
     Sampling,
     ToolCall,
     ToolResult,
     Usage,
-    WorkerError,
     new_span_id,
 )
 from rolepool.core.events import (
@@ -41,9 +39,10 @@ from rolepool.core.events import (
     ToolFinished,
     ToolStarted,
 )
-from rolepool.core.messages import assistant, new_call_id, system, tool_message, user
+from rolepool.core.messages import assistant, system, tool_message, user
 from rolepool.pools.worker import Worker
 from rolepool.runtime.approval import ApprovalRequest, ask_approval
+from rolepool.runtime.failures import first_leaf, unique_ids, worker_error
 from rolepool.runtime.run import Outcome, RunScope
 from rolepool.tools.parsing import parse_tool_calls
 from rolepool.tools.results import format_result
@@ -144,13 +143,13 @@ class AgentLoop:
         """One model call and what follows it; returns the final answer or None to go on."""
         completion = await self._ask(turn)
         if completion.tool_calls is not None and completion.tool_calls:
-            calls, text = _unique_ids(completion.tool_calls), completion.text
+            calls, text = unique_ids(completion.tool_calls), completion.text
         else:
             parsed = parse_tool_calls(completion.text)
             if parsed.failure is not None:
                 self._reject_unparseable(completion.text, str(parsed.failure))
                 return None
-            calls, text = _unique_ids(parsed.calls), parsed.text
+            calls, text = unique_ids(parsed.calls), parsed.text
             if not calls and not text.strip():
                 self._reject_unparseable(completion.text, "the reply was empty")
                 return None
@@ -204,7 +203,7 @@ class AgentLoop:
             with anyio.fail_after(self.scope.limits.model_timeout):
                 completion = await self.worker.complete(request)
         except BaseException as exc:
-            error = _worker_error(exc, self.worker, self.scope.limits.model_timeout)
+            error = worker_error(exc, self.worker, self.scope.limits.model_timeout)
             self.scope.emit(
                 ModelCompleted(
                     **base, latency=time.perf_counter() - started, error=str(error or exc)
@@ -308,7 +307,7 @@ class AgentLoop:
                     assert item.tool is not None
                     tg.start_soon(self._run_tool, item.call, item.tool, results)
         except BaseExceptionGroup as group:
-            raise _first_leaf(group) from None
+            raise first_leaf(group) from None
         return results
 
     async def _approved(self, call: ToolCall, span: str, results: dict[str, ToolResult]) -> bool:
@@ -376,45 +375,6 @@ class AgentLoop:
                 error=error,
             )
         )
-
-
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    """The first real exception of a (nested) exception group."""
-    first: BaseException = group.exceptions[0]
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
-
-
-def _unique_ids(calls: Sequence[ToolCall]) -> list[ToolCall]:
-    """Give repeated call ids fresh ones: results are matched to calls by id."""
-    seen: set[str] = set()
-    out = []
-    for call in calls:
-        if call.id in seen:
-            call = call.model_copy(update={"id": new_call_id()})
-        seen.add(call.id)
-        out.append(call)
-    return out
-
-
-def _worker_error(exc: BaseException, worker: Worker, timeout: float) -> RolepoolError | None:
-    """The typed error for a failed model call, or None for cancellation (re-raised as is)."""
-    if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
-        return None
-    if isinstance(exc, RolepoolError):
-        return exc
-    name = _worker_name(worker)
-    if isinstance(exc, TimeoutError):
-        return WorkerError(f"no completion within model_timeout={timeout:g}s", worker=name)
-    return WorkerError(f"{type(exc).__name__}: {exc}", worker=name)
-
-
-def _worker_name(worker: Worker) -> str:
-    try:
-        return worker.info.name
-    except Exception:
-        return type(worker).__name__
 
 
 async def run_agent(
