@@ -3,7 +3,7 @@
 The public SDK is what this module exports; everything else may change between releases.
 """
 
-from rolepool.agents import Agent
+from rolepool.agents import Agent, Workflow, WorkflowResult
 from rolepool.core import (
     Completion,
     ConfigError,
@@ -29,6 +29,7 @@ from rolepool.pools import (
     build_pool,
 )
 from rolepool.runtime import EventStore, Limits, Run, RunResult
+from rolepool.runtime.approval import ApprovalRequest, Decision
 from rolepool.tools import Tool, tool
 
 __version__ = "0.1.0"
@@ -44,6 +45,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Agent",
+    "ApprovalRequest",
+    "Decision",
     "Completion",
     "ConfigError",
     "Event",
@@ -69,6 +72,8 @@ __all__ = [
     "UserError",
     "Worker",
     "WorkerError",
+    "Workflow",
+    "WorkflowResult",
     "build_pool",
     "tool",
 ]

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rolepool import __version__
+from rolepool.agents.run_cli import add_run_command
 from rolepool.core import RolepoolError, UserError
 from rolepool.pools.serve_cli import add_serve_command
 from rolepool.runtime.store import EventStore, default_store_path
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--json", action="store_true", help="one JSON object per window")
     stats.set_defaults(handler=cmd_trace_stats)
     add_serve_command(commands)
+    add_run_command(commands)
     add_docs_command(commands)
     add_zoo_commands(commands)
     return parser

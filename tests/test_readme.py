@@ -27,7 +27,7 @@ def run_block(block: str, tmp_path: Path) -> str:
 
 def test_readme_python_examples_run(tmp_path):
     blocks = python_blocks()
-    assert len(blocks) == 2, "a new README example needs its expectations here"
+    assert len(blocks) == 3, "a new README example needs its expectations here"
     out = run_block(blocks[0], tmp_path)
     assert "Found two notes on MoE routing." in out
     assert "tool.call.invalid $.top_k: 'two' is not of type 'integer'" in out
@@ -35,6 +35,11 @@ def test_readme_python_examples_run(tmp_path):
     assert "pool.failover {'from_worker': 'moe'}" in out
     assert "served by dense dense under policy 2026-11-26.1" in out
     assert out.strip().endswith("Plan: 1. write tests.")
+    out = run_block(blocks[2], tmp_path)
+    assert "approve word_count({'text': 'to be or not to be'})? yes" in out
+    assert "step 0: analyst -> 6 words" in out
+    assert "## Results\n\nanalyst: 6 words" in out
+    assert out.strip().endswith("answer: The phrase has 6 words.")
 
 
 def test_quickstart_runs():

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
 from rolepool.core import ConfigError, Sampling, UserError
 from rolepool.pools.worker import Worker
 from rolepool.runtime import Limits, LoopSpec, Run, RunResult, execute, new_scope, run_agent, start
+from rolepool.runtime.approval import Approver
 from rolepool.runtime.run import Body, Outcome, RunScope, StoreOption
 from rolepool.tools.tool import Tool
 from rolepool.tools.tool import tool as make_tool
 
+R = TypeVar("R")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -87,21 +89,24 @@ class Agent:
         workspace: Path | None = None,
         deps: Any = None,
         run_id: str | None = None,
+        approver: Approver | None = None,
     ) -> RunResult:
         """Run to a final answer. Events go to the default store unless `store` says otherwise
-        (`False` = none); the run's errors are `RolepoolError`s and end with `run.failed`."""
-        scope = new_scope(store=store, limits=limits, run_id=run_id, workspace=workspace, deps=deps)
+        (`False` = none); the run's errors are `RolepoolError`s and end with `run.failed`.
+        `approver` answers for tools that need approval (none: such calls are refused)."""
+        scope = new_scope(
+            store=store,
+            limits=limits,
+            run_id=run_id,
+            workspace=workspace,
+            deps=deps,
+            approver=approver,
+        )
         return await execute(scope, task, self._body(task, worker), label=self.name)
 
     def run_sync(self, task: str, **kwargs: Any) -> RunResult:
         """`run` for code that has no event loop of its own."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return anyio.run(partial(self.run, task, **kwargs))
-        raise UserError(
-            "run_sync() was called inside a running event loop; use `await agent.run(...)`"
-        )
+        return sync_run(self.run, task, **kwargs)
 
     @asynccontextmanager
     async def start(
@@ -114,11 +119,28 @@ class Agent:
         workspace: Path | None = None,
         deps: Any = None,
         run_id: str | None = None,
+        approver: Approver | None = None,
     ) -> AsyncIterator[Run]:
         """Start the run in the background to watch it: `async for event in run.events()`."""
-        scope = new_scope(store=store, limits=limits, run_id=run_id, workspace=workspace, deps=deps)
+        scope = new_scope(
+            store=store,
+            limits=limits,
+            run_id=run_id,
+            workspace=workspace,
+            deps=deps,
+            approver=approver,
+        )
         async with start(scope, task, self._body(task, worker), label=self.name) as run:
             yield run
+
+
+def sync_run(run: Callable[..., Awaitable[R]], task: str, **kwargs: Any) -> R:
+    """Call an async `run(task, **kwargs)` from code without an event loop of its own."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.run(partial(run, task, **kwargs))
+    raise UserError("run_sync() was called inside a running event loop; use `await ....run(...)`")
 
 
 def _check_tools(agent: str, role: str, tools: Iterable[Tool | Callable[..., Any]]) -> list[Tool]:

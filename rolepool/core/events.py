@@ -135,6 +135,30 @@ class ToolFinished(EventBase):
     error: str | None = None
 
 
+class ApprovalRequested(EventBase):
+    """A call to a tool that needs approval is waiting for the run's approver. It shares the tool
+    call's `span_id`, so traces show the wait inside the call it holds up."""
+
+    type: Literal["approval.requested"] = "approval.requested"
+    agent: str
+    role: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApprovalResolved(EventBase):
+    """The approver allowed or refused the call (`approved=False`: it was not executed)."""
+
+    type: Literal["approval.resolved"] = "approval.resolved"
+    agent: str
+    call_id: str
+    tool: str
+    approved: bool
+    reason: str = ""
+    waited: float = 0.0
+
+
 class PoolRouted(EventBase):
     """A pool chose a worker for a request: the audit trail of which model and policy served it.
 
@@ -178,6 +202,8 @@ Event = Annotated[
     | ToolCallInvalid
     | ToolStarted
     | ToolFinished
+    | ApprovalRequested
+    | ApprovalResolved
     | PoolRouted
     | PoolFailover
     | BreakerChanged,

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from rolepool.core import LimitExceeded
+
+
+class StepLimitExceeded(LimitExceeded):
+    """A workflow's planner assigned more steps than `Limits.max_steps` allows."""
+
+    limit = "max_steps"
+
 
 class Limits(BaseModel):
     """Per-run bounds. Hitting one ends the run with a `LimitExceeded` error and `run.failed`.
@@ -25,6 +33,9 @@ class Limits(BaseModel):
     deadline: float | None = Field(default=None, gt=0, description="wall-clock seconds per run")
     max_tokens: int | None = Field(
         default=None, ge=1, description="prompt + completion tokens per run"
+    )
+    max_steps: int = Field(
+        default=8, ge=1, description="steps (assign calls) a workflow may run in all"
     )
     max_result_chars: int = Field(
         default=20_000, ge=100, description="longer tool results are truncated with a marker"

@@ -17,17 +17,16 @@ import anyio
 
 from rolepool.core import (
     Completion,
+    LimitExceeded,
     MaxTurnsExceeded,
     Message,
     ModelBehaviorError,
     Request,
-    RolepoolError,
     RunContext,
     Sampling,
     ToolCall,
     ToolResult,
     Usage,
-    WorkerError,
     new_span_id,
 )
 from rolepool.core.events import (
@@ -40,8 +39,10 @@ from rolepool.core.events import (
     ToolFinished,
     ToolStarted,
 )
-from rolepool.core.messages import assistant, new_call_id, system, tool_message, user
+from rolepool.core.messages import assistant, system, tool_message, user
 from rolepool.pools.worker import Worker
+from rolepool.runtime.approval import ApprovalRequest, ask_approval
+from rolepool.runtime.failures import first_leaf, unique_ids, worker_error
 from rolepool.runtime.run import Outcome, RunScope
 from rolepool.tools.parsing import parse_tool_calls
 from rolepool.tools.results import format_result
@@ -142,13 +143,13 @@ class AgentLoop:
         """One model call and what follows it; returns the final answer or None to go on."""
         completion = await self._ask(turn)
         if completion.tool_calls is not None and completion.tool_calls:
-            calls, text = _unique_ids(completion.tool_calls), completion.text
+            calls, text = unique_ids(completion.tool_calls), completion.text
         else:
             parsed = parse_tool_calls(completion.text)
             if parsed.failure is not None:
                 self._reject_unparseable(completion.text, str(parsed.failure))
                 return None
-            calls, text = _unique_ids(parsed.calls), parsed.text
+            calls, text = unique_ids(parsed.calls), parsed.text
             if not calls and not text.strip():
                 self._reject_unparseable(completion.text, "the reply was empty")
                 return None
@@ -202,7 +203,7 @@ class AgentLoop:
             with anyio.fail_after(self.scope.limits.model_timeout):
                 completion = await self.worker.complete(request)
         except BaseException as exc:
-            error = _worker_error(exc, self.worker, self.scope.limits.model_timeout)
+            error = worker_error(exc, self.worker, self.scope.limits.model_timeout)
             self.scope.emit(
                 ModelCompleted(
                     **base, latency=time.perf_counter() - started, error=str(error or exc)
@@ -297,16 +298,42 @@ class AgentLoop:
             )
 
     async def _execute(self, checked: list[_Checked]) -> dict[str, ToolResult]:
-        """Run the valid calls of one turn concurrently; every call gets a result."""
+        """Run the valid calls of one turn concurrently; every call gets a result. A limit hit
+        inside a tool (a workflow step over budget) ends the run, unwrapped from the group."""
         results: dict[str, ToolResult] = {}
-        async with anyio.create_task_group() as tg:
-            for item in checked:
-                assert item.tool is not None
-                tg.start_soon(self._run_tool, item.call, item.tool, results)
+        try:
+            async with anyio.create_task_group() as tg:
+                for item in checked:
+                    assert item.tool is not None
+                    tg.start_soon(self._run_tool, item.call, item.tool, results)
+        except BaseExceptionGroup as group:
+            raise first_leaf(group) from None
         return results
+
+    async def _approved(self, call: ToolCall, span: str, results: dict[str, ToolResult]) -> bool:
+        """Ask the run's approver; a refused call gets its tool error and closes its span."""
+        request = ApprovalRequest(
+            run_id=self.scope.run_id,
+            agent=self.spec.name,
+            role=self.spec.role,
+            tool=call.name,
+            call_id=call.id,
+            arguments=dict(call.arguments),
+        )
+        decision = await ask_approval(self.scope.approver, request, self.scope.emit, span)
+        if decision.approved:
+            return True
+        error = f"not executed: the call was refused ({decision.reason or 'no reason given'})"
+        results[call.id] = ToolResult(call_id=call.id, name=call.name, error=error)
+        self.scope.emit(
+            ToolFinished(**self._base(), span_id=span, call_id=call.id, tool=call.name, error=error)
+        )
+        return False
 
     async def _run_tool(self, call: ToolCall, tool: Tool, results: dict[str, ToolResult]) -> None:
         span = self.call_spans[call.id]
+        if tool.needs_approval and not await self._approved(call, span, results):
+            return
         self.scope.emit(ToolStarted(**self._base(), span_id=span, call_id=call.id, tool=call.name))
         timeout = tool.timeout or self.scope.limits.tool_timeout
         ctx = RunContext(
@@ -316,6 +343,7 @@ class AgentLoop:
             call_id=call.id,
             workspace=self.scope.workspace,
             deps=self.scope.deps,
+            extra={"span_id": span},  # a workflow step nests its agent under this call
         )
         started = time.perf_counter()
         content, error = "", None
@@ -325,9 +353,17 @@ class AgentLoop:
                 content = format_result(value, max_chars=self.scope.limits.max_result_chars)
             if timer.cancelled_caught:
                 error = f"timed out after {timeout:g}s"
+        except LimitExceeded as exc:  # the run's limits end the run, even from inside a tool
+            self._finish_tool(call, span, started, "", f"{type(exc).__name__}: {exc}")
+            raise
         except Exception as exc:  # a failing tool is reported to the model, never fatal
             error = f"{type(exc).__name__}: {exc}"
         results[call.id] = ToolResult(call_id=call.id, name=call.name, content=content, error=error)
+        self._finish_tool(call, span, started, content, error)
+
+    def _finish_tool(
+        self, call: ToolCall, span: str, started: float, content: str, error: str | None
+    ) -> None:
         self.scope.emit(
             ToolFinished(
                 **self._base(),
@@ -339,37 +375,6 @@ class AgentLoop:
                 error=error,
             )
         )
-
-
-def _unique_ids(calls: Sequence[ToolCall]) -> list[ToolCall]:
-    """Give repeated call ids fresh ones: results are matched to calls by id."""
-    seen: set[str] = set()
-    out = []
-    for call in calls:
-        if call.id in seen:
-            call = call.model_copy(update={"id": new_call_id()})
-        seen.add(call.id)
-        out.append(call)
-    return out
-
-
-def _worker_error(exc: BaseException, worker: Worker, timeout: float) -> RolepoolError | None:
-    """The typed error for a failed model call, or None for cancellation (re-raised as is)."""
-    if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
-        return None
-    if isinstance(exc, RolepoolError):
-        return exc
-    name = _worker_name(worker)
-    if isinstance(exc, TimeoutError):
-        return WorkerError(f"no completion within model_timeout={timeout:g}s", worker=name)
-    return WorkerError(f"{type(exc).__name__}: {exc}", worker=name)
-
-
-def _worker_name(worker: Worker) -> str:
-    try:
-        return worker.info.name
-    except Exception:
-        return type(worker).__name__
 
 
 async def run_agent(

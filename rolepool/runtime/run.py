@@ -27,6 +27,7 @@ from rolepool.core import (
 )
 from rolepool.core.emit import emitting
 from rolepool.core.events import RunFailed, RunFinished, RunStarted
+from rolepool.runtime.approval import Approver
 from rolepool.runtime.limits import Limits
 from rolepool.runtime.store import EventStore, default_store_path
 from rolepool.runtime.stream import EventStream, Subscription
@@ -74,7 +75,8 @@ class Outcome(BaseModel):
 
 
 class RunScope:
-    """Shared by everything inside one run: its id, event stream, limits, budget and workspace."""
+    """Shared by everything inside one run: its id, event stream, limits, budget, workspace and
+    the approver that answers for tools that need approval."""
 
     def __init__(
         self,
@@ -83,11 +85,13 @@ class RunScope:
         *,
         workspace: Path | None = None,
         deps: Any = None,
+        approver: Approver | None = None,
     ) -> None:
         self.stream = stream
         self.limits = limits
         self.workspace = workspace
         self.deps = deps
+        self.approver = approver
         self.span_id = new_span_id()
         self.usage = Usage()
 
@@ -111,10 +115,21 @@ class RunScope:
 Body = Callable[[RunScope], Awaitable[Outcome]]
 
 
-async def execute(scope: RunScope, task: str, body: Body, *, label: str | None = None) -> RunResult:
+async def execute(
+    scope: RunScope,
+    task: str,
+    body: Body,
+    *,
+    label: str | None = None,
+    workflow: str | None = None,
+) -> RunResult:
     """Run `body` inside `scope` with the run's deadline; emit the run's first and last event."""
     started = time.perf_counter()
-    scope.emit(RunStarted(run_id=scope.run_id, span_id=scope.span_id, task=task, agent=label))
+    scope.emit(
+        RunStarted(
+            run_id=scope.run_id, span_id=scope.span_id, task=task, agent=label, workflow=workflow
+        )
+    )
 
     def fail(exc: BaseException, error_type: str | None = None) -> None:
         scope.emit(
@@ -168,18 +183,22 @@ def new_scope(
     run_id: str | None = None,
     workspace: Path | None = None,
     deps: Any = None,
+    approver: Approver | None = None,
 ) -> RunScope:
     stream = EventStream(run_id or new_run_id(), store=resolve_store(store))
     for hook in list(_run_hooks):
         hook(stream)
-    return RunScope(stream, limits or Limits(), workspace=workspace, deps=deps)
+    return RunScope(stream, limits or Limits(), workspace=workspace, deps=deps, approver=approver)
 
 
 class Run:
     """A run going on in the background of an `async with ... start(...)` block."""
 
-    def __init__(self, scope: RunScope) -> None:
+    def __init__(
+        self, scope: RunScope, finalize: Callable[[RunResult], RunResult] | None = None
+    ) -> None:
         self.scope = scope
+        self._finalize = finalize
         self._done = anyio.Event()
         self._result: RunResult | None = None
         self._error: BaseException | None = None
@@ -208,10 +227,13 @@ class Run:
         assert self._result is not None
         return self._result
 
-    async def _drive(self, task: str, body: Body, label: str | None) -> None:
+    async def _drive(
+        self, task: str, body: Body, label: str | None, workflow: str | None = None
+    ) -> None:
         try:
             with self._cancel:
-                self._result = await execute(self.scope, task, body, label=label)
+                result = await execute(self.scope, task, body, label=label, workflow=workflow)
+                self._result = self._finalize(result) if self._finalize else result
         except Exception as exc:  # kept for result(); run.failed is already emitted
             self._error = exc
         if self._cancel.cancelled_caught:
@@ -221,12 +243,19 @@ class Run:
 
 @asynccontextmanager
 async def start(
-    scope: RunScope, task: str, body: Body, *, label: str | None = None
+    scope: RunScope,
+    task: str,
+    body: Body,
+    *,
+    label: str | None = None,
+    workflow: str | None = None,
+    finalize: Callable[[RunResult], RunResult] | None = None,
 ) -> AsyncIterator[Run]:
-    """Start a run in the background; leaving the block waits for it (or cancels it on error)."""
-    run = Run(scope)
+    """Start a run in the background; leaving the block waits for it (or cancels it on error).
+    `finalize` turns the plain result into the caller's richer one (a workflow's)."""
+    run = Run(scope, finalize)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(run._drive, task, body, label)
+        tg.start_soon(run._drive, task, body, label, workflow)
         try:
             yield run
         except BaseException:

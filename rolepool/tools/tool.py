@@ -34,6 +34,8 @@ class Tool:
     `roles=None` lets every role use it; `timeout=None` leaves the limit to the run loop.
     `ends_run=True` makes a successful call the agent's final answer (its result is the output):
     models trained to answer through a `finish` tool end their run that way.
+    `needs_approval=True` pauses the run before each call until the run's approver allows or
+    refuses it (a refused call is never executed; the model is told so).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Tool:
     roles: frozenset[str] | None
     timeout: float | None
     ends_run: bool
+    needs_approval: bool
     takes_context: bool
     args_model: type[BaseModel] | None
 
@@ -58,6 +61,7 @@ class Tool:
         ends_run: bool = False,
         takes_context: bool = False,
         args_model: type[BaseModel] | None = None,
+        needs_approval: bool = False,
     ) -> None:
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ConfigError(
@@ -75,6 +79,7 @@ class Tool:
         self.roles = _roles(roles, name)
         self.timeout = _timeout(timeout, name)
         self.ends_run = ends_run
+        self.needs_approval = bool(needs_approval)
         self.takes_context = takes_context
         self.args_model = args_model
         self._positional_only = _positional_only(fn, takes_context) if args_model else 0
@@ -90,12 +95,34 @@ class Tool:
         roles: Iterable[str] | None = None,
         timeout: float | None = None,
         ends_run: bool = False,
+        needs_approval: bool = False,
     ) -> Tool:
         """A tool from a hand-written JSON Schema; `fn`, if given, is called with the arguments
         as keyword arguments, exactly as the model sent them."""
         return cls(
-            name, description, parameters, fn, roles=roles, timeout=timeout, ends_run=ends_run
+            name,
+            description,
+            parameters,
+            fn,
+            roles=roles,
+            timeout=timeout,
+            ends_run=ends_run,
+            needs_approval=needs_approval,
         )
+
+    def replace(self, **changes: Any) -> Tool:
+        """A copy with some attributes changed (`needs_approval=True`, `fn=...`, `roles=...`):
+        the built-in tools are shared module-level objects, so a run adjusts a copy of them."""
+        clone = copy.copy(self)
+        for key, value in changes.items():
+            if key not in {"fn", "roles", "timeout", "ends_run", "needs_approval", "description"}:
+                raise ConfigError(f"cannot replace {key!r}", where=f"tool {self.name!r}")
+            if key == "roles":
+                value = _roles(value, self.name)
+            elif key == "timeout":
+                value = _timeout(value, self.name)
+            setattr(clone, key, value)
+        return clone
 
     def spec(self) -> ToolSpec:
         """The tool as the model sees it (a copy: a worker may not edit our schema)."""
@@ -183,6 +210,7 @@ def tool(
     roles: Iterable[str] | None = None,
     timeout: float | None = None,
     ends_run: bool = False,
+    needs_approval: bool = False,
 ) -> Callable[[F], Tool]: ...
 
 
@@ -195,11 +223,13 @@ def tool(
     roles: Iterable[str] | None = None,
     timeout: float | None = None,
     ends_run: bool = False,
+    needs_approval: bool = False,
 ) -> Tool | Callable[[F], Tool]:
     """Make a `Tool` from a typed function: `@tool` or `@tool(name=..., roles=[...], timeout=5)`.
 
     The schema comes from the type hints, the descriptions from the docstring; `description`
     overrides the docstring's. `ends_run=True`: a successful call is the final answer.
+    `needs_approval=True`: each call waits for the run's approver.
     """
 
     def build(func: Callable[..., Any]) -> Tool:
@@ -214,6 +244,7 @@ def tool(
             ends_run=ends_run,
             takes_context=takes_context,
             args_model=args_model,
+            needs_approval=needs_approval,
         )
 
     return build if fn is None else build(fn)

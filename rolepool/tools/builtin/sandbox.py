@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Annotated
 
 import anyio
+import anyio.to_thread
 from anyio.abc import ByteReceiveStream, ByteSendStream
 from pydantic import Field
 
 from rolepool.core import RunContext, ToolError
+from rolepool.tools.builtin.snapshot import snapshot_workspace
 from rolepool.tools.tool import tool
 
 # Runs inside the child, as root (or the caller) until it drops to the sandbox uid, then executes
@@ -209,12 +211,14 @@ async def run_sandboxed(
     *,
     parent_dir: Path | None = None,
     limits: SandboxLimits | None = None,
+    workspace: Path | None = None,
 ) -> SandboxResult:
     """Run `code` in a fresh sandbox; never raises for anything the code does.
 
     The working directory is created under `parent_dir` (or the system temp dir) and removed
     afterwards, whatever happened; every process the run started is dead when this returns, also
-    when the caller is cancelled.
+    when the caller is cancelled. With `workspace`, it starts as a copy of that directory's files
+    (`snapshot_workspace`).
     """
     limits = limits or SandboxLimits()
     if parent_dir is not None:
@@ -222,6 +226,8 @@ async def run_sandboxed(
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=parent_dir))
     uid = _lease_uid() if os.geteuid() == 0 else None
     try:
+        if workspace is not None:
+            await anyio.to_thread.run_sync(snapshot_workspace, workspace, workdir, uid)
         if uid is not None:
             os.chown(workdir, uid, uid)
         return await _run(code, timeout_s, workdir, uid, limits)
@@ -432,7 +438,7 @@ async def run_python(
         code: The Python source to run.
     """
     parent = ctx.workspace / ".sandbox" if ctx.workspace is not None else None
-    result = await run_sandboxed(code, timeout_s, parent_dir=parent)
+    result = await run_sandboxed(code, timeout_s, parent_dir=parent, workspace=ctx.workspace)
     text = result.report(timeout_s)
     if not result.ok:
         raise ToolError(text, tool="run_python")

@@ -1,0 +1,51 @@
+"""Small helpers of the run loop: typed errors for failed model calls, exception groups, and
+call ids that results can be matched by."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+
+from rolepool.core import RolepoolError, ToolCall, WorkerError
+from rolepool.core.messages import new_call_id
+from rolepool.pools.worker import Worker
+
+
+def first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first real exception of a (nested) exception group."""
+    first: BaseException = group.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+def unique_ids(calls: Sequence[ToolCall]) -> list[ToolCall]:
+    """Give repeated call ids fresh ones: results are matched to calls by id."""
+    seen: set[str] = set()
+    out = []
+    for call in calls:
+        if call.id in seen:
+            call = call.model_copy(update={"id": new_call_id()})
+        seen.add(call.id)
+        out.append(call)
+    return out
+
+
+def worker_error(exc: BaseException, worker: Worker, timeout: float) -> RolepoolError | None:
+    """The typed error for a failed model call, or None for cancellation (re-raised as is)."""
+    if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, RolepoolError):
+        return exc
+    name = worker_name(worker)
+    if isinstance(exc, TimeoutError):
+        return WorkerError(f"no completion within model_timeout={timeout:g}s", worker=name)
+    return WorkerError(f"{type(exc).__name__}: {exc}", worker=name)
+
+
+def worker_name(worker: Worker) -> str:
+    try:
+        return worker.info.name
+    except Exception:
+        return type(worker).__name__
