@@ -9,6 +9,7 @@ is wrong. The format is documented in docs/pool-config.md.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 import types
@@ -26,7 +27,7 @@ from pydantic import (
     field_validator,
 )
 
-from rolepool.core import ConfigError, RolepoolError
+from rolepool.core import ConfigError, RolepoolError, UserError
 from rolepool.pools.breaker import BreakerSettings
 from rolepool.pools.policy import RoutingPolicy
 
@@ -143,6 +144,11 @@ def parse_pool_config(
         config = PoolConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise _config_error(source, exc) from None
+    for where, weight in _weights(config.policy):
+        if not math.isfinite(weight):  # random.choices refuses an infinite total at request time
+            raise ConfigError(
+                f"must be a finite number, got {weight}", where=f"{source}: policy.{where}"
+            )
     for where, name in config.policy.unknown_workers(config.workers):
         defined = ", ".join(config.workers)
         raise ConfigError(
@@ -150,6 +156,17 @@ def parse_pool_config(
             where=f"{source}: policy.{where}",
         )
     return config
+
+
+def _weights(policy: RoutingPolicy) -> list[tuple[str, float]]:
+    """Every choice weight of the policy with its key path under `policy`."""
+    routes = [("default", policy.default)] if policy.default is not None else []
+    routes += [(f"routes.{role}", route) for role, route in policy.routes.items()]
+    return [
+        (f"{where}.choices[{i}].weight", choice.weight)
+        for where, route in routes
+        for i, choice in enumerate(route.choices)
+    ]
 
 
 def build_pool(config: PoolConfig | str | Path) -> Pool:
@@ -164,6 +181,8 @@ def build_pool(config: PoolConfig | str | Path) -> Pool:
     for name, spec in config.workers.items():
         try:
             workers[name] = _build_worker(name, spec)
+        except UserError as exc:  # e.g. no such model directory: say which file and worker
+            raise ConfigError(str(exc), where=f"{source}: workers.{name}") from None
         except RolepoolError:
             raise
         except Exception as exc:
@@ -220,6 +239,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text: {exc.reason}", where=str(path)) from None
+    except RecursionError:  # tomllib recurses per nesting level: `x = [[[[...]]]]` exhausts it
+        message = "invalid TOML: arrays or tables nested too deeply"
+        raise ConfigError(message, where=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -231,12 +253,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"invalid TOML: {problem}", where=where) from None
 
 
+_MAX_PROBLEMS_SHOWN = 20
+
+
 def _config_error(path: str, exc: ValidationError) -> ConfigError:
     problems = [_describe(error) for error in exc.errors()]
     if len(problems) == 1:
         key, problem = problems[0]
         return ConfigError(problem, where=f"{path}: {key}" if key else path)
-    lines = "".join(f"\n  {key or '(top level)'}: {problem}" for key, problem in problems)
+    shown = problems[:_MAX_PROBLEMS_SHOWN]
+    lines = "".join(f"\n  {key or '(top level)'}: {problem}" for key, problem in shown)
+    if len(problems) > len(shown):  # a generated file can have thousands: show the first ones
+        lines += f"\n  ... and {len(problems) - len(shown)} more"
     return ConfigError(f"{len(problems)} problems:{lines}", where=path)
 
 
