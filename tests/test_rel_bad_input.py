@@ -232,3 +232,22 @@ def test_the_console_script_prints_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stdout == "" and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ") and "no worker named 'b'" in proc.stderr
+
+
+def test_an_infinite_weight_is_refused_when_the_pool_is_built_from_python():
+    from rolepool import FunctionWorker
+    from rolepool.pools.policy import RoutingPolicy
+    from rolepool.pools.pool import Pool
+
+    split = {"choices": [{"worker": "a", "weight": float("inf")}, {"worker": "b"}]}
+    policy = RoutingPolicy.from_dict({"version": "1", "routes": {"coder": split}})
+    workers = {name: FunctionWorker(lambda r: "x", name=name) for name in ("a", "b")}
+    with pytest.raises(ConfigError, match=r"policy\.routes\.coder\.choices\[0\]\.weight: must be"):
+        Pool(workers, policy)
+    fine = Pool(
+        workers,
+        RoutingPolicy.from_dict({"version": "0", "default": {"choices": [{"worker": "a"}]}}),
+    )
+    with pytest.raises(ConfigError, match="finite"):
+        fine.set_policy(policy)
+    assert fine.policy.version == "0"

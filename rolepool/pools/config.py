@@ -9,7 +9,6 @@ is wrong. The format is documented in docs/pool-config.md.
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import tomllib
 import types
@@ -30,6 +29,7 @@ from pydantic import (
 from rolepool.core import ConfigError, RolepoolError, UserError
 from rolepool.pools.breaker import BreakerSettings
 from rolepool.pools.policy import RoutingPolicy
+from rolepool.pools.pool import check_weights
 
 if typing.TYPE_CHECKING:
     from rolepool.pools.pool import Pool
@@ -144,11 +144,7 @@ def parse_pool_config(
         config = PoolConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise _config_error(source, exc) from None
-    for where, weight in _weights(config.policy):
-        if not math.isfinite(weight):  # random.choices refuses an infinite total at request time
-            raise ConfigError(
-                f"must be a finite number, got {weight}", where=f"{source}: policy.{where}"
-            )
+    check_weights(config.policy, prefix=f"{source}: policy")
     for where, name in config.policy.unknown_workers(config.workers):
         defined = ", ".join(config.workers)
         raise ConfigError(
@@ -156,17 +152,6 @@ def parse_pool_config(
             where=f"{source}: policy.{where}",
         )
     return config
-
-
-def _weights(policy: RoutingPolicy) -> list[tuple[str, float]]:
-    """Every choice weight of the policy with its key path under `policy`."""
-    routes = [("default", policy.default)] if policy.default is not None else []
-    routes += [(f"routes.{role}", route) for role, route in policy.routes.items()]
-    return [
-        (f"{where}.choices[{i}].weight", choice.weight)
-        for where, route in routes
-        for i, choice in enumerate(route.choices)
-    ]
 
 
 def build_pool(config: PoolConfig | str | Path) -> Pool:
