@@ -129,7 +129,7 @@ async def test_a_hanging_tool_times_out_and_the_run_goes_on(style):
         release.set()  # let the abandoned thread end so it does not outlive the test
     assert finished.error == "timed out after 0.5s"
     assert output == "the tool said: ERROR: timed out after 0.5s"
-    assert seconds < 5
+    assert seconds < 10  # the 0.5 s timeout, not the tool's hour
 
 
 @pytest.mark.xfail(

@@ -126,7 +126,7 @@ async def test_broken_worker_fails_over_and_other_roles_do_not_notice(kind):
         assert not isinstance(value, Exception), value
         assert value.output == ("done by good" if role == "coder" else "done by other")
         if role == "writer":
-            assert seconds < 5
+            assert seconds < 10  # not held up by the broken worker's 0.5 s timeouts
         events = events_of(value)
         check_run_log(events)
         if role == "writer":
@@ -149,7 +149,7 @@ async def test_without_a_fallback_the_run_fails_typed_within_its_deadline(kind):
             continue
         expected = WorkerError if kind == "raises" else DeadlineExceeded
         assert isinstance(value, expected), value
-        assert seconds < limits.deadline + 2.0
+        assert seconds < limits.deadline + 5.0  # generous: a busy machine, not a hang
     store = resolve_store(None)
     failed = [r for r in store.runs(limit=20) if r.status == "failed"]
     assert len(failed) == 4  # each failed run's log has its end
@@ -260,7 +260,7 @@ async def test_serve_killed_mid_flight_every_run_fails_over_in_time():
                 tg.start_soon(kill_when_all_in_flight)
                 results = await run_all(pool, ["coder"] * 10 + ["writer"] * 5, Limits(deadline=30))
     ended = time.perf_counter()
-    assert killed_at and ended - killed_at[0] < 5  # failover happens at once, not at a timeout
+    assert killed_at and ended - killed_at[0] < 10  # at once, not at the 30 s timeout
     for role, value, _ in results:
         assert not isinstance(value, Exception), value
         assert value.output == ("done by local" if role == "coder" else "done by other")
