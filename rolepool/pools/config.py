@@ -26,9 +26,10 @@ from pydantic import (
     field_validator,
 )
 
-from rolepool.core import ConfigError, RolepoolError
+from rolepool.core import ConfigError, RolepoolError, UserError
 from rolepool.pools.breaker import BreakerSettings
 from rolepool.pools.policy import RoutingPolicy
+from rolepool.pools.pool import check_weights
 
 if typing.TYPE_CHECKING:
     from rolepool.pools.pool import Pool
@@ -143,6 +144,7 @@ def parse_pool_config(
         config = PoolConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise _config_error(source, exc) from None
+    check_weights(config.policy, prefix=f"{source}: policy")
     for where, name in config.policy.unknown_workers(config.workers):
         defined = ", ".join(config.workers)
         raise ConfigError(
@@ -164,6 +166,8 @@ def build_pool(config: PoolConfig | str | Path) -> Pool:
     for name, spec in config.workers.items():
         try:
             workers[name] = _build_worker(name, spec)
+        except UserError as exc:  # e.g. no such model directory: say which file and worker
+            raise ConfigError(str(exc), where=f"{source}: workers.{name}") from None
         except RolepoolError:
             raise
         except Exception as exc:
@@ -220,6 +224,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text: {exc.reason}", where=str(path)) from None
+    except RecursionError:  # tomllib recurses per nesting level: `x = [[[[...]]]]` exhausts it
+        message = "invalid TOML: arrays or tables nested too deeply"
+        raise ConfigError(message, where=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -231,12 +238,18 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"invalid TOML: {problem}", where=where) from None
 
 
+_MAX_PROBLEMS_SHOWN = 20
+
+
 def _config_error(path: str, exc: ValidationError) -> ConfigError:
     problems = [_describe(error) for error in exc.errors()]
     if len(problems) == 1:
         key, problem = problems[0]
         return ConfigError(problem, where=f"{path}: {key}" if key else path)
-    lines = "".join(f"\n  {key or '(top level)'}: {problem}" for key, problem in problems)
+    shown = problems[:_MAX_PROBLEMS_SHOWN]
+    lines = "".join(f"\n  {key or '(top level)'}: {problem}" for key, problem in shown)
+    if len(problems) > len(shown):  # a generated file can have thousands: show the first ones
+        lines += f"\n  ... and {len(problems) - len(shown)} more"
     return ConfigError(f"{len(problems)} problems:{lines}", where=path)
 
 

@@ -24,6 +24,19 @@ from rolepool.tools.parsing import parse_tool_calls
 _ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MIN_SECRET = 8
 _SCALAR_TAGS = frozenset({"str", "int", "float", "bool", "none"})
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_safe(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD. JSON may carry `\\ud800` escapes that
+    decode to code points UTF-8 cannot encode; one of them in a model's text or a client's
+    message would otherwise fail the answer (or the event store) far from where it came in."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def dumps_utf8(value: Any, **options: Any) -> str:
+    """`json.dumps` whose text always encodes as UTF-8 (see `utf8_safe`), for answers."""
+    return utf8_safe(json.dumps(value, ensure_ascii=False, **options))
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -195,14 +208,14 @@ def _message(wire: WireMessage, index: int) -> Message:
 
 def _content(content: str | list[ContentPart] | None, where: str) -> str:
     if content is None or isinstance(content, str):
-        return content or ""
+        return utf8_safe(content or "")
     texts = []
     for j, part in enumerate(content):
         if part.type != "text" or part.text is None:
             message = f"only text content parts are supported, got {part.type!r}"
             raise ApiError(400, message, param=f"{where}.content[{j}]")
         texts.append(part.text)
-    return "".join(texts)
+    return utf8_safe("".join(texts))
 
 
 def _call(wire: WireToolCall, where: str) -> ToolCall:
@@ -253,7 +266,7 @@ def chat_completion(completion: Completion, model: str | None, *, parse_calls: b
     """The OpenAI `chat.completion` object for a worker's answer. With `parse_calls` (the request
     offered tools), calls the model wrote as text become `tool_calls`, as vLLM's tool parsers do;
     text that fails to parse is returned as content for the client's own feedback loop."""
-    calls, text = completion.tool_calls or [], completion.text
+    calls, text = completion.tool_calls or [], utf8_safe(completion.text)
     if not calls and parse_calls:
         parsed = parse_tool_calls(text)
         if parsed.calls and parsed.failure is None:
@@ -317,5 +330,5 @@ def sse_events(body: dict[str, Any], *, include_usage: bool) -> Iterator[str]:
     if include_usage:
         chunks.append({**base, "choices": [], "usage": body["usage"]})
     for chunk in chunks:
-        yield f"data: {json.dumps(chunk)}\n\n"
+        yield f"data: {dumps_utf8(chunk)}\n\n"
     yield "data: [DONE]\n\n"

@@ -32,7 +32,7 @@ from rolepool.core import (
     WorkerError,
     WorkerInfo,
 )
-from rolepool.pools.openai_wire import redact
+from rolepool.pools.openai_wire import redact, utf8_safe
 from rolepool.tools.parsing import parse_tool_calls
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -212,6 +212,7 @@ class OpenAIWorker:
         calls, text = _read_tool_calls(message.get("tool_calls"), text)
         if self.structured_output and tools and calls is None:
             text = _unwrap_answer(text)
+        text = utf8_safe(text)  # a `\ud800` escape must not reach the event store or a parser
         extra = data.get("rolepool") if isinstance(data.get("rolepool"), dict) else {}
         architecture = self._info.architecture
         if architecture == "unknown" and extra.get("architecture") in _ARCHITECTURES:

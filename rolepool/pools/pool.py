@@ -10,6 +10,7 @@ and policy version: the audit trail of which model answered under which policy.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,7 @@ class Pool:
     ) -> None:
         self._workers = _name_workers(workers)
         policy.check_workers(self._workers)
+        check_weights(policy)
         if request_timeout is not None and request_timeout <= 0:
             raise ConfigError("must be a positive number of seconds", where="request_timeout")
         self.request_timeout = request_timeout
@@ -189,6 +191,7 @@ class Pool:
         """Replace the policy for requests that start from now on; in-flight ones finish under
         the version they started with."""
         policy.check_workers(self._workers)
+        check_weights(policy)
         for known in [*self._history, self._policy]:
             if known.version == policy.version and known.digest() != policy.digest():
                 # Two contents under one version would make the audit trail ambiguous.
@@ -296,6 +299,24 @@ class Pool:
 
 
 _BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def policy_weights(policy: RoutingPolicy) -> list[tuple[str, float]]:
+    """Every choice weight of `policy`, with its key path under `policy`."""
+    routes = [("default", policy.default)] if policy.default is not None else []
+    routes += [(f"routes.{role}", route) for role, route in policy.routes.items()]
+    return [
+        (f"{where}.choices[{i}].weight", choice.weight)
+        for where, route in routes
+        for i, choice in enumerate(route.choices)
+    ]
+
+
+def check_weights(policy: RoutingPolicy, *, prefix: str = "policy") -> None:
+    """Refuse a non-finite weight now: `random.choices` would refuse it at every request."""
+    for where, weight in policy_weights(policy):
+        if not math.isfinite(weight):
+            raise ConfigError(f"must be a finite number, got {weight}", where=f"{prefix}.{where}")
 
 
 def _ids(request: Request) -> dict[str, Any]:

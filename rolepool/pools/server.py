@@ -27,6 +27,7 @@ import logging
 import secrets
 import socket
 import time
+import traceback
 from typing import Any
 
 import anyio
@@ -45,6 +46,7 @@ from rolepool.pools.openai_wire import (
     ApiError,
     ChatRequest,
     chat_completion,
+    dumps_utf8,
     redact,
     sse_events,
     to_request,
@@ -57,12 +59,21 @@ ROLE_HEADER = "x-rolepool-role"
 _HEALTH_TIMEOUT = 10.0
 
 
+class _JSONResponse(JSONResponse):
+    """Starlette's JSON answer, except that text UTF-8 cannot encode (lone surrogates from a
+    model or a client) becomes U+FFFD instead of failing the answer with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        compact = dumps_utf8(content, allow_nan=False, separators=(",", ":"))
+        return compact.encode("utf-8")
+
+
 def error_body(message: str, type_: str, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": param}}
 
 
-def _error(status: int, message: str, type_: str, param: str | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, param), status_code=status)
+def _error(status: int, message: str, type_: str, param: str | None = None) -> _JSONResponse:
+    return _JSONResponse(error_body(message, type_, param), status_code=status)
 
 
 class _Guard:
@@ -99,7 +110,7 @@ class _Guard:
         await self.app(scope, receive, send)
 
 
-def _too_large(limit: int) -> JSONResponse:
+def _too_large(limit: int) -> _JSONResponse:
     return _error(413, f"request body is larger than {limit} bytes", "invalid_request_error")
 
 
@@ -149,7 +160,7 @@ class _Service:
         if chat.stream:
             events = sse_events(body, include_usage=chat.wants_stream_usage)
             return StreamingResponse(iter(events), media_type="text/event-stream")
-        return JSONResponse(body)
+        return _JSONResponse(body)
 
     async def _read_json(self, http: HTTPRequest) -> Any:
         """The body, counted as it streams in (chunked bodies have no Content-Length to check)."""
@@ -167,6 +178,8 @@ class _Service:
             return json.loads(b"".join(chunks))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:  # `[[[[...` fits in a small body and exhausts the parser's stack
+            raise ApiError(400, "request body is not valid JSON: nested too deeply") from None
 
     async def _complete(self, http: HTTPRequest, request: Request) -> Completion:
         """Ask the worker; stop asking when the client hangs up or the request timeout passes."""
@@ -204,7 +217,7 @@ class _Service:
         if isinstance(exc, RolepoolError):
             worker = (exc.worker if isinstance(exc, WorkerError) else None) or name
             return ApiError(502, str(exc), "worker_error", worker=worker, worker_failure=True)
-        logger.error("worker %r failed on a chat completion", name, exc_info=exc)
+        _log_failure(f"worker {name!r} failed on a chat completion", exc, self.api_key)
         message = "internal error (logged on the server)"
         return ApiError(500, message, "internal_error", worker=name, worker_failure=True)
 
@@ -221,17 +234,17 @@ class _Service:
             {"id": m, "object": "model", "created": created, "owned_by": "rolepool"}
             for m in self.models
         ]
-        return JSONResponse({"object": "list", "data": data})
+        return _JSONResponse({"object": "list", "data": data})
 
     async def health(self, http: HTTPRequest) -> Response:
         try:
             with anyio.fail_after(_HEALTH_TIMEOUT):
                 healthy = bool(await self.worker.health())
-        except Exception:
-            logger.exception("health check of %r failed", self.worker.info.name)
+        except Exception as exc:
+            _log_failure(f"health check of {self.worker.info.name!r} failed", exc, self.api_key)
             healthy = False
         status = 200 if healthy else 503
-        return JSONResponse({"status": "ok" if healthy else "unavailable"}, status_code=status)
+        return _JSONResponse({"status": "ok" if healthy else "unavailable"}, status_code=status)
 
     async def prometheus(self, http: HTTPRequest) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
@@ -287,8 +300,17 @@ async def _http_error(http: HTTPRequest, exc: Exception) -> Response:
 
 
 async def _internal_error(http: HTTPRequest, exc: Exception) -> Response:
-    logger.error("unhandled error on %s", http.url.path, exc_info=exc)
+    service = getattr(http.app.state, "service", None)
+    _log_failure(f"unhandled error on {http.url.path}", exc, getattr(service, "api_key", None))
     return _error(500, "internal error (logged on the server)", "internal_error")
+
+
+def _log_failure(message: str, exc: BaseException, secret: str | None) -> None:
+    """Log `exc` with its traceback for the operator, with the API key blanked: a worker's
+    error text may quote the key (an upstream echoing its Authorization header), and logs are
+    read and shipped by more people than hold the key."""
+    detail = "".join(traceback.format_exception(exc)).rstrip()
+    logger.error("%s\n%s", message, redact(detail, secret))
 
 
 def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
