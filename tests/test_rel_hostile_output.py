@@ -357,11 +357,6 @@ def test_lone_surrogates_over_http_become_replacement_characters():
     assert events[-1].type == "run.finished" and events[-1].output == "x \ufffd"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lone surrogate in an in-process worker's text fails store.append (pydantic cannot "
-    "encode it as UTF-8): the run dies with PydanticSerializationError instead of going on",
-)
 def test_a_lone_surrogate_from_an_in_process_model_does_not_kill_the_run():
     worker = FunctionWorker(lambda request: "half an emoji: \ud83d")
 

@@ -76,11 +76,6 @@ async def test_a_raising_tool_is_an_error_for_the_model(name):
     assert output.startswith("the tool said: ERROR: " + type(RAISERS[name]).__name__)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loop._run_tool catches Exception only: a tool that calls sys.exit() (argparse does "
-    "on bad input) ends the whole run, and the caller's process, with SystemExit",
-)
 async def test_a_tool_calling_sys_exit_is_an_error_for_the_model():
     @tool
     def cli_wrapper() -> str:
@@ -132,11 +127,6 @@ async def test_a_hanging_tool_times_out_and_the_run_goes_on(style):
     assert seconds < 10  # the 0.5 s timeout, not the tool's hour
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loop._run_tool checks timer.cancelled_caught: an async tool that swallows its "
-    "cancellation and returns after tool_timeout is recorded as a success with its late result",
-)
 async def test_an_async_tool_that_swallows_cancellation_is_still_a_timeout():
     @tool
     async def stubborn() -> str:

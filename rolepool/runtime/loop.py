@@ -42,7 +42,7 @@ from rolepool.core.events import (
 from rolepool.core.messages import assistant, system, tool_message, user
 from rolepool.pools.worker import Worker
 from rolepool.runtime.approval import ApprovalRequest, ask_approval
-from rolepool.runtime.failures import first_leaf, unique_ids, worker_error
+from rolepool.runtime.failures import clean_completion, first_leaf, unique_ids, worker_error
 from rolepool.runtime.run import Outcome, RunScope
 from rolepool.tools.parsing import parse_tool_calls
 from rolepool.tools.results import format_result
@@ -212,6 +212,7 @@ class AgentLoop:
             if error is None:
                 raise
             raise error from exc
+        completion = clean_completion(completion)
         self.scope.emit(
             ModelCompleted(
                 **base,
@@ -351,12 +352,12 @@ class AgentLoop:
             with anyio.move_on_after(timeout) as timer:
                 value = await tool.call(call.arguments, ctx)
                 content = format_result(value, max_chars=self.scope.limits.max_result_chars)
-            if timer.cancelled_caught:
-                error = f"timed out after {timeout:g}s"
+            if timer.cancel_called:  # also when the tool swallowed its cancellation and returned
+                content, error = "", f"timed out after {timeout:g}s"
         except LimitExceeded as exc:  # the run's limits end the run, even from inside a tool
             self._finish_tool(call, span, started, "", f"{type(exc).__name__}: {exc}")
             raise
-        except Exception as exc:  # a failing tool is reported to the model, never fatal
+        except (Exception, SystemExit) as exc:  # a failing tool is reported, never fatal
             error = f"{type(exc).__name__}: {exc}"
         results[call.id] = ToolResult(call_id=call.id, name=call.name, content=content, error=error)
         self._finish_tool(call, span, started, content, error)
