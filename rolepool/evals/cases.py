@@ -10,6 +10,7 @@ is written the same way one level down: `{"opts": [{"k": [1, ""]}]}`.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +46,9 @@ class Case(BaseModel):
     string_match: Literal["normalised", "exact"] = "normalised"
     """"normalised" compares strings as BFCL does (case and the characters ` ,./-_*^` ignored,
     `'` equals `"`); "exact" compares them as they are (the zoo's own scoring)."""
+    answer_contains: str | None = None
+    """For a case that expects no call: text the final answer must contain to be `exact` (a
+    refusal names the role that owns the tool). None: any answer without a call is right."""
 
     @property
     def expects_call(self) -> bool:
@@ -91,3 +95,32 @@ class Suite(BaseModel):
 
     name: str
     cases: list[Case]
+
+
+def messages_from_openai(messages: list[Any]) -> list[Message]:
+    """Chat messages as `Message`s, also in the OpenAI shape where an assistant's tool calls are
+    `{"id", "type", "function": {"name", "arguments"}}` with arguments a dict or a JSON string.
+    Raises `ValueError` (pydantic's `ValidationError` included) on anything else."""
+    return [Message.model_validate(_flat_calls(m)) for m in messages]
+
+
+def _flat_calls(message: Any) -> Any:
+    if not isinstance(message, dict) or not isinstance(message.get("tool_calls"), list):
+        return message
+    return {**message, "tool_calls": [_flat_call(c) for c in message["tool_calls"]]}
+
+
+def _flat_call(call: Any) -> Any:
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        return call
+    function = call["function"]
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"tool call arguments are not JSON ({exc.msg})") from None
+    flat = {"name": function.get("name"), "arguments": arguments}
+    if "id" in call:
+        flat["id"] = call["id"]
+    return flat
