@@ -141,12 +141,14 @@ def _messages(line: _Line, where: str) -> list[Any]:
         return messages_from_openai([*system, {"role": "user", "content": line.prompt}])
     if line.system is not None:
         raise SuiteError(where, '"system" goes with "prompt"; put it in "messages" instead')
-    try:
-        messages = messages_from_openai(line.messages or [])
-    except ValidationError as exc:
-        raise SuiteError(where, "messages" + _pydantic_problem(exc, prefix=".")) from None
-    except ValueError as exc:
-        raise SuiteError(where, f"messages: {exc}") from None
+    messages = []
+    for index, message in enumerate(line.messages or []):
+        try:
+            messages.extend(messages_from_openai([message]))
+        except ValidationError as exc:
+            raise SuiteError(where, _pydantic_problem(exc, f"messages.{index}")) from None
+        except ValueError as exc:
+            raise SuiteError(where, f"messages.{index}: {exc}") from None
     if not messages:
         raise SuiteError(where, '"messages" is empty')
     if messages[-1].role == "assistant":
@@ -208,8 +210,8 @@ def _check_expected(expected: list[ExpectedCall], tools: list[dict[str, Any]], w
 
 
 def _pydantic_problem(exc: ValidationError, prefix: str = "") -> str:
-    """pydantic's first error as `field.path: message`."""
+    """pydantic's first error as `field.path: message`, the path under `prefix`."""
     error = exc.errors()[0]
-    path = ".".join(str(part) for part in error["loc"])
+    path = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{prefix}{path}: {error['msg']}{more}" if path else f"{error['msg']}{more}"
+    return f"{path}: {error['msg']}{more}" if path else f"{error['msg']}{more}"
