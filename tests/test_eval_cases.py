@@ -296,3 +296,30 @@ def test_case_and_prediction_round_trip_as_json(roles):
     assert Case.model_validate_json(case.model_dump_json()) == case
     empty = Prediction()
     assert empty.first is None and empty.final is None
+
+
+def test_roles_scores_agree_with_the_zoo_scorer_on_real_model_outputs():
+    """The shipped dense-s1's greedy outputs on the first cases of both splits, scored by the
+    zoo's evaluator (what the model cards report) and by replaying them here: same verdicts."""
+    from rolepool.evals.replay import prediction_from_replay
+    from rolepool.evals.scoring import score_case
+    from rolepool.zoo import checkpoint_path, evaluate
+
+    model, tokenizer = evaluate.load(str(checkpoint_path("dense-s1")))
+    cases = {c.id: c for c in roles_cases()}
+    verdicts = []
+    for split in ("unseen_values", "unseen_phrasings"):
+        examples = generate(split, 8, seed=SPLIT_SEED)
+        outputs = evaluate.generate_outputs(
+            model,
+            tokenizer,
+            [e.prompt() for e in examples],
+            [e.tools for e in examples],
+            max_new_tokens=96,
+        )
+        for index, (example, output) in enumerate(zip(examples, outputs, strict=True)):
+            case = cases[f"roles/{split}/{index:04d}"]
+            mine = score_case(case, prediction_from_replay(case, {"id": case.id, "text": output}))
+            verdicts.append((case.id, evaluate.score_item(example, output)["exact"], mine["exact"]))
+    assert [(i, zoo) for i, zoo, _ in verdicts] == [(i, mine) for i, _, mine in verdicts]
+    assert {zoo for _, zoo, _ in verdicts} == {True, False}  # both verdicts are exercised
