@@ -54,7 +54,7 @@ def test_a_suite_file_loads_every_form(tmp_path):
         {"role": "user", "content": "Run print(1)."},
         {
             "role": "assistant",
-            "content": "",
+            "content": None,
             "tool_calls": [
                 {
                     "id": "call_0",
@@ -94,6 +94,7 @@ def test_a_suite_file_loads_every_form(tmp_path):
     assert c1.messages[2].tool_calls[0].arguments == {"code": "print(1)"}
     assert c1.messages[2].tool_calls[0].id == "call_0"
     assert c1.messages[3].tool_call_id == "call_0" and c1.string_match == "exact"
+    assert c1.messages[2].content == ""
     assert load_suite(str(path), limit=2).cases == suite.cases[:2]
 
 
@@ -323,3 +324,12 @@ def test_roles_scores_agree_with_the_zoo_scorer_on_real_model_outputs():
             verdicts.append((case.id, evaluate.score_item(example, output)["exact"], mine["exact"]))
     assert [(i, zoo) for i, zoo, _ in verdicts] == [(i, mine) for i, _, mine in verdicts]
     assert {zoo for _, zoo, _ in verdicts} == {True, False}  # both verdicts are exercised
+
+
+def test_line_numbers_count_newlines_only(tmp_path):
+    # U+2028 is a line break to str.splitlines() but may stand unescaped inside a JSON string.
+    first = json.dumps(_line(prompt="Weather in\u2028Paris?"), ensure_ascii=False)
+    path = tmp_path / "suite.jsonl"
+    path.write_text(first + "\n" + json.dumps(_line()) + "\n", encoding="utf-8")
+    with pytest.raises(SuiteError, match=r"suite.jsonl:2: duplicate id 'w1' \(first on line 1\)"):
+        load_suite_file(path)

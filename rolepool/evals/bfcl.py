@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from rolepool.core import ConfigError, Message, UserError
 from rolepool.evals.cases import Case, ExpectedCall
 from rolepool.evals.errors import SuiteError
-from rolepool.tools.validation import check_schema
+from rolepool.tools.tool import Tool
 
 BFCL_ENV = "ROLEPOOL_BFCL_DIR"
 CATEGORIES: dict[str, str] = {
@@ -188,15 +188,17 @@ def convert_function(function: Any, where: str) -> dict[str, Any]:
     schema = to_json_schema(parameters, where)
     schema.setdefault("type", "object")
     schema.setdefault("properties", {})
+    return checked_tool(function["name"], str(function.get("description", "")), schema, where)
+
+
+def checked_tool(name: str, description: str, parameters: Any, where: str) -> dict[str, Any]:
+    """A case's tool as `{"name", "description", "parameters"}`, refused here (at `where`) for
+    anything the run loop's `Tool` would refuse later: a bad name, a broken JSON Schema."""
     try:
-        check_schema(schema, where=f"{function['name']} parameters")
+        Tool.from_schema(name, description, parameters)
     except ConfigError as exc:
         raise SuiteError(where, str(exc)) from None
-    return {
-        "name": function["name"],
-        "description": str(function.get("description", "")),
-        "parameters": schema,
-    }
+    return {"name": name, "description": description, "parameters": parameters}
 
 
 def to_json_schema(node: Any, where: str) -> dict[str, Any]:

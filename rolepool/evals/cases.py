@@ -100,12 +100,18 @@ class Suite(BaseModel):
 def messages_from_openai(messages: list[Any]) -> list[Message]:
     """Chat messages as `Message`s, also in the OpenAI shape where an assistant's tool calls are
     `{"id", "type", "function": {"name", "arguments"}}` with arguments a dict or a JSON string.
-    Raises `ValueError` (pydantic's `ValidationError` included) on anything else."""
+    `"content": null` reads as empty. Raises `ValueError` (pydantic's `ValidationError`
+    included) on anything else."""
     return [Message.model_validate(_flat_calls(m)) for m in messages]
 
 
 def _flat_calls(message: Any) -> Any:
-    if not isinstance(message, dict) or not isinstance(message.get("tool_calls"), list):
+    """OpenAI histories write `"content": null` beside tool calls and may carry the call type."""
+    if not isinstance(message, dict):
+        return message
+    if "content" in message and message["content"] is None:
+        message = {**message, "content": ""}
+    if not isinstance(message.get("tool_calls"), list):
         return message
     return {**message, "tool_calls": [_flat_call(c) for c in message["tool_calls"]]}
 

@@ -25,12 +25,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rolepool.core import ConfigError, UserError
-from rolepool.evals.bfcl import CATEGORIES, load_bfcl
+from rolepool.core import UserError
+from rolepool.evals.bfcl import CATEGORIES, checked_tool, load_bfcl
 from rolepool.evals.cases import Case, ExpectedCall, Suite, messages_from_openai
 from rolepool.evals.errors import SuiteError
 from rolepool.evals.roles import roles_cases
-from rolepool.tools.validation import check_schema
 from rolepool.zoo.toolset import ROLE_TOOLS, tool_spec
 
 __all__ = ["SUITES", "SuiteError", "load_suite", "load_suite_file"]
@@ -79,7 +78,7 @@ def load_suite_file(path: Path | str) -> list[Case]:
     """Every case of a suite file, checked line by line."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: JSON may hold U+2028
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read suite file {str(path)!r}: {exc}") from None
     cases: list[Case] = []
@@ -178,14 +177,10 @@ def _resolve_tool(tool: str | dict[str, Any], where: str) -> dict[str, Any]:
             where, f"unknown key {unknown[0]!r} in a tool (name, description, parameters)"
         )
     parameters = function.get("parameters", {"type": "object", "properties": {}})
-    try:
-        check_schema(parameters, where=f"{function['name']} parameters")
-    except ConfigError as exc:
-        raise SuiteError(where, str(exc)) from None
     description = function.get("description", "")
     if not isinstance(description, str):
         raise SuiteError(where, '"description" must be a string')
-    return {"name": function["name"], "description": description, "parameters": parameters}
+    return checked_tool(function["name"], description, parameters, where)
 
 
 def _check_expected(expected: list[ExpectedCall], tools: list[dict[str, Any]], where: str) -> None:
