@@ -129,6 +129,11 @@ def test_types_are_strict_except_int_for_float(suites):
     assert not _exact(triangle, (name, {"base": "10", "height": 5}))  # string for integer
     assert not _exact(triangle, (name, {"base": 10.0, "height": 5}))  # float for integer
     assert not _exact(triangle, (name, {"base": 10, "height": True}))  # bool is not an integer
+    hypot = _case(suites, "simple_python_2")  # z: optional integer, accepted ["", 0]
+    assert _exact(hypot, ("math.hypot", {"x": 4, "y": 5})) and _exact(
+        hypot, ("math.hypot", {"x": 4, "y": 5, "z": 0})
+    )
+    assert not _exact(hypot, ("math.hypot", {"x": 4, "y": 5, "z": ""}))  # "" is no integer
     rectangle = _case(suites, "parallel_multiple_1")  # length, breadth, radius: float
     circle = ("area_circle.calculate", {"radius": 5})  # an int where float is asked: accepted
     assert _exact(rectangle, ("area_rectangle.calculate", {"length": 7, "breadth": 3.0}), circle)

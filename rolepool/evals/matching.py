@@ -108,11 +108,12 @@ def value_accepted(
     Where the accepted value itself breaks the schema's type, the answer key wins: BFCL writes
     variable references such as `data['sales']` as strings for array parameters, and lists of
     words for integer-array parameters. A value of the wrong type is then accepted only when it
-    equals such an accepted value, so the schema's type is never loosened for other values."""
+    equals such an accepted value, so the schema's type is never loosened for other values (nor
+    for `""`, which marks an omission rather than standing for a value)."""
     typed = type_ok(value, schema)
     return any(
         values_equal(value, option, schema, exact_strings)
-        and (typed or not type_ok(sample_value(option), schema))
+        and (typed or (option != OMITTED and not type_ok(sample_value(option), schema)))
         for option in accepted
     )
 
