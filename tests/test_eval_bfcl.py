@@ -370,6 +370,11 @@ def test_malformed_bfcl_files_name_file_and_line(tmp_path):
     _bfcl_files(tmp_path / "a", [entry, "{oops\n"], [{"id": "simple_python_0", "ground_truth": []}])
     with pytest.raises(SuiteError, match=r"BFCL_v4_simple_python.json:2: not valid JSON"):
         load_suite("bfcl-simple", bfcl_dir=tmp_path / "a")
+    _bfcl_files(tmp_path / "e", [entry, entry], [{"id": "simple_python_0", "ground_truth": []}])
+    with pytest.raises(
+        SuiteError, match=r"json:2: duplicate id 'simple_python_0' \(first on line 1\)"
+    ):
+        load_suite("bfcl-simple", bfcl_dir=tmp_path / "e")
     _bfcl_files(tmp_path / "b", [entry], [{"id": "other", "ground_truth": []}])
     with pytest.raises(SuiteError, match=r"json:1: no possible answer for id 'simple_python_0'"):
         load_suite("bfcl-simple", bfcl_dir=tmp_path / "b")

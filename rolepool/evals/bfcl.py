@@ -97,7 +97,9 @@ def load_bfcl(suite: str, bfcl_dir: Path | str | None, limit: int | None = None)
 
 
 def _json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Every entry of a BFCL file with its `FILE:LINE`; ids must be unique."""
     out = []
+    seen: dict[str, int] = {}
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -109,6 +111,10 @@ def _json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
                 raise SuiteError(where, f"not valid JSON ({exc.msg}, column {exc.colno})") from None
             if not isinstance(value, dict) or not isinstance(value.get("id"), str):
                 raise SuiteError(where, 'expected a JSON object with a string "id"')
+            if value["id"] in seen:
+                first = seen[value["id"]]
+                raise SuiteError(where, f"duplicate id {value['id']!r} (first on line {first})")
+            seen[value["id"]] = number
             out.append((where, value))
     return out
 
