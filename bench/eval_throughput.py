@@ -154,6 +154,9 @@ def parse_args() -> argparse.Namespace:
 
 
 async def main() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     args = parse_args()
     names = args.models.split(",") if args.models else [c["name"] for c in list_checkpoints()]
     cases = load_suite("roles", limit=args.limit).cases

@@ -172,3 +172,22 @@ def test_shipped_models_end_to_end(tmp_path, capsys, isolated_store):
     assert (out / "expert_load_moe-s1.png").exists()
     stdout = capsys.readouterr().out
     assert "dense-s1" in stdout and "moe-s1" in stdout and "report.html" in stdout
+
+
+def test_a_worker_that_is_down_is_reported_and_retried(tmp_path, suite, capsys):
+    pool = tmp_path / "pool.toml"
+    pool.write_text(
+        '[workers.remote]\nbackend = "openai"\nurl = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
+        'timeout = 2\n\n[policy]\nversion = "1"\n[policy.default]\n'
+        'choices = [{ worker = "remote" }]\n'
+    )
+    out = tmp_path / "o"
+    argv = ["eval", "--suite", str(suite), "--pool", str(pool), "--out", str(out)]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    assert "3 cases failed in their worker" in stdout and "WorkerError" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["workers"]["remote"]["overall"]["errors"] == 3
+    assert summary["workers"]["remote"]["overall"]["exact_acc"]["k"] == 0
+    assert main(argv) == 0  # the next run retries them (and appends, never rewrites)
+    assert len((out / "results.jsonl").read_text().splitlines()) == 6

@@ -161,7 +161,7 @@ def test_run_eval_writes_lines_to_its_own_store_and_skips_done_cases(tmp_path, i
                 on_result=seen.append,
             )
         )
-    assert ran == 4 and len(calls) == 4 and len(seen) == 4
+    assert ran.recorded == 4 and ran.worker_errors == [] and len(calls) == 4 and len(seen) == 4
     lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["case"] for x in lines) == [f"c{i}" for i in range(5)]
     run_ids = {json.loads(x)["run_id"] for x in lines[1:]}
@@ -200,3 +200,34 @@ def test_tiny_models_batch_and_report_expert_load(tmp_path, tiny_dense_dir, tiny
             assert len(r["expert_load"]) == 2 and len(r["expert_load"][0]) == 4
         else:
             assert r["architecture"] == "dense" and r["expert_load"] is None
+
+
+def test_worker_failures_are_recorded_and_retried_on_the_next_run(tmp_path):
+    cases = [case(id=f"c{i}") for i in range(4)]
+
+    def flaky(request: Request) -> str:
+        flaky.calls.append(request)
+        if len(flaky.calls) % 2 == 0:
+            raise WorkerError("server went away", worker="w")
+        return call("get_weather", city="Paris", days=2)
+
+    flaky.calls = []
+    with ResultsFile(tmp_path) as results:
+        counts = anyio.run(
+            lambda: run_eval(
+                cases, [Target("w", FunctionWorker(flaky))], results, store=None, concurrency=1
+            )
+        )
+        assert counts.recorded == 4 and len(counts.worker_errors) == 2
+        assert "server went away" in counts.worker_errors[0]
+        failed = [r for r in results.records if r["error_kind"] == "worker"]
+        assert len(failed) == 2 and all(r["scores"]["exact"] is False for r in failed)
+        assert len(results.done()) == 2  # the failed two are not done
+        healthy = FunctionWorker(lambda r: call("get_weather", city="Paris", days=2))
+        again = anyio.run(lambda: run_eval(cases, [Target("w", healthy)], results, store=None))
+    assert again.recorded == 2 and len(healthy.requests) == 2
+    with ResultsFile(tmp_path) as results:
+        assert len(results.records) == 6  # nothing rewritten: the failures stay in the file
+        latest = results.latest()
+        assert len(latest) == 4 and all(r["error"] is None for r in latest)
+        assert len(results.done()) == 4

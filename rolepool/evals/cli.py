@@ -189,7 +189,7 @@ def cmd_eval(args: argparse.Namespace, out: Any) -> int:
                 return 130
         keys = {(c.suite, c.id) for c in cases}
         chosen = [
-            r for r in results.records if r["worker"] in names and (r["suite"], r["case"]) in keys
+            r for r in results.latest() if r["worker"] in names and (r["suite"], r["case"]) in keys
         ]
     summary = build_summary(chosen, suites=sorted({c.suite for c in cases}))
     paths = write_reports(outdir, summary, chosen)
@@ -227,15 +227,19 @@ def _run_models(cases, targets, results, outdir: Path, args, out) -> int:
             for t in targets
         }
 
+        counts: list[Any] = []
+
         async def main() -> None:
             try:
-                await run_eval(
-                    cases,
-                    targets,
-                    results,
-                    store=store,
-                    concurrency=args.concurrency,
-                    on_result=lambda line: progress.advance(bars[line["worker"]]),
+                counts.append(
+                    await run_eval(
+                        cases,
+                        targets,
+                        results,
+                        store=store,
+                        concurrency=args.concurrency,
+                        on_result=lambda line: progress.advance(bars[line["worker"]]),
+                    )
                 )
             finally:
                 with anyio.CancelScope(shield=True):
@@ -255,4 +259,11 @@ def _run_models(cases, targets, results, outdir: Path, args, out) -> int:
             return 130
         finally:
             store.close()
+    failed = counts[0].worker_errors if counts else []
+    if failed:
+        out.print(
+            f"[yellow]{len(failed)} cases failed in their worker: scored as failures, and "
+            f"retried when the same command runs again. First: {failed[0]}[/]",
+            highlight=False,
+        )
     return 0

@@ -75,6 +75,13 @@ def key_findings(summary: dict[str, Any]) -> list[str]:
         if c["kind"] == "workers"
         and c["verdict"] not in ("no detectable difference", "no shared cases")
     ]
+    for name, w in summary["workers"].items():
+        o = w["overall"]
+        if o["worker_errors"]:
+            lines.append(
+                f"{name}: {o['worker_errors']} of {o['n']} cases failed in the worker (counted "
+                "as failures; the same command run again retries them)."
+            )
     pairs = [c for c in summary["comparisons"] if c["kind"] == "workers"]
     quiet = sum(c["verdict"] == "no detectable difference" for c in pairs)
     if pairs and quiet:
@@ -196,7 +203,8 @@ def markdown_report(summary: dict[str, Any]) -> str:
         f"# rolepool eval: {_md_cell(', '.join(summary['suites']))}",
         "",
         f"{summary['results']} results, generated {summary['generated']}. Rates with Wilson "
-        "95% intervals; latency is the model time of a case (batching wait included).",
+        "95% intervals; latency is the model time of a case (batching wait included); tok/s is "
+        "completion tokens per second while the worker had cases in flight.",
         "",
         "## Workers",
         "",

@@ -145,7 +145,8 @@ def render_html(
         f"<h1>rolepool eval: {_e(suites)}</h1>",
         f'<p class="muted">{summary["results"]} results · generated {_e(summary["generated"])} · '
         "rates with Wilson 95% intervals · latency = model time per case, batching wait "
-        "included</p>",
+        "included · tok/s = completion tokens per second while the worker had cases in "
+        "flight</p>",
         "<h2>Workers</h2>",
         _table(HEADERS, worker_rows(summary), left=2),
         "<h2>Findings</h2><ul class=findings>",

@@ -4,9 +4,11 @@ killed at any moment and resumed.
 Each line is written with a single `write` of the whole line and flushed (and fsynced) before the
 next case is recorded, so a kill leaves at most one torn line: the bytes after the last newline.
 On the next open those bytes are moved to `results.torn` (never silently dropped) and the file is
-cut back to its last complete line; that case simply runs again. A complete line that is not valid
-JSON was not written by us (a hand edit, another tool): that is an error naming the line, not
-something to repair. An exclusive lock on the directory stops two evals appending to one file.
+cut back to its last complete line; that case simply runs again. A case whose worker failed is
+retried on the next run: its new line is appended, and readers take the last line per case. A
+complete line that is not valid JSON was not written by us (a hand edit, another tool): that is an
+error naming the line, not something to repair. An exclusive lock on the directory stops two
+evals appending to one file.
 """
 
 from __future__ import annotations
@@ -75,8 +77,15 @@ class ResultsFile:
             self._lock.close()
             self._lock = None
 
+    def latest(self) -> list[dict[str, Any]]:
+        """One line per case x worker: the last one written (a retried case appends a newer line
+        and the older one stays in the file, so nothing is ever rewritten)."""
+        return list({record_key(r): r for r in self.records}.values())
+
     def done(self) -> set[Key]:
-        return {record_key(r) for r in self.records}
+        """What a resumed eval skips: every case x worker except those whose worker failed
+        (a server down, a timeout): those are retried."""
+        return {record_key(r) for r in self.latest() if r.get("error_kind") != "worker"}
 
     def append(self, record: dict[str, Any]) -> None:
         """Write one complete line and make it durable before returning."""

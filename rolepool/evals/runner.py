@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
-from rolepool.core import Event, Message, RolepoolError, ToolCall, UserError
+from rolepool.core import Event, Message, RolepoolError, ToolCall, UserError, WorkerError
 from rolepool.core.events import ModelCompleted, ModelRequested, ToolCallInvalid, ToolCallParsed
 from rolepool.evals.cases import Attempt, Case, Prediction
 from rolepool.evals.expert_stats import merge_counts
-from rolepool.evals.results import Key, ResultsFile
+from rolepool.evals.results import ResultsFile
 from rolepool.evals.scoring import score_case
 from rolepool.pools.worker import Worker
 from rolepool.runtime import EventStore, Limits, LoopSpec, execute, new_scope, run_agent
@@ -76,52 +76,51 @@ def check_cases(cases: Sequence[Case]) -> None:
 
 def prediction_from_events(events: Sequence[Event], error: str | None = None) -> Prediction:
     """The attempts of the scored turn: one per model call, up to the first valid one."""
-    attempts: list[Attempt] = []
-    turn: dict[str, Any] | None = None
+    turns: list[_Turn] = []
     for event in events:
-        if isinstance(event, ModelRequested) and turn is not None and _valid(turn):
+        turn = turns[-1] if turns else None
+        if isinstance(event, ModelRequested) and turn is not None and turn.valid:
             break
         if isinstance(event, ModelCompleted):
             if event.error:
                 break
-            turn = {"text": event.text, "calls": [], "parse_error": None, "invalid": []}
-            turn["parsed"] = parse_tool_calls(event.text).calls
-            attempts.append(_attempt(turn))
+            turns.append(_Turn(event.text, parse_tool_calls(event.text).calls))
         elif turn is not None and isinstance(event, ToolCallParsed):
-            turn["calls"].append(
+            turn.calls.append(
                 ToolCall(id=event.call_id, name=event.tool, arguments=event.arguments)
             )
         elif turn is not None and isinstance(event, ToolCallInvalid):
             if event.kind == "parse":
-                turn["parse_error"] = "; ".join(event.errors) or "unparseable"
+                turn.parse_error = "; ".join(event.errors) or "unparseable"
             else:
-                turn["invalid"].extend(event.errors or [f"invalid call to {event.tool!r}"])
-                turn["calls"].append(_invalid_call(turn, event))
-        if turn is not None and attempts:
-            attempts[-1] = _attempt(turn)
+                turn.invalid.extend(event.errors or [f"invalid call to {event.tool!r}"])
+                turn.calls.append(_invalid_call(turn, event))
+    attempts = [
+        Attempt(text=t.text, calls=t.calls, parse_error=t.parse_error, invalid=t.invalid)
+        for t in turns
+    ]
     return Prediction(attempts=attempts, error=error)
 
 
-def _valid(turn: dict[str, Any]) -> bool:
-    return turn["parse_error"] is None and not turn["invalid"]
+@dataclass
+class _Turn:
+    text: str
+    parsed: list[ToolCall]  # the loop's parser on the text: where invalid calls' arguments are
+    calls: list[ToolCall] = field(default_factory=list)
+    parse_error: str | None = None
+    invalid: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return self.parse_error is None and not self.invalid
 
 
-def _attempt(turn: dict[str, Any]) -> Attempt:
-    return Attempt(
-        text=turn["text"],
-        calls=list(turn["calls"]),
-        parse_error=turn["parse_error"],
-        invalid=list(turn["invalid"]),
-    )
-
-
-def _invalid_call(turn: dict[str, Any], event: ToolCallInvalid) -> ToolCall:
+def _invalid_call(turn: _Turn, event: ToolCallInvalid) -> ToolCall:
     """An invalid call's arguments are not in its event: take them from the turn's text, parsed
     by the loop's own parser; calls are checked (and evented) in the order they were parsed."""
-    position = len(turn["calls"])
-    parsed: list[ToolCall] = turn["parsed"]
-    if position < len(parsed) and parsed[position].name == event.tool:
-        return parsed[position]
+    position = len(turn.calls)
+    if position < len(turn.parsed) and turn.parsed[position].name == event.tool:
+        return turn.parsed[position]
     return ToolCall(name=event.tool or "", arguments={})
 
 
@@ -145,16 +144,19 @@ async def run_case(
         return await run_agent(spec, messages, target.worker, run_scope)
 
     started, t0 = time.time(), time.perf_counter()
-    error = None
+    error, kind = None, None
     try:
         await execute(scope, task, body, label=spec.name)
     except RolepoolError as exc:
         error = f"{type(exc).__name__}: {exc}"
+        kind = "worker" if isinstance(exc, WorkerError) else "run"
     wall = time.perf_counter() - t0
     prediction = prediction_from_events(events, error)
-    return result_line(
+    line = result_line(
         case, target, prediction, events, started=started, wall=wall, run_id=scope.run_id
     )
+    line["error_kind"] = kind
+    return line
 
 
 def result_line(
@@ -218,6 +220,14 @@ def _info(worker: Worker | None) -> dict[str, Any]:
         return {}
 
 
+@dataclass
+class EvalCounts:
+    """What a `run_eval` call did: lines recorded, and the cases its workers failed."""
+
+    recorded: int = 0
+    worker_errors: list[str] = field(default_factory=list)
+
+
 async def run_eval(
     cases: Sequence[Case],
     targets: Sequence[Target],
@@ -227,23 +237,26 @@ async def run_eval(
     concurrency: int = 64,
     limits: Limits | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
-) -> int:
-    """Run every (case, target) pair that `results` does not hold yet; returns how many ran.
+) -> EvalCounts:
+    """Run every (case, target) pair that `results` does not hold yet.
 
     Each line is appended the moment its case finishes; a cancelled case writes nothing, so an
-    interrupted eval leaves only complete lines and resumes where it stopped."""
+    interrupted eval leaves only complete lines and resumes where it stopped. A case whose worker
+    failed (`WorkerError`: a server down, a timeout, a prompt over the model's context) is
+    recorded as a failure with `error_kind: "worker"`, and the next run retries it."""
     done = results.done()
     todo: dict[str, list[Case]] = {
         t.name: [c for c in cases if (c.suite, c.id, t.name) not in done] for t in targets
     }
-    count = 0
+    counts = EvalCounts()
 
     async def one(case: Case, target: Target, limiter: anyio.CapacityLimiter) -> None:
-        nonlocal count
         async with limiter:
             line = await run_case(case, target, store=store, limits=limits)
         results.append(line)
-        count += 1
+        counts.recorded += 1
+        if line["error_kind"] == "worker":
+            counts.worker_errors.append(f"{target.name} on {case.id}: {line['error']}")
         if on_result is not None:
             on_result(line)
 
@@ -258,8 +271,4 @@ async def run_eval(
             limiter = anyio.CapacityLimiter(concurrency)
             for case in todo[target.name]:
                 tg.start_soon(one, case, target, limiter)
-    return count
-
-
-def pending(cases: Sequence[Case], targets: Sequence[Target], done: set[Key]) -> int:
-    return sum((c.suite, c.id, t.name) not in done for c in cases for t in targets)
+    return counts

@@ -92,6 +92,7 @@ def group_stats(records: Sequence[Record]) -> dict[str, Any]:
     # Per request as the caller sees it (batching waits included), so any grouping compares.
     out["tokens_per_s"] = completion / busy if busy > 0 else None
     out["errors"] = sum(1 for r in records if r.get("error"))
+    out["worker_errors"] = sum(1 for r in records if r.get("error_kind") == "worker")
     return out
 
 
