@@ -146,8 +146,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--budget",
         type=float,
-        default=150.0,
-        help="seconds for all models; repetitions past the second stop when spent (default 150)",
+        default=100.0,
+        help="seconds for all models; repetitions past the second stop when spent (default 100)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args()
