@@ -18,6 +18,7 @@ from rich.table import Table
 from rolepool import __version__
 from rolepool.agents.run_cli import add_run_command
 from rolepool.core import RolepoolError, UserError
+from rolepool.evals.cli import add_eval_command
 from rolepool.pools.serve_cli import add_serve_command
 from rolepool.runtime.store import EventStore, default_store_path
 from rolepool.runtime.trace import render_tree
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_command(commands)
     add_docs_command(commands)
     add_zoo_commands(commands)
+    add_eval_command(commands)
     return parser
 
 

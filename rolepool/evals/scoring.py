@@ -1,0 +1,121 @@
+"""Per-case scores: what one prediction did right and wrong on one case.
+
+Every metric is a bool, or None where it does not apply (a call metric on a case that expects no
+call and vice versa), so a rate is always "of the cases where it applies". "Final" is the last
+attempt of the scored turn (after the run loop's validation retries), "first" the first one.
+
+Cases that expect calls:
+- `parsed`: the final attempt yielded at least one tool call.
+- `schema_valid_first_try`: the first attempt yielded at least one call, without a parse error,
+  and every call names an offered tool and its arguments validate against that tool's schema.
+- `schema_valid`: the same for the final attempt.
+- `name_correct`: the final calls' names equal the expected names as a multiset.
+- `exact`: the final calls match the expected calls one to one, in any order, under BFCL's AST
+  match (`rolepool.evals.matching`).
+Cases that expect no call:
+- `no_call_correct`: the final attempt has no call and no parse error (a broken call attempt is
+  still an attempt to call, so it does not count as abstaining).
+- `false_call`: some attempt called a tool (even if a retry later answered in text).
+- `exact`: `no_call_correct`, and the answer contains `case.answer_contains` when the case sets
+  it (a refusal must name the role to ask).
+Every case:
+- `json_valid`: the final attempt had no parse error (every call attempt was well-formed JSON);
+  prose instead of a call is JSON-valid but not `parsed`.
+A prediction without attempts (the run failed before the model answered) fails every metric that
+applies, except `false_call`, which is False.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rolepool.core import ToolCall
+from rolepool.evals.cases import OMITTED, Attempt, Case, Prediction
+from rolepool.evals.matching import calls_match, sample_value
+from rolepool.tools.validation import validate_arguments
+
+METRICS: tuple[str, ...] = (
+    "parsed",
+    "json_valid",
+    "schema_valid_first_try",
+    "schema_valid",
+    "name_correct",
+    "exact",
+    "no_call_correct",
+    "false_call",
+)
+CALL_METRICS = ("parsed", "schema_valid_first_try", "schema_valid", "name_correct")
+NO_CALL_METRICS = ("no_call_correct", "false_call")
+
+
+def score_case(case: Case, prediction: Prediction) -> dict[str, bool | None]:
+    """Every metric of `METRICS` for one case (see the module docstring)."""
+    scores: dict[str, bool | None] = dict.fromkeys(METRICS)
+    first, final = prediction.first, prediction.final
+    scores["json_valid"] = final is not None and final.parse_error is None
+    if case.expects_call:
+        scores["parsed"] = final is not None and final.parse_error is None and bool(final.calls)
+        scores["schema_valid_first_try"] = first is not None and attempt_valid(case, first)
+        scores["schema_valid"] = final is not None and attempt_valid(case, final)
+        got = sorted(c.name for c in final.calls) if final is not None else None
+        scores["name_correct"] = got == sorted(c.name for c in case.expected)
+        scores["exact"] = (
+            final is not None
+            and final.parse_error is None
+            and calls_match(
+                case.expected,
+                final.calls,
+                {t["name"]: t.get("parameters") or {} for t in case.tools},
+                exact_strings=case.string_match == "exact",
+            )
+        )
+    else:
+        quiet = final is not None and final.parse_error is None and not final.calls
+        scores["no_call_correct"] = quiet
+        scores["false_call"] = any(a.calls for a in prediction.attempts)
+        wanted = case.answer_contains
+        scores["exact"] = quiet and (wanted is None or wanted in final.text)
+    return scores
+
+
+def attempt_valid(case: Case, attempt: Attempt) -> bool:
+    """At least one call, no parse error, and no validation problem, whether recorded by the run
+    loop (`attempt.invalid`) or found again here against the case's tools."""
+    if attempt.parse_error is not None or not attempt.calls or attempt.invalid:
+        return False
+    return not call_problems(case, attempt.calls)
+
+
+def call_problems(case: Case, calls: list[ToolCall]) -> list[str]:
+    """What the run loop would refuse in these calls: unknown tools and schema violations."""
+    problems = []
+    offered = {t["name"]: t for t in case.tools}
+    for call in calls:
+        tool = offered.get(call.name)
+        if tool is None:
+            available = ", ".join(offered) or "none"
+            problems.append(f"there is no tool named {call.name!r}; available: {available}")
+            continue
+        schema: dict[str, Any] = tool.get("parameters") or {"type": "object"}
+        problems.extend(
+            f"{call.name}: {issue}" for issue in validate_arguments(schema, call.arguments)
+        )
+    return problems
+
+
+def reference_calls(case: Case) -> list[dict[str, Any]]:
+    """One right answer for `case`: each expected call with the first accepted value of every
+    argument, leaving out optional ones where `""` is accepted, in the `{"name", "arguments"}`
+    shape a replay file uses. Replaying these must score `exact` on every case; tests rely on it.
+    """
+    out = []
+    for call in case.expected:
+        tool = case.tool(call.name) or {}
+        required = set((tool.get("parameters") or {}).get("required") or [])
+        arguments = {}
+        for name, accepted in call.arguments.items():
+            values = [v for v in accepted if v != OMITTED]
+            if values and (name in required or OMITTED not in accepted):
+                arguments[name] = sample_value(values[0])
+        out.append({"name": call.name, "arguments": arguments})
+    return out
