@@ -158,3 +158,26 @@ async def test_a_failed_commit_is_raised_never_published(tmp_path):
         stream.emit(ev("run_f"))
     with pytest.raises(Exception, match="no such table"):
         await sub.__anext__()
+
+
+async def test_listeners_run_in_the_emitters_context(tmp_path):
+    """Publication comes later than the emit, in a loop callback; listeners (OTel reads the
+    current span from context) must still see the context of the task that emitted."""
+    import contextvars
+
+    who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+    store = EventStore(tmp_path / "e.db")
+    streams = {name: EventStream(f"run_{name}", store=store) for name in ("a", "b")}
+    seen: list[tuple[str, str]] = []
+    for stream in streams.values():
+        stream.add_listener(lambda e: seen.append((e.run_id, who.get())))
+
+    async def emit_as(name: str) -> None:
+        who.set(name)
+        streams[name].emit(ev(f"run_{name}"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(emit_as, "a")
+        tg.start_soon(emit_as, "b")
+    await anyio.sleep(0)
+    assert sorted(seen) == [("run_a", "a"), ("run_b", "b")]

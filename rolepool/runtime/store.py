@@ -13,6 +13,7 @@ the last transactions; pass `durability="full"` to fsync every commit as well.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import sqlite3
 import threading
@@ -55,6 +56,10 @@ class CommitSink(Protocol):
     def committed(self, event: Event) -> None: ...
 
     def commit_failed(self, error: BaseException) -> None: ...
+
+
+# an event waiting for its group commit, with the sink to tell and the context it was emitted in
+_Pending = tuple[Event, "CommitSink", contextvars.Context | None]
 
 
 def _row(event: Event) -> tuple[object, ...]:
@@ -110,7 +115,7 @@ class EventStore:
             raise ConfigError(f"cannot open the event store: {exc}", where=str(self.path)) from exc
         self._lock = threading.Lock()
         # events waiting for their group commit, per event loop (a loop runs in one thread)
-        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[Event, CommitSink]]] = {}
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
 
     def append(self, event: Event) -> None:
         """Commit one event; when this returns, the event survives a crash of this process."""
@@ -124,17 +129,20 @@ class EventStore:
 
         Outside an event loop there is nothing to group with: the event is committed now and the
         sink told before this returns. A failed commit calls `sink.commit_failed(error)` instead.
+        `committed` runs in the context `append_soon` was called in (a copy), so what listens to
+        publication (OTel: the current span) sees the emitter's context variables, as if it had
+        run inside the emit.
         """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._commit([(event, sink)])
+            self._commit([(event, sink, None)])
             return
         batch = self._pending.get(loop)
         if batch is None:
             batch = self._pending[loop] = []
             loop.call_soon(self._flush_loop, loop)
-        batch.append((event, sink))
+        batch.append((event, sink, contextvars.copy_context()))
 
     def flush(self) -> None:
         """Commit now what this thread's event loop has pending (a run's end calls this)."""
@@ -149,10 +157,10 @@ class EventStore:
         if batch:
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Event, CommitSink]]) -> None:
+    def _commit(self, batch: list[_Pending]) -> None:
         """One transaction for the batch, then publication in append order."""
         try:
-            rows = [_row(event) for event, _ in batch]
+            rows = [_row(event) for event, _, _ in batch]
             with self._lock:
                 if len(rows) == 1:
                     self._db.execute(_INSERT, rows[0])
@@ -165,11 +173,14 @@ class EventStore:
                         self._db.execute("ROLLBACK")
                         raise
         except Exception as exc:
-            for sink in {id(s): s for _, s in batch}.values():
+            for sink in {id(s): s for _, s, _ in batch}.values():
                 sink.commit_failed(exc)
             return
-        for event, sink in batch:
-            sink.committed(event)
+        for event, sink, context in batch:
+            if context is None:
+                sink.committed(event)
+            else:
+                context.run(sink.committed, event)
 
     def events(self, run_id: str, *, after_seq: int = -1, limit: int | None = None) -> list[Event]:
         """A run's events in emission order, those with `seq > after_seq`."""

@@ -96,9 +96,10 @@ class EventStream:
         self._wake()
 
     def add_listener(self, listener: Listener) -> None:
-        """Call `listener(event)` synchronously on every emit (exporters, metrics, live views).
-
-        A listener must be fast and must not raise; it runs on the run's own path.
+        """Call `listener(event)` for every event as it is published (exporters, metrics, live
+        views): at once without a store; with one, right after the commit of its group, within
+        one event-loop iteration of the emit. A listener must be fast and must not raise; it
+        runs on the run's own path.
         """
         self._listeners.append(listener)
 
