@@ -8,6 +8,7 @@ and writes bench/results/<name>.json with the keys `title`, `command`, `date`, `
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -70,39 +71,51 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def alternate(
-    modes: dict[str, Callable[[], float]], reps: int, *, warmup: int = 1
-) -> dict[str, list[float]]:
-    """Run every mode `reps` times, rotating the order each repetition; each call returns one
-    measurement. Warm-up rounds run every mode once and are discarded."""
-    names = list(modes)
-    for _ in range(warmup):
-        for name in names:
-            modes[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for rep in range(reps):
-        order = names[rep % len(names) :] + names[: rep % len(names)]
-        for name in order:
-            gc.collect()
-            samples[name].append(modes[name]())
-    return samples
+class Budget:
+    """Seconds a bench may spend: repetitions stop once it is spent (after `min_reps`), so a
+    slow or busy machine still gets figures, from fewer repetitions, instead of a timeout."""
+
+    def __init__(self, seconds: float | None, min_reps: int = 3) -> None:
+        self.deadline = None if seconds is None else time.monotonic() + seconds
+        self.min_reps = min_reps
+
+    def allows(self, done_reps: int) -> bool:
+        if done_reps < self.min_reps or self.deadline is None:
+            return True
+        return time.monotonic() < self.deadline
 
 
 async def alternate_async(
-    modes: dict[str, Callable[[], Awaitable[float]]], reps: int, *, warmup: int = 1
+    modes: dict[str, Callable[[], Awaitable[float]]],
+    reps: int,
+    *,
+    warmup: int = 1,
+    budget: Budget | None = None,
 ) -> dict[str, list[float]]:
-    """`alternate` for measurements that run on the caller's event loop."""
+    """Run every mode `reps` times (fewer if `budget` runs out), rotating the order each
+    repetition; each call returns one measurement. Warm-up rounds are discarded."""
     names = list(modes)
     for _ in range(warmup):
         for name in names:
             await modes[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
+        if budget is not None and not budget.allows(rep):
+            break
         order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             gc.collect()
             samples[name].append(await modes[name]())
     return samples
+
+
+def add_budget_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds to spend at most: stop repeating once spent (run_all.py sets it)",
+    )
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from _common import alternate_async, median, table, write_result
+from _common import Budget, add_budget_arg, alternate_async, median, table, write_result
 
 from rolepool.core.events import ToolFinished
 from rolepool.runtime import EventStore, EventStream
@@ -163,6 +163,7 @@ def event_cost(n: int = 20_000) -> float:
 
 def report(samples: dict[str, list[float]], args: argparse.Namespace) -> tuple[dict, str]:
     med = {k: median(v) for k, v in samples.items()}
+    reps = min(len(v) for v in samples.values())
     rows, results = [], {}
     for key, rate in med.items():
         kind, per_tick, who = key.split("|")
@@ -190,7 +191,7 @@ def report(samples: dict[str, list[float]], args: argparse.Namespace) -> tuple[d
             ],
             rows,
         )
-        + f"\n\n{args.events:,} events per measurement, one subscriber, {args.reps} repetitions,"
+        + f"\n\n{args.events:,} events per measurement, one subscriber, {reps} repetitions,"
         " medians. Goals: 200k/s in memory, 50k/s durable. Events are prebuilt; building one "
         f"`ToolFinished` costs {cost:.1f} µs more (not included)."
     )
@@ -202,7 +203,7 @@ def report(samples: dict[str, list[float]], args: argparse.Namespace) -> tuple[d
 async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         modes = build_modes(args.events, Path(tmp) / "events.db")
-        samples = await alternate_async(modes, args.reps)
+        samples = await alternate_async(modes, args.reps, budget=Budget(args.budget))
     results, markdown = report(samples, args)
     write_result("event_stream", "Event stream throughput", results, markdown)
 
@@ -211,4 +212,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per measurement")
     parser.add_argument("--reps", type=int, default=7, help="repetitions (medians over these)")
+    add_budget_arg(parser)
     asyncio.run(main(parser.parse_args()))

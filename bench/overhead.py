@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from _common import alternate_async, median, table, write_result
+from _common import Budget, add_budget_arg, alternate_async, median, table, write_result
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -186,6 +186,7 @@ def _item_type(item: Any) -> str | None:
 
 def report(samples: dict[str, list[float]], args: argparse.Namespace) -> tuple[dict, str]:
     med = {name: median(values) * 1e6 for name, values in samples.items()}
+    reps = min(len(v) for v in samples.values())
     ours = med["rolepool + store"]
     peers = [name for name in ("PydanticAI", "Agents SDK") if name in med]
     ratios = {peer: ours / med[peer] for peer in peers}
@@ -201,7 +202,7 @@ def report(samples: dict[str, list[float]], args: argparse.Namespace) -> tuple[d
     met = all(r <= 0.5 for r in ratios.values()) and bool(ratios)
     markdown = (
         table(["framework", "µs/turn (median)", "µs/turn (best)", "rolepool+store / this"], rows)
-        + f"\n\n{args.turns} turns per run, {args.runs} runs per measurement, {args.reps} "
+        + f"\n\n{args.turns} turns per run, {args.runs} runs per measurement, {reps} "
         f"repetitions, modes alternating. Goal: rolepool with the durable store at most half the "
         f"per-turn overhead of each peer: **{'met' if met else 'not met'}** ("
         + ", ".join(f"{r:.2f}x {p}" for p, r in ratios.items())
@@ -212,7 +213,7 @@ def report(samples: dict[str, list[float]], args: argparse.Namespace) -> tuple[d
     results = {
         "turns": args.turns,
         "runs": args.runs,
-        "reps": args.reps,
+        "reps": reps,
         "us_per_turn_median": {k: round(v, 1) for k, v in med.items()},
         "us_per_turn_samples": {k: [round(x * 1e6, 1) for x in v] for k, v in samples.items()},
         "ratio_rolepool_store_to_peer": {k: round(v, 3) for k, v in ratios.items()},
@@ -239,7 +240,9 @@ async def main(args: argparse.Namespace) -> None:
 
             return run
 
-        samples = await alternate_async({k: clearing(v) for k, v in modes.items()}, args.reps)
+        samples = await alternate_async(
+            {k: clearing(v) for k, v in modes.items()}, args.reps, budget=Budget(args.budget)
+        )
     results, markdown = report(samples, args)
     write_result("overhead", "Runtime overhead per agent turn", results, markdown)
 
@@ -249,4 +252,5 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=20, help="model calls per run (K)")
     parser.add_argument("--runs", type=int, default=20, help="runs per measurement")
     parser.add_argument("--reps", type=int, default=7, help="repetitions (medians over these)")
+    add_budget_arg(parser)
     asyncio.run(main(parser.parse_args()))

@@ -8,8 +8,9 @@ the durable SQLite store on, as in the product. For every size N the same N runs
 once (`N concurrent`) and once one after another (`N sequential`, the baseline), alternating, so
 the ratio shows what concurrency itself costs per turn. Memory: the process's resident set size
 before a round, its peak during the round (sampled every 2 ms), and after the round once garbage
-is collected. Leak check: the Python heap (tracemalloc) after three more concurrent rounds of the
-largest size, against the heap after the first; RSS alone moves with the allocator's whims.
+is collected. Leak check: the number of live Python objects (after a full collection) after every
+concurrent round of the largest size, against the count after a warm-up round of that size; a
+leak grows it round after round. (RSS alone moves with the allocator's whims.)
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import asyncio
 import gc
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from _common import median, rss_mb, table, write_result
+from _common import Budget, add_budget_arg, median, rss_mb, table, write_result
 
 from rolepool import Agent, EventStore, FunctionWorker, ToolCall
 
@@ -97,6 +97,7 @@ async def round_of(
         elapsed = time.perf_counter() - started
     gc.collect()
     return {
+        "live_objects": live_objects(),
         "us_per_turn": elapsed / (n * turns) * 1e6,
         "rss_before_mb": before,
         "rss_peak_mb": peak.peak,
@@ -104,33 +105,25 @@ async def round_of(
     }
 
 
-async def leak_check(
-    n: int, agent: Agent, worker: FunctionWorker, store: EventStore, turns: int, rounds: int = 3
-) -> list[int]:
-    """Traced Python heap (KiB) after one round of `n` concurrent runs and after each of
-    `rounds` more: a leak grows it by a similar amount every round."""
-    tracemalloc.start()
-    try:
-        heap = []
-        for _ in range(rounds + 1):
-            await round_of(n, True, agent, worker, store, turns)
-            gc.collect()
-            heap.append(tracemalloc.get_traced_memory()[0] // 1024)
-        return heap
-    finally:
-        tracemalloc.stop()
+def live_objects() -> int:
+    gc.collect()
+    return len(gc.get_objects())
 
 
 async def main(args: argparse.Namespace) -> None:
     agent, worker = make_agent(args.turns)
+    budget = Budget(args.budget, min_reps=1)
     results: dict[str, Any] = {"turns": args.turns, "reps": args.reps, "sizes": {}}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = EventStore(Path(tmp) / "events.db")
-        await round_of(10, True, agent, worker, store, args.turns)  # warm-up
+        warm = await round_of(args.sizes[-1], True, agent, worker, store, args.turns)  # warm-up
+        objects = [warm["live_objects"]]
         for n in args.sizes:
             conc, seq = [], []
             for rep in range(args.reps):
+                if not budget.allows(rep):
+                    break
                 for concurrent in (True, False) if rep % 2 == 0 else (False, True):
                     out = await round_of(n, concurrent, agent, worker, store, args.turns)
                     (conc if concurrent else seq).append(out)
@@ -138,7 +131,10 @@ async def main(args: argparse.Namespace) -> None:
             s_turn = median([r["us_per_turn"] for r in seq])
             growth = median([r["rss_peak_mb"] - r["rss_before_mb"] for r in conc])
             after = [round(r["rss_after_mb"], 1) for r in conc]
+            if n == args.sizes[-1]:
+                objects += [r["live_objects"] for r in conc]
             results["sizes"][str(n)] = {
+                "reps": len(conc),
                 "concurrent": conc,
                 "sequential": seq,
                 "us_per_turn_concurrent": round(c_turn, 1),
@@ -157,9 +153,9 @@ async def main(args: argparse.Namespace) -> None:
                     " → ".join(f"{a:.0f}" for a in after),
                 ]
             )
-        heap = await leak_check(args.sizes[-1], agent, worker, store, args.turns)
-    results["heap_after_rounds_kib"] = heap
-    drift = heap[-1] - heap[0]
+    results["live_objects_after_rounds"] = objects
+    drift = objects[-1] - objects[0]
+    rounds = len(objects) - 1
     markdown = (
         table(
             [
@@ -173,11 +169,13 @@ async def main(args: argparse.Namespace) -> None:
             ],
             rows,
         )
-        + f"\n\n{args.turns} turns per run, durable store on, {args.reps} repetitions (medians). "
-        f"Leak check: the Python heap after rounds of {args.sizes[-1]:,} concurrent runs was "
-        + " → ".join(f"{k:,} KiB" for k in heap)
-        + f" ({drift:+,} KiB over {len(heap) - 1} rounds, "
-        f"{drift * 1024 / (args.sizes[-1] * (len(heap) - 1)):+.1f} bytes per run)."
+        + f"\n\n{args.turns} turns per run, durable store on, up to {args.reps} repetitions per "
+        "size (medians). "
+        f"Leak check: live Python objects after a warm-up round and each measured round of "
+        f"{args.sizes[-1]:,} concurrent runs: "
+        + " → ".join(f"{k:,}" for k in objects)
+        + f" ({drift:+,} over {rounds} rounds, "
+        f"{drift / max(1, args.sizes[-1] * rounds):+.3f} per run)."
     )
     write_result("scaling", "Scaling with concurrent runs", results, markdown)
 
@@ -187,4 +185,5 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--turns", type=int, default=10, help="model calls per run")
     parser.add_argument("--reps", type=int, default=5, help="repetitions (medians over these)")
+    add_budget_arg(parser)
     asyncio.run(main(parser.parse_args()))

@@ -26,7 +26,7 @@ from collections import Counter
 from typing import Any
 
 import httpx
-from _common import median, table, write_result
+from _common import Budget, add_budget_arg, median, table, write_result
 
 SYLLABLES = ["tra", "ko", "lis", "mun", "ve", "dor", "sai", "clo", "pe", "rin", "zu", "ta", "wof"]
 
@@ -144,7 +144,10 @@ async def main(args: argparse.Namespace) -> None:
         texts = prompts(args.concurrency)
         await round_of(base, texts[:4], True, args.max_tokens)  # warm-up
         seq, conc = [], []
+        budget = Budget(args.budget, min_reps=1)
         for rep in range(args.reps):
+            if not budget.allows(rep):
+                break
             order = (False, True) if rep % 2 == 0 else (True, False)
             for concurrent in order:
                 batch = texts if concurrent else texts[: args.sequential]
@@ -187,7 +190,7 @@ async def main(args: argparse.Namespace) -> None:
             rows,
         )
         + f"\n\n`rolepool serve --model {args.model}` on loopback, max_tokens={args.max_tokens}, "
-        f"greedy, {args.reps} repetitions (medians of each round's percentiles; errors summed). "
+        f"greedy, {len(conc)} repetitions (medians of each round's percentiles; errors summed). "
         f"Concurrent serving gives {c['requests_per_s'] / s['requests_per_s']:.1f}x the "
         "requests/s of one-at-a-time."
     )
@@ -209,4 +212,5 @@ if __name__ == "__main__":
     parser.add_argument("--sequential", type=int, default=20, help="requests in the baseline")
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3)
+    add_budget_arg(parser)
     asyncio.run(main(parser.parse_args()))
