@@ -75,7 +75,6 @@ CHILD = textwrap.dedent(
         global calls
         calls += 1
         if calls == 4:
-            print("READY", flush=True)
             time.sleep(600)
         return f"step {n} done"
 
@@ -92,29 +91,73 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_events_survive_a_killed_process(tmp_path):
-    db = tmp_path / "crash.db"
-    script = tmp_path / "child.py"
-    script.write_text(CHILD)
+def _observe_then_kill(script, db, stop) -> list[tuple[int, str]]:
+    """Run the child, collect the events its listener saw, SIGKILL it once `stop(observed)`."""
     proc = subprocess.Popen(
         [sys.executable, str(script), str(db)], stdout=subprocess.PIPE, text=True
     )
-    emitted = []
+    observed: list[tuple[int, str]] = []
     try:
         for line in proc.stdout:
-            if line.startswith("READY"):
-                break
             _, seq, kind = line.split()
-            emitted.append((int(seq), kind))
+            observed.append((int(seq), kind))
+            if stop(observed):
+                break
         else:
             pytest.fail(f"child ended early with {proc.wait()}")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert len(emitted) > 10  # several turns happened before the kill
+    return observed
+
+
+def test_events_survive_a_killed_process(tmp_path):
+    """Killed right after its listener saw the fourth `tool.started` (the tool then hangs):
+    the store holds exactly what was observed, and the run reads as still running."""
+    db, script = tmp_path / "crash.db", tmp_path / "child.py"
+    script.write_text(CHILD)
+    observed = _observe_then_kill(
+        script, db, lambda seen: sum(kind == "tool.started" for _, kind in seen) == 4
+    )
+    assert len(observed) > 10  # several turns happened before the kill
     store = EventStore(db)
     run_id = store.runs()[0].run_id
     stored = [(e.seq, e.type) for e in store.events(run_id)]
-    assert stored == emitted
+    assert stored == observed
     assert stored[-1][1] == "tool.started"  # the run died inside its fourth tool call
     assert store.runs()[0].status == "running"
+
+
+FLOOD = textwrap.dedent(
+    """
+    import sys, time, anyio
+    from rolepool.core.events import RunStarted
+    from rolepool.runtime import EventStore, EventStream
+
+    def listener(e):
+        print("EMITTED", e.seq, e.type, flush=True)
+        if e.seq == 3000:  # mid-batch: stall the process right after this event was published
+            time.sleep(600)
+
+    async def main():
+        stream = EventStream("run_flood", store=EventStore(sys.argv[1]))
+        stream.add_listener(listener)
+        for i in range(10_000_000):  # many events per loop iteration: group commits
+            stream.emit(RunStarted(run_id="run_flood", task=str(i)))
+            if i % 37 == 0:
+                await anyio.sleep(0)
+
+    anyio.run(main)
+    """
+)
+
+
+def test_group_commit_loses_nothing_observed_on_kill(tmp_path):
+    """Killed mid-flood, right after a listener saw an event in the middle of a group: every event
+    observed is stored, in order; the store may hold a few more (committed, not yet published)."""
+    db, script = tmp_path / "flood.db", tmp_path / "flood.py"
+    script.write_text(FLOOD)
+    observed = _observe_then_kill(script, db, lambda seen: seen[-1][0] == 3000)
+    stored = [(e.seq, e.type) for e in EventStore(db).events("run_flood")]
+    assert len(observed) == 3001 and stored[: len(observed)] == observed
+    assert [seq for seq, _ in stored] == list(range(len(stored)))

@@ -1,19 +1,25 @@
 """The embedded event store: every event of every run, appended to a local SQLite database.
 
-Durability: the database runs in WAL mode and every event is its own committed transaction before
-`append` returns, so a crash of the process loses no event that was emitted before it. With the
-default `synchronous=NORMAL` a power cut may lose the last transactions; pass `durability="full"`
-to fsync every commit as well.
+Durability: the database runs in WAL mode. `append` commits one event before it returns;
+`append_soon` (what the event stream uses inside an event loop) groups every event appended in the
+same loop iteration into one transaction, committed at the start of the next iteration, and only
+then hands each event back to its `CommitSink` to be published. Either way, an event becomes visible
+to anyone (subscriber, listener, the stored trace) only after its commit, so a killed process
+loses no event that anybody observed; group commit only shortens the window in which an event
+exists but nobody can have seen it yet. With the default `synchronous=NORMAL` a power cut may lose
+the last transactions; pass `durability="full"` to fsync every commit as well.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import platformdirs
 
@@ -24,7 +30,7 @@ ENV_HOME = "ROLEPOOL_HOME"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     run_id TEXT NOT NULL,
     seq INTEGER NOT NULL,
     type TEXT NOT NULL,
@@ -38,6 +44,34 @@ CREATE INDEX IF NOT EXISTS events_type ON events (type, ts);
 """
 
 _RUN_TYPES = ("run.started", "run.finished", "run.failed")
+_INSERT = (
+    "INSERT INTO events (run_id, seq, type, ts, span_id, parent_id, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class CommitSink(Protocol):
+    """Who is told when an event from `append_soon` is durable (or could not be stored)."""
+
+    def committed(self, event: Event) -> None: ...
+
+    def commit_failed(self, error: BaseException) -> None: ...
+
+
+# an event waiting for its group commit, with the sink to tell and the context it was emitted in
+_Pending = tuple[Event, "CommitSink", contextvars.Context | None]
+
+
+def _row(event: Event) -> tuple[object, ...]:
+    return (
+        event.run_id,
+        event.seq,
+        event.type,
+        event.ts,
+        event.span_id,
+        event.parent_id,
+        event.model_dump_json(),
+    )
 
 
 def default_store_path() -> Path:
@@ -80,24 +114,73 @@ class EventStore:
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the event store: {exc}", where=str(self.path)) from exc
         self._lock = threading.Lock()
+        # events waiting for their group commit, per event loop (a loop runs in one thread)
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
 
     def append(self, event: Event) -> None:
         """Commit one event; when this returns, the event survives a crash of this process."""
-        row = (
-            event.run_id,
-            event.seq,
-            event.type,
-            event.ts,
-            event.span_id,
-            event.parent_id,
-            event.model_dump_json(),
-        )
+        self.flush()  # what this thread's loop has pending goes first: per-run order holds
         with self._lock:
-            self._db.execute(
-                "INSERT INTO events (run_id, seq, type, ts, span_id, parent_id, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+            self._db.execute(_INSERT, _row(event))
+
+    def append_soon(self, event: Event, sink: CommitSink) -> None:
+        """Commit `event` with the others appended in this event-loop iteration, in one
+        transaction at the start of the next iteration; then call `sink.committed(event)`.
+
+        Outside an event loop there is nothing to group with: the event is committed now and the
+        sink told before this returns. A failed commit calls `sink.commit_failed(error)` instead.
+        `committed` runs in the context `append_soon` was called in (a copy), so what listens to
+        publication (OTel: the current span) sees the emitter's context variables, as if it had
+        run inside the emit.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._commit([(event, sink, None)])
+            return
+        batch = self._pending.get(loop)
+        if batch is None:
+            batch = self._pending[loop] = []
+            loop.call_soon(self._flush_loop, loop)
+        batch.append((event, sink, contextvars.copy_context()))
+
+    def flush(self) -> None:
+        """Commit now what this thread's event loop has pending (a run's end calls this)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._flush_loop(loop)
+
+    def _flush_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._pending.pop(loop, None)
+        if batch:
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        """One transaction for the batch, then publication in append order."""
+        try:
+            rows = [_row(event) for event, _, _ in batch]
+            with self._lock:
+                if len(rows) == 1:
+                    self._db.execute(_INSERT, rows[0])
+                else:
+                    self._db.execute("BEGIN")
+                    try:
+                        self._db.executemany(_INSERT, rows)
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
+        except Exception as exc:
+            for sink in {id(s): s for _, s, _ in batch}.values():
+                sink.commit_failed(exc)
+            return
+        for event, sink, context in batch:
+            if context is None:
+                sink.committed(event)
+            else:
+                context.run(sink.committed, event)
 
     def events(self, run_id: str, *, after_seq: int = -1, limit: int | None = None) -> list[Event]:
         """A run's events in emission order, those with `seq > after_seq`."""
@@ -164,6 +247,7 @@ class EventStore:
         return out
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
             self._db.close()
 
