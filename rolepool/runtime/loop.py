@@ -82,6 +82,8 @@ class AgentLoop:
         self.span_id = new_span_id()
         self.parent_id = parent_id
         self.tools = {t.name: t for t in spec.tools}
+        # once per agent, not per turn (`Tool.spec()` copies the schema); requests share them
+        self.tool_specs = [t.spec() for t in spec.tools]
         self.max_turns = spec.max_turns or scope.limits.max_turns
         self.max_retries = (
             spec.max_retries if spec.max_retries is not None else scope.limits.max_retries
@@ -191,7 +193,7 @@ class AgentLoop:
         self.scope.emit(ModelRequested(**base, messages=len(self.messages), tools=list(self.tools)))
         request = Request(
             messages=list(self.messages),
-            tools=[t.spec() for t in self.spec.tools],
+            tools=list(self.tool_specs),
             sampling=self.spec.sampling,
             role=self.spec.role,
             run_id=self.scope.run_id,
@@ -302,6 +304,9 @@ class AgentLoop:
         """Run the valid calls of one turn concurrently; every call gets a result. A limit hit
         inside a tool (a workflow step over budget) ends the run, unwrapped from the group."""
         results: dict[str, ToolResult] = {}
+        if len(checked) == 1 and checked[0].tool is not None:  # the common case: no task group
+            await self._run_tool(checked[0].call, checked[0].tool, results)
+            return results
         try:
             async with anyio.create_task_group() as tg:
                 for item in checked:
