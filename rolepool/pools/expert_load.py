@@ -165,6 +165,13 @@ class ExpertRecorder:
         self.seconds += time.perf_counter() - start
         return loads
 
+    def take(self) -> list[torch.Tensor]:
+        """End recording and return each layer's routing, `[tokens, top_k]`, of the one forward
+        call made since `start()` (the decode engine counts per forward, see `decode.py`)."""
+        steps, self._steps = self._steps, None
+        assert steps is not None, "take() without start()"
+        return [torch.cat(per_call) for per_call in steps]
+
     def cancel(self) -> None:
         """End recording without counting (the generate call failed)."""
         self._steps = None

@@ -35,6 +35,7 @@ from rolepool.core import (
     WorkerInfo,
 )
 from rolepool.pools.batching import Batcher, Pending, RowStop, cut_row, group_key, seeded
+from rolepool.pools.decode import Decoder, supports
 from rolepool.pools.expert_load import (
     ExpertRecorder,
     RowSpan,
@@ -138,9 +139,14 @@ class TransformersWorker:
         self._model: Any = None
         self._load_failed = False
         self._recorder: ExpertRecorder | None = None
+        self._decoder: Decoder | None = None
         self._load_lock = threading.Lock()
         self._batcher = Batcher(
-            self._run_batch, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1000
+            self._run_batch,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_ms / 1000,
+            in_flight=lambda: self._decoder.active if self._decoder is not None else 0,
+            on_new_loop=lambda: self._decoder.reset() if self._decoder is not None else None,
         )
         self._counts: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
@@ -218,6 +224,8 @@ class TransformersWorker:
                 )
             },
             "batch_sizes": dict(sorted(self._batch_sizes.items())),
+            "decode_steps": self._decoder.steps if self._decoder else 0,
+            "decode_row_steps": self._decoder.row_steps if self._decoder else 0,
             "queue_depth": self._batcher.queue_depth,
             "generate_seconds": round(self._generate_seconds, 6),
             "telemetry_seconds": round(self._recorder.seconds, 6) if self._recorder else 0.0,
@@ -249,6 +257,15 @@ class TransformersWorker:
             model.to(self.device).eval()
             if self.expert_telemetry and self._architecture == "moe":
                 self._recorder = ExpertRecorder.attach(model, experts_per_token(self.config))
+            if supports(model):
+                self._decoder = Decoder(
+                    model,
+                    eos=self._eos,
+                    pad=self._pad,
+                    decode=self._decode,
+                    recorder=self._recorder,
+                    device=self.device,
+                )
             self._model = model
 
     async def health(self) -> bool:
@@ -295,14 +312,60 @@ class TransformersWorker:
         try:
             await pending.done.wait()
         finally:
-            if not pending.done.is_set() and self._batcher.discard(pending):
+            if not pending.done.is_set():
                 self._counts["cancelled"] += 1
+                if not self._batcher.discard(pending):
+                    pending.cancelled = True  # the engine drops the row at its next step
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
         return pending.result
 
     async def _run_batch(self, batch: list[Pending]) -> None:
+        if self._decoder is None:
+            await self._run_groups(batch)
+            return
+        if batch:
+            self._counts["generate_calls"] += 1  # admissions: requests prefilled together
+            self._batch_sizes[len(batch)] += 1
+        start = time.perf_counter()
+        try:
+            done = await anyio.to_thread.run_sync(
+                self._decoder.run, batch, self._batcher.admission_waiting
+            )
+        except BaseException as exc:
+            rows = [*batch, *self._decoder.pendings()]
+            self._decoder.reset()
+            self._fail([p for p in rows if not p.done.is_set()], exc)
+            raise
+        now = time.perf_counter()
+        self._generate_seconds += now - start
+        for row in done:
+            if row.error is not None:
+                self._fail([row.pending], row.error)
+            elif row.finish:  # "" = its caller gave up: nobody waits for a result
+                self._resolve(
+                    row.pending,
+                    self._completion(row.pending, row.tokens, row.finish, row.expert_load),
+                    now,
+                )
+
+    def _fail(self, rows: list[Pending], exc: BaseException) -> None:
+        self._counts["failed_requests"] += len(rows)
+        for pending in rows:  # one exception object per caller: tracebacks differ
+            error = WorkerError(f"generate failed: {exc!r}", worker=self._name)
+            error.__cause__ = exc
+            pending.resolve(error=error)
+
+    def _resolve(self, pending: Pending, completion: Completion, now: float) -> None:
+        completion.latency = now - pending.arrived
+        self._counts["prompt_tokens"] += completion.usage.prompt_tokens
+        self._counts["completion_tokens"] += completion.usage.completion_tokens
+        pending.resolve(result=completion)
+
+    async def _run_groups(self, batch: list[Pending]) -> None:
+        """The `generate` path, for models the decode engine does not serve (`decode.supports`):
+        one padded `generate` per sampling group."""
         groups: dict[Any, list[Pending]] = {}
         for pending in batch:
             groups.setdefault(group_key(pending.request.sampling, pending), []).append(pending)
@@ -313,19 +376,12 @@ class TransformersWorker:
             try:
                 results = await anyio.to_thread.run_sync(self._generate, group)
             except Exception as exc:
-                self._counts["failed_requests"] += len(group)
-                for pending in group:  # one exception object per caller: tracebacks differ
-                    error = WorkerError(f"generate failed: {exc!r}", worker=self._name)
-                    error.__cause__ = exc
-                    pending.resolve(error=error)
+                self._fail(group, exc)
                 continue
             now = time.perf_counter()
             self._generate_seconds += now - start
             for pending, completion in zip(group, results, strict=True):
-                completion.latency = now - pending.arrived
-                self._counts["prompt_tokens"] += completion.usage.prompt_tokens
-                self._counts["completion_tokens"] += completion.usage.completion_tokens
-                pending.resolve(result=completion)
+                self._resolve(pending, completion, now)
 
     def _generate(self, rows: list[Pending]) -> list[Completion]:
         """One left-padded `generate` over `rows` (same sampling group); runs in a thread."""
