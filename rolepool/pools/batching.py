@@ -1,16 +1,18 @@
 """The request queue behind an in-process worker: gather concurrent requests into batches.
 
 On a CPU a batch of 32 decodes several times the tokens/s of batch 1, so concurrent callers share
-`generate` calls. Callers enqueue a `Pending` and wait on it; one background task per event loop
-takes up to `max_batch_size` requests, or whatever arrived within `max_wait` of the oldest one,
-splits them into groups that can share one `generate` (`group_key`) and runs the groups one after
-another.
+forward passes. Callers enqueue a `Pending` and wait on it; one background task per event loop
+hands the queue to `run_batch`. With a continuous-batching engine (`rolepool.pools.decode`, see
+`Batcher`), requests join the running batch between two decode steps; when the engine is idle,
+the task first gathers up to `max_batch_size` requests, or whatever arrived within `max_wait` of
+the oldest one, so a burst is prefilled together.
 
 The background task serves many runs, so it must not emit events (see `rolepool.core.emit`): it is
 started in a fresh `contextvars.Context`, never in the context of the request that happened to
 start it. That needs the event loop's own task API; rolepool runs on anyio's asyncio backend.
 
-Rows of one batch keep their own limits: `RowStop` ends each row at its own max_tokens or stop
+For the `generate` fallback (models the engine cannot serve), requests are split into groups that
+can share one `generate` (`group_key`); `RowStop` ends each row at its own max_tokens or stop
 string, and `seeded` gives a seeded request its own random stream.
 """
 

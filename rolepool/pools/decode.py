@@ -88,8 +88,9 @@ class _Layer(DynamicLayer):
         return self.keys, self.values
 
     def _alloc(self, like: torch.Tensor, rows: int, room: int) -> None:
+        # Unfilled: every position is written before it is read, left padding included (`joined`).
         shape = (rows, like.shape[1], room + _SPARE, like.shape[3])
-        self._k, self._v = like.new_zeros(shape), like.new_zeros(shape)
+        self._k, self._v = like.new_empty(shape), like.new_empty(shape)
         self.device, self.is_initialized = like.device, True
 
     def _view(self, n: int) -> None:
@@ -113,6 +114,9 @@ class _Layer(DynamicLayer):
             rows, n = k.shape[0], k.shape[-2]
             out._k[row : row + rows, :, width - n : width] = k
             out._v[row : row + rows, :, width - n : width] = v
+            # Padding is masked out, but must be finite: 0 * NaN would still poison a row.
+            out._k[row : row + rows, :, : width - n] = 0
+            out._v[row : row + rows, :, : width - n] = 0
             row += rows
         out._view(width)
         return out

@@ -1,10 +1,13 @@
 """An in-process worker over a local transformers causal LM, with batching and expert telemetry.
 
-Concurrent `complete` calls are queued (`rolepool.pools.batching`) and served by shared,
-left-padded `generate` calls with the KV cache; each row stops on its own (EOS, its own
-max_tokens, its own stop strings) through a per-row stopping criterion, so rows with different
-limits still share the batch. For MoE models the experts' routing is recorded with forward hooks
-during `generate` (`rolepool.pools.expert_load` says why hooks and not a replay forward).
+Concurrent `complete` calls are queued (`rolepool.pools.batching`) and decoded together by the
+step-level engine in `rolepool.pools.decode`: prompts are prefilled in length-sorted chunks, every
+row stops on its own (EOS, its own max_tokens, its own stop strings, its caller giving up) and
+leaves the batch at once, and requests that arrive meanwhile join between two steps. Greedy rows
+give `model.generate`'s tokens. Models whose cache the engine cannot drive (sliding-window or
+hybrid attention) are served by shared, left-padded `generate` calls instead. For MoE models the
+experts' routing is recorded with forward hooks (`rolepool.pools.expert_load` says why hooks and
+not a replay forward).
 
 Models come from a local directory only (`local_files_only=True`): a worker must never reach a hub
 behind the user's back, and an offline machine must fail with a clear `ConfigError`, not a network
