@@ -260,3 +260,26 @@ async def test_a_model_the_engine_cannot_serve_falls_back_to_generate(tiny_dense
     assert all(r.usage.completion_tokens >= 1 for r in results)
     assert worker.stats["generate_calls"] == 1
     await worker.aclose()
+
+
+async def test_closing_the_worker_fails_the_rows_still_decoding(lively_dense):
+    from rolepool.core import WorkerError
+
+    worker = TransformersWorker(lively_dense, max_wait_ms=0)
+    await worker.load()
+    outcome: list = []
+
+    async def caller() -> None:
+        try:
+            outcome.append(await worker.complete(req(PROMPTS[1], max_tokens=1000)))
+        except WorkerError as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        with anyio.fail_after(30):
+            while worker.stats["decode_steps"] < 3:
+                await anyio.sleep(0.001)
+        await worker.aclose()
+    assert isinstance(outcome[0], WorkerError) and "closed" in str(outcome[0])
+    assert worker._decoder.active == 0

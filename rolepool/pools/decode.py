@@ -8,7 +8,7 @@ engine instead
 
 * prefills newly admitted prompts in length-sorted chunks (little padding), then merges them into
   the running batch, left-padded, so one forward per step serves every row;
-* keeps each layer's keys and values in a buffer with spare room, written in place (`_Layer`);
+* keeps each layer's keys and values in a buffer with spare room, written in place (`KVBuffer`);
 * retires a row as soon as it stops (EOS, its own max_tokens, a stop string, its caller gave up),
   with `index_select` on the cache, and trims padding no remaining row needs;
 * admits requests that arrive while others decode, between two steps (see `Batcher`).
@@ -42,13 +42,13 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from rolepool.pools.batching import Pending
 from rolepool.pools.expert_load import ExpertRecorder
+from rolepool.pools.kv_buffer import KVBuffer
 
 __all__ = ["Decoder", "Done", "supports"]
 
 PREFILL_TOKENS = 1024
 """Padded tokens per prefill chunk: small chunks of similar length waste little on padding
 (measured: 32 prompts of 35-164 tokens prefill in half the time of one padded batch)."""
-_SPARE = 64  # room for this many more positions before a layer's buffer is reallocated
 
 
 def supports(model: Any) -> bool:
@@ -64,62 +64,6 @@ def supports(model: Any) -> bool:
         and "logits_to_keep" in forward
         and "position_ids" in forward
     )
-
-
-class _Layer(DynamicLayer):
-    """A layer's keys and values in a buffer with spare room: a step writes one position in
-    place instead of `torch.cat` copying the whole cache."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._k = self._v = torch.zeros(0)
-        self._n = 0
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        n = self._n + key_states.shape[-2]
-        if not self.is_initialized or n > self._k.shape[-2]:
-            old = (self.keys, self.values) if self.is_initialized else None
-            self._alloc(key_states, key_states.shape[0], n)
-            if old is not None:
-                self._k[:, :, : self._n], self._v[:, :, : self._n] = old
-        self._k[:, :, self._n : n] = key_states
-        self._v[:, :, self._n : n] = value_states
-        self._view(n)
-        return self.keys, self.values
-
-    def _alloc(self, like: torch.Tensor, rows: int, room: int) -> None:
-        # Unfilled: every position is written before it is read, left padding included (`joined`).
-        shape = (rows, like.shape[1], room + _SPARE, like.shape[3])
-        self._k, self._v = like.new_empty(shape), like.new_empty(shape)
-        self.device, self.is_initialized = like.device, True
-
-    def _view(self, n: int) -> None:
-        self._n = n
-        self.keys, self.values = self._k[:, :, :n], self._v[:, :, :n]
-
-    @classmethod
-    def joined(cls, parts: list[tuple[_Layer, torch.Tensor | None, int]], width: int) -> _Layer:
-        """Rows of several layers (rows `index` of each, None = all), right-aligned to `width`
-        positions after dropping each part's first `lead` positions."""
-        pieces = []
-        for layer, index, lead in parts:
-            k, v = layer.keys[:, :, lead:], layer.values[:, :, lead:]
-            if index is not None:
-                k, v = k.index_select(0, index), v.index_select(0, index)
-            pieces.append((k, v))
-        out = cls()
-        out._alloc(pieces[0][0], sum(k.shape[0] for k, _ in pieces), width)
-        row = 0
-        for k, v in pieces:
-            rows, n = k.shape[0], k.shape[-2]
-            out._k[row : row + rows, :, width - n : width] = k
-            out._v[row : row + rows, :, width - n : width] = v
-            # Padding is masked out, but must be finite: 0 * NaN would still poison a row.
-            out._k[row : row + rows, :, : width - n] = 0
-            out._v[row : row + rows, :, : width - n] = 0
-            row += rows
-        out._view(width)
-        return out
 
 
 @dataclass(eq=False)
@@ -151,7 +95,7 @@ class _Batch:
     positions [pad[i], width)."""
 
     rows: list[_Row]
-    layers: list[_Layer]
+    layers: list[KVBuffer]
     pad: torch.Tensor
     last: torch.Tensor
     counts: torch.Tensor | None
@@ -231,7 +175,7 @@ class Decoder:
         for i, pending in enumerate(chunk):
             ids[i, int(pad[i]) :] = torch.tensor(pending.prompt_ids)
         mask = (torch.arange(width)[None, :] >= pad[:, None]).long()
-        layers = [_Layer() for _ in range(self.num_layers)]
+        layers = [KVBuffer() for _ in range(self.num_layers)]
         rows = [self._row(p) for p in chunk]
         counts = self._counts_start(len(chunk))
         logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), layers)
@@ -262,7 +206,7 @@ class Decoder:
         self._choose(batch, logits)
         return self._retire(self._finished())
 
-    def _forward(self, ids, mask, positions, layers: list[_Layer]) -> torch.Tensor:
+    def _forward(self, ids, mask, positions, layers: list[KVBuffer]) -> torch.Tensor:
         device = self.device
         if self.recorder is not None:
             self.recorder.start()
@@ -382,7 +326,7 @@ def _merge(parts: list[tuple[_Batch, torch.Tensor | None, int]], width: int) -> 
         if batch.counts is not None:
             counts.append(_pick(batch.counts, index))
     layers = [
-        _Layer.joined([(b.layers[layer], index, lead) for b, index, lead in parts], width)
+        KVBuffer.joined([(b.layers[layer], index, lead) for b, index, lead in parts], width)
         for layer in range(len(parts[0][0].layers))
     ]
     return _Batch(

@@ -26,26 +26,24 @@ from typing import Any, Literal
 
 import anyio
 import torch
-from transformers import StoppingCriteriaList
 
 from rolepool.core import (
     Completion,
     ConfigError,
     Request,
-    Sampling,
     Usage,
     WorkerError,
     WorkerInfo,
 )
-from rolepool.pools.batching import Batcher, Pending, RowStop, cut_row, group_key, seeded
+from rolepool.pools.batching import Batcher, Pending, group_key
 from rolepool.pools.decode import Decoder, supports
 from rolepool.pools.expert_load import (
     ExpertRecorder,
-    RowSpan,
     architecture_of,
     experts_per_token,
     moe_param_counts,
 )
+from rolepool.pools.generate_fallback import generate_rows
 
 __all__ = ["TransformersWorker"]
 
@@ -277,6 +275,11 @@ class TransformersWorker:
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
+        if self._decoder is not None:  # rows still decoding when the batching task stopped
+            rows = [p for p in self._decoder.pendings() if not p.done.is_set()]
+            self._decoder.reset()
+            for pending in rows:
+                pending.resolve(error=WorkerError("worker closed while the request ran"))
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -339,7 +342,12 @@ class TransformersWorker:
         except BaseException as exc:
             rows = [*batch, *self._decoder.pendings()]
             self._decoder.reset()
-            self._fail([p for p in rows if not p.done.is_set()], exc)
+            rows = [p for p in rows if not p.done.is_set()]
+            if isinstance(exc, Exception):
+                self._fail(rows, exc)
+            else:  # cancelled: the worker is closing
+                for pending in rows:
+                    pending.resolve(error=WorkerError("worker closed while the request ran"))
             raise
         now = time.perf_counter()
         self._generate_seconds += now - start
@@ -388,63 +396,19 @@ class TransformersWorker:
 
     def _generate(self, rows: list[Pending]) -> list[Completion]:
         """One left-padded `generate` over `rows` (same sampling group); runs in a thread."""
-        width = max(len(p.prompt_ids) for p in rows)
-        input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, pending in enumerate(rows):
-            n = len(pending.prompt_ids)
-            input_ids[i, width - n :] = torch.tensor(pending.prompt_ids)
-            attention_mask[i, width - n :] = 1
-        sampling = rows[0].request.sampling
-        recorder = self._recorder
-        if recorder is not None:
-            recorder.start()
-        try:
-            with seeded(sampling, self.device), torch.inference_mode():
-                output = self._model.generate(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=attention_mask.to(self.device),
-                    stopping_criteria=StoppingCriteriaList([RowStop(width, rows, self.tokenizer)]),
-                    **self._generate_kwargs(sampling, max(p.max_tokens for p in rows)),
-                )
-        except BaseException:
-            if recorder is not None:
-                recorder.cancel()
-            raise
-        kept = [
-            cut_row(output[i, width:].tolist(), p, self._eos, self._decode)
-            for i, p in enumerate(rows)
-        ]
-        loads: list[Any] = [None] * len(rows)
-        if recorder is not None:
-            # The last kept token was produced but never fed back through the model.
-            spans = [
-                RowSpan(width - len(p.prompt_ids), width + len(tokens) - 1)
-                for p, (tokens, _) in zip(rows, kept, strict=True)
-            ]
-            loads = recorder.stop(len(rows), spans)
+        kept = generate_rows(
+            self._model,
+            rows,
+            pad=self._pad,
+            eos=self._eos,
+            device=self.device,
+            tokenizer=self.tokenizer,
+            recorder=self._recorder,
+        )
         return [
             self._completion(p, tokens, finish, load)
-            for p, (tokens, finish), load in zip(rows, kept, loads, strict=True)
+            for p, (tokens, finish, load) in zip(rows, kept, strict=True)
         ]
-
-    def _generate_kwargs(self, sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "pad_token_id": self._pad,
-            "eos_token_id": self._eos,
-            "use_cache": True,
-        }
-        if sampling.temperature == 0:
-            return {**kwargs, "do_sample": False}
-        # top_k=0 turns off the library's default top-k: the request's top_p is the only filter.
-        return {
-            **kwargs,
-            "do_sample": True,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "top_k": 0,
-        }
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
