@@ -231,7 +231,8 @@ async def test_differing_sampling_settings_in_one_batch_are_honoured(lively_moe_
     hot = req(PROMPTS[2], max_tokens=10, temperature=0.7, top_p=0.9)
     calls_before = worker.stats["generate_calls"]
     results = await gather(worker, [greedy, *seeded, hot, greedy])
-    assert worker.stats["generate_calls"] - calls_before == 5  # greedy pair, 3 seeded, 1 hot
+    # The engine samples per row: greedy, seeded and hot rows share one admission.
+    assert worker.stats["generate_calls"] - calls_before == 1
     assert results[0].text == results[5].text == expected
     assert results[1].text == results[3].text, "same seed, same sample"
     assert len({results[1].text, results[2].text, expected}) == 3
@@ -264,8 +265,10 @@ async def test_corrupt_weights_are_a_config_error_on_load(tiny_dense_dir, tmp_pa
 
 
 async def test_failed_generate_fails_only_its_batch(lively_dense_dir):
+    """The `generate` path (models the decode engine does not serve)."""
     worker = TransformersWorker(lively_dense_dir, max_wait_ms=50)
     await worker.load()
+    worker._decoder = None
     real_generate = worker._model.generate
 
     def flaky_generate(*args, **kwargs):
@@ -285,6 +288,53 @@ async def test_failed_generate_fails_only_its_batch(lively_dense_dir):
     await worker.aclose()
 
 
+async def test_a_prompt_whose_prefill_fails_fails_alone(lively_dense_dir):
+    worker = TransformersWorker(lively_dense_dir, max_wait_ms=50)
+    await worker.load()
+    poison = req("poison " * 9)
+    bad_len = len(worker._prompt_ids(poison))
+    real_forward = worker._model.forward
+
+    def flaky_forward(*args, **kwargs):
+        mask = kwargs["attention_mask"]
+        if mask.shape[1] > 1 and kwargs["input_ids"].shape[1] > 1:
+            if bool((mask.sum(-1) == bad_len).any()):
+                raise RuntimeError("boom")
+        return real_forward(*args, **kwargs)
+
+    good = [req(p) for p in PROMPTS[:4]]
+    alone = await one_by_one(worker, good)
+    worker._model.forward = flaky_forward
+    results = await gather(worker, [good[0], poison, *good[1:]])
+    assert isinstance(results[1], WorkerError) and "boom" in str(results[1])
+    assert [r.text for r in results[:1] + results[2:]] == [a.text for a in alone]
+    assert worker.stats["failed_requests"] == 1
+    await worker.aclose()
+
+
+async def test_a_failed_decode_step_fails_the_rows_in_flight_and_the_worker_goes_on(
+    lively_dense_dir,
+):
+    worker = TransformersWorker(lively_dense_dir, max_wait_ms=50)
+    await worker.load()
+    real_forward = worker._model.forward
+    calls = 0
+
+    def flaky_forward(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if kwargs["input_ids"].shape[1] == 1 and calls == 4:
+            raise RuntimeError("boom")
+        return real_forward(*args, **kwargs)
+
+    worker._model.forward = flaky_forward
+    results = await gather(worker, [req(p, max_tokens=12) for p in PROMPTS[:3]])
+    assert all(isinstance(r, WorkerError) and "boom" in str(r) for r in results)
+    assert worker.stats["failed_requests"] == 3 and worker._decoder.active == 0
+    assert (await worker.complete(req("plan"))).usage.completion_tokens >= 1
+    await worker.aclose()
+
+
 async def test_cancelled_request_is_dropped_before_it_runs(lively_dense_dir):
     worker = TransformersWorker(lively_dense_dir, max_wait_ms=300, max_batch_size=8)
     await worker.load()
@@ -299,14 +349,15 @@ async def test_cancelled_request_is_dropped_before_it_runs(lively_dense_dir):
 
 async def test_batching_task_runs_outside_the_callers_emitter(lively_dense_dir):
     worker = TransformersWorker(lively_dense_dir)
+    await worker.load()
     seen: list = []
-    real = worker._generate
+    real = worker._decoder.run
 
-    def spy(rows):
+    def spy(*args):
         seen.append(current_emitter())
-        return real(rows)
+        return real(*args)
 
-    worker._generate = spy
+    worker._decoder.run = spy
     events: list = []
     with emitting(events.append):
         await worker.complete(req("plan"))

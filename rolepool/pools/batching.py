@@ -1,16 +1,18 @@
 """The request queue behind an in-process worker: gather concurrent requests into batches.
 
 On a CPU a batch of 32 decodes several times the tokens/s of batch 1, so concurrent callers share
-`generate` calls. Callers enqueue a `Pending` and wait on it; one background task per event loop
-takes up to `max_batch_size` requests, or whatever arrived within `max_wait` of the oldest one,
-splits them into groups that can share one `generate` (`group_key`) and runs the groups one after
-another.
+forward passes. Callers enqueue a `Pending` and wait on it; one background task per event loop
+hands the queue to `run_batch`. With a continuous-batching engine (`rolepool.pools.decode`, see
+`Batcher`), requests join the running batch between two decode steps; when the engine is idle,
+the task first gathers up to `max_batch_size` requests, or whatever arrived within `max_wait` of
+the oldest one, so a burst is prefilled together.
 
 The background task serves many runs, so it must not emit events (see `rolepool.core.emit`): it is
 started in a fresh `contextvars.Context`, never in the context of the request that happened to
 start it. That needs the event loop's own task API; rolepool runs on anyio's asyncio backend.
 
-Rows of one batch keep their own limits: `RowStop` ends each row at its own max_tokens or stop
+For the `generate` fallback (models the engine cannot serve), requests are split into groups that
+can share one `generate` (`group_key`); `RowStop` ends each row at its own max_tokens or stop
 string, and `seeded` gives a seeded request its own random stream.
 """
 
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import torch
 from transformers import StoppingCriteria
 
@@ -46,6 +49,8 @@ class Pending:
     """When it entered the queue (after any model load): the batching wait runs from here."""
     done: anyio.Event = field(default_factory=anyio.Event)
     started: bool = False
+    cancelled: bool = False
+    """Its caller gave up after it started: the engine drops the row at its next step."""
     result: Completion | None = None
     error: BaseException | None = None
 
@@ -139,12 +144,29 @@ RunBatch = Callable[[list[Pending]], Awaitable[None]]
 
 
 class Batcher:
-    """Queue plus one batching task per event loop; `run_batch` must resolve every Pending."""
+    """Queue plus one batching task per event loop; `run_batch` must resolve every Pending.
 
-    def __init__(self, run_batch: RunBatch, *, max_batch_size: int, max_wait_s: float) -> None:
+    With `in_flight` (how many admitted requests a continuous-batching engine still decodes),
+    the task hands `run_batch` whatever is queued, up to the free room and without waiting,
+    whenever it returns while requests are in flight: the engine admits them between two steps
+    and returns when a row leaves or `admission_waiting()` says requests wait for room. The
+    gather window (`max_wait_s`) only applies when the engine is idle.
+    """
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        in_flight: Callable[[], int] | None = None,
+        on_new_loop: Callable[[], None] | None = None,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self._run_batch = run_batch
+        self._in_flight = in_flight or (lambda: 0)
+        self._on_new_loop = on_new_loop
         self.max_batch_size = max_batch_size
         self.max_wait_s = max(max_wait_s, 0.0)
         self._queue: list[Pending] = []
@@ -155,6 +177,10 @@ class Batcher:
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    def admission_waiting(self) -> bool:
+        """Requests are queued and the engine has room for them (safe to call from a thread)."""
+        return bool(self._queue) and self._in_flight() < self.max_batch_size
 
     def submit(self, pending: Pending) -> None:
         self._ensure_running()
@@ -176,6 +202,8 @@ class Batcher:
         # A new event loop (a new anyio.run, a new test) means the old task died with its loop:
         # requests queued there can never be served, so they do not carry over.
         self._queue = [p for p in self._queue if self._loop is loop]
+        if self._on_new_loop is not None:
+            self._on_new_loop()  # rows in flight on the old loop cannot be resolved either
         self._loop = loop
         self._wakeup = anyio.Event()
         self._task = loop.create_task(self._serve(), context=contextvars.Context())
@@ -192,6 +220,11 @@ class Batcher:
                 raise
 
     async def _next_batch(self) -> list[Pending]:
+        in_flight = self._in_flight()
+        if in_flight:
+            # Let callers resolved a moment ago submit their next request, then admit it.
+            await anyio.lowlevel.checkpoint()
+            return self._take(self.max_batch_size - in_flight)
         while not self._queue:
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
@@ -203,8 +236,11 @@ class Batcher:
             self._wakeup = anyio.Event()
             with anyio.move_on_after(remaining):
                 await self._wakeup.wait()
-        batch = self._queue[: self.max_batch_size]
-        del self._queue[: self.max_batch_size]
+        return self._take(self.max_batch_size)
+
+    def _take(self, room: int) -> list[Pending]:
+        batch = self._queue[: max(room, 0)]
+        del self._queue[: len(batch)]
         for pending in batch:
             pending.started = True
         return batch

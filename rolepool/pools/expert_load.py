@@ -4,17 +4,18 @@ transformers' `generate()` does not return router logits, so two methods were on
 
 * one extra teacher-forced forward per batch with `output_router_logits=True` after generation:
   simple, but it re-runs the whole model over prompt + output, roughly a second prefill per batch;
-* forward pre-hooks on every experts module while `generate()` runs: the routing decision the
+* forward pre-hooks on every experts module while the model decodes: the routing decision the
   model actually used (`top_k_index`, the experts' second argument in transformers 5.x MoE blocks)
-  is copied per forward call, and the rows and positions that belong to each request are picked
-  out afterwards.
+  is copied per forward call. The decode engine (`rolepool.pools.decode`) takes it after each
+  forward (`take`) and adds it to the rows that were in that forward; the `generate` fallback picks
+  each request's rows and positions out afterwards (`stop`).
 
 We use the hooks: they cost one small integer copy per layer per decode step and no extra
 forward, and they count exactly what the model computed, not a replay of it. Measured by
 `bench/pool_throughput.py` on the 4-layer, 8-expert reference MoE (2-core CPU): the hooks plus the
-counting take about 1% of generate time, and tokens/s with telemetry on vs off differ by less than
-the run-to-run noise at concurrency 16-64 (0.4-1.2%); a replay forward would cost roughly a
-prefill's worth per batch instead.
+counting take about 1% of decode time (0.75% with the decode engine, `telemetry_cost_direct`), and
+tokens/s with telemetry on vs off differ by less than the run-to-run noise at concurrency 16-64; a
+replay forward would cost roughly a prefill's worth per batch instead.
 
 Counting rule (what `Completion.expert_load` means): a request's tokens are those the model
 processed for it: its prompt and every generated token fed back in, i.e. all but the last one kept.
@@ -164,6 +165,13 @@ class ExpertRecorder:
                 loads[row].append(counts[: self.num_experts].tolist())
         self.seconds += time.perf_counter() - start
         return loads
+
+    def take(self) -> list[torch.Tensor]:
+        """End recording and return each layer's routing, `[tokens, top_k]`, of the one forward
+        call made since `start()` (the decode engine counts per forward, see `decode.py`)."""
+        steps, self._steps = self._steps, None
+        assert steps is not None, "take() without start()"
+        return [torch.cat(per_call) for per_call in steps]
 
     def cancel(self) -> None:
         """End recording without counting (the generate call failed)."""

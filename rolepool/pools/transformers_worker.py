@@ -1,10 +1,13 @@
 """An in-process worker over a local transformers causal LM, with batching and expert telemetry.
 
-Concurrent `complete` calls are queued (`rolepool.pools.batching`) and served by shared,
-left-padded `generate` calls with the KV cache; each row stops on its own (EOS, its own
-max_tokens, its own stop strings) through a per-row stopping criterion, so rows with different
-limits still share the batch. For MoE models the experts' routing is recorded with forward hooks
-during `generate` (`rolepool.pools.expert_load` says why hooks and not a replay forward).
+Concurrent `complete` calls are queued (`rolepool.pools.batching`) and decoded together by the
+step-level engine in `rolepool.pools.decode`: prompts are prefilled in length-sorted chunks, every
+row stops on its own (EOS, its own max_tokens, its own stop strings, its caller giving up) and
+leaves the batch at once, and requests that arrive meanwhile join between two steps. Greedy rows
+give `model.generate`'s tokens. Models whose cache the engine cannot drive (sliding-window or
+hybrid attention) are served by shared, left-padded `generate` calls instead. For MoE models the
+experts' routing is recorded with forward hooks (`rolepool.pools.expert_load` says why hooks and
+not a replay forward).
 
 Models come from a local directory only (`local_files_only=True`): a worker must never reach a hub
 behind the user's back, and an offline machine must fail with a clear `ConfigError`, not a network
@@ -23,25 +26,24 @@ from typing import Any, Literal
 
 import anyio
 import torch
-from transformers import StoppingCriteriaList
 
 from rolepool.core import (
     Completion,
     ConfigError,
     Request,
-    Sampling,
     Usage,
     WorkerError,
     WorkerInfo,
 )
-from rolepool.pools.batching import Batcher, Pending, RowStop, cut_row, group_key, seeded
+from rolepool.pools.batching import Batcher, Pending, group_key
+from rolepool.pools.decode import Decoder, supports
 from rolepool.pools.expert_load import (
     ExpertRecorder,
-    RowSpan,
     architecture_of,
     experts_per_token,
     moe_param_counts,
 )
+from rolepool.pools.generate_fallback import generate_rows
 
 __all__ = ["TransformersWorker"]
 
@@ -138,9 +140,14 @@ class TransformersWorker:
         self._model: Any = None
         self._load_failed = False
         self._recorder: ExpertRecorder | None = None
+        self._decoder: Decoder | None = None
         self._load_lock = threading.Lock()
         self._batcher = Batcher(
-            self._run_batch, max_batch_size=max_batch_size, max_wait_s=max_wait_ms / 1000
+            self._run_batch,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_ms / 1000,
+            in_flight=lambda: self._decoder.active if self._decoder is not None else 0,
+            on_new_loop=lambda: self._decoder.reset() if self._decoder is not None else None,
         )
         self._counts: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
@@ -218,6 +225,8 @@ class TransformersWorker:
                 )
             },
             "batch_sizes": dict(sorted(self._batch_sizes.items())),
+            "decode_steps": self._decoder.steps if self._decoder else 0,
+            "decode_row_steps": self._decoder.row_steps if self._decoder else 0,
             "queue_depth": self._batcher.queue_depth,
             "generate_seconds": round(self._generate_seconds, 6),
             "telemetry_seconds": round(self._recorder.seconds, 6) if self._recorder else 0.0,
@@ -249,6 +258,15 @@ class TransformersWorker:
             model.to(self.device).eval()
             if self.expert_telemetry and self._architecture == "moe":
                 self._recorder = ExpertRecorder.attach(model, experts_per_token(self.config))
+            if supports(model):
+                self._decoder = Decoder(
+                    model,
+                    eos=self._eos,
+                    pad=self._pad,
+                    decode=self._decode,
+                    recorder=self._recorder,
+                    device=self.device,
+                )
             self._model = model
 
     async def health(self) -> bool:
@@ -257,6 +275,11 @@ class TransformersWorker:
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
+        if self._decoder is not None:  # rows still decoding when the batching task stopped
+            rows = [p for p in self._decoder.pendings() if not p.done.is_set()]
+            self._decoder.reset()
+            for pending in rows:
+                pending.resolve(error=WorkerError("worker closed while the request ran"))
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -295,14 +318,65 @@ class TransformersWorker:
         try:
             await pending.done.wait()
         finally:
-            if not pending.done.is_set() and self._batcher.discard(pending):
+            if not pending.done.is_set():
                 self._counts["cancelled"] += 1
+                if not self._batcher.discard(pending):
+                    pending.cancelled = True  # the engine drops the row at its next step
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
         return pending.result
 
     async def _run_batch(self, batch: list[Pending]) -> None:
+        if self._decoder is None:
+            await self._run_groups(batch)
+            return
+        if batch:
+            self._counts["generate_calls"] += 1  # admissions: requests prefilled together
+            self._batch_sizes[len(batch)] += 1
+        start = time.perf_counter()
+        try:
+            done = await anyio.to_thread.run_sync(
+                self._decoder.run, batch, self._batcher.admission_waiting
+            )
+        except BaseException as exc:
+            rows = [*batch, *self._decoder.pendings()]
+            self._decoder.reset()
+            rows = [p for p in rows if not p.done.is_set()]
+            if isinstance(exc, Exception):
+                self._fail(rows, exc)
+            else:  # cancelled: the worker is closing
+                for pending in rows:
+                    pending.resolve(error=WorkerError("worker closed while the request ran"))
+            raise
+        now = time.perf_counter()
+        self._generate_seconds += now - start
+        for row in done:
+            if row.error is not None:
+                self._fail([row.pending], row.error)
+            elif row.finish:  # "" = its caller gave up: nobody waits for a result
+                self._resolve(
+                    row.pending,
+                    self._completion(row.pending, row.tokens, row.finish, row.expert_load),
+                    now,
+                )
+
+    def _fail(self, rows: list[Pending], exc: BaseException) -> None:
+        self._counts["failed_requests"] += len(rows)
+        for pending in rows:  # one exception object per caller: tracebacks differ
+            error = WorkerError(f"generate failed: {exc!r}", worker=self._name)
+            error.__cause__ = exc
+            pending.resolve(error=error)
+
+    def _resolve(self, pending: Pending, completion: Completion, now: float) -> None:
+        completion.latency = now - pending.arrived
+        self._counts["prompt_tokens"] += completion.usage.prompt_tokens
+        self._counts["completion_tokens"] += completion.usage.completion_tokens
+        pending.resolve(result=completion)
+
+    async def _run_groups(self, batch: list[Pending]) -> None:
+        """The `generate` path, for models the decode engine does not serve (`decode.supports`):
+        one padded `generate` per sampling group."""
         groups: dict[Any, list[Pending]] = {}
         for pending in batch:
             groups.setdefault(group_key(pending.request.sampling, pending), []).append(pending)
@@ -313,79 +387,28 @@ class TransformersWorker:
             try:
                 results = await anyio.to_thread.run_sync(self._generate, group)
             except Exception as exc:
-                self._counts["failed_requests"] += len(group)
-                for pending in group:  # one exception object per caller: tracebacks differ
-                    error = WorkerError(f"generate failed: {exc!r}", worker=self._name)
-                    error.__cause__ = exc
-                    pending.resolve(error=error)
+                self._fail(group, exc)
                 continue
             now = time.perf_counter()
             self._generate_seconds += now - start
             for pending, completion in zip(group, results, strict=True):
-                completion.latency = now - pending.arrived
-                self._counts["prompt_tokens"] += completion.usage.prompt_tokens
-                self._counts["completion_tokens"] += completion.usage.completion_tokens
-                pending.resolve(result=completion)
+                self._resolve(pending, completion, now)
 
     def _generate(self, rows: list[Pending]) -> list[Completion]:
         """One left-padded `generate` over `rows` (same sampling group); runs in a thread."""
-        width = max(len(p.prompt_ids) for p in rows)
-        input_ids = torch.full((len(rows), width), self._pad, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for i, pending in enumerate(rows):
-            n = len(pending.prompt_ids)
-            input_ids[i, width - n :] = torch.tensor(pending.prompt_ids)
-            attention_mask[i, width - n :] = 1
-        sampling = rows[0].request.sampling
-        recorder = self._recorder
-        if recorder is not None:
-            recorder.start()
-        try:
-            with seeded(sampling, self.device), torch.inference_mode():
-                output = self._model.generate(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=attention_mask.to(self.device),
-                    stopping_criteria=StoppingCriteriaList([RowStop(width, rows, self.tokenizer)]),
-                    **self._generate_kwargs(sampling, max(p.max_tokens for p in rows)),
-                )
-        except BaseException:
-            if recorder is not None:
-                recorder.cancel()
-            raise
-        kept = [
-            cut_row(output[i, width:].tolist(), p, self._eos, self._decode)
-            for i, p in enumerate(rows)
-        ]
-        loads: list[Any] = [None] * len(rows)
-        if recorder is not None:
-            # The last kept token was produced but never fed back through the model.
-            spans = [
-                RowSpan(width - len(p.prompt_ids), width + len(tokens) - 1)
-                for p, (tokens, _) in zip(rows, kept, strict=True)
-            ]
-            loads = recorder.stop(len(rows), spans)
+        kept = generate_rows(
+            self._model,
+            rows,
+            pad=self._pad,
+            eos=self._eos,
+            device=self.device,
+            tokenizer=self.tokenizer,
+            recorder=self._recorder,
+        )
         return [
             self._completion(p, tokens, finish, load)
-            for p, (tokens, finish), load in zip(rows, kept, loads, strict=True)
+            for p, (tokens, finish, load) in zip(rows, kept, strict=True)
         ]
-
-    def _generate_kwargs(self, sampling: Sampling, max_new_tokens: int) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "pad_token_id": self._pad,
-            "eos_token_id": self._eos,
-            "use_cache": True,
-        }
-        if sampling.temperature == 0:
-            return {**kwargs, "do_sample": False}
-        # top_k=0 turns off the library's default top-k: the request's top_p is the only filter.
-        return {
-            **kwargs,
-            "do_sample": True,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-            "top_k": 0,
-        }
 
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)

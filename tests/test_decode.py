@@ -1,0 +1,285 @@
+"""The decode engine (`rolepool.pools.decode`) against `model.generate`: greedy rows equal
+`generate` token for token (mixed prompt lengths, per-row max_tokens and stop strings, rows
+admitted while others decode), expert telemetry keeps its sum invariant and does not depend on
+the batch, seeded rows do not depend on their partners, and models it cannot serve fall back to
+`generate`.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import anyio
+import pytest
+import torch
+from test_transformers_worker import PROMPTS, _relive, gather, req
+
+from rolepool.core import Message, Request, Sampling
+from rolepool.pools.batching import Pending, cut_row
+from rolepool.pools.decode import Decoder, supports
+from rolepool.pools.transformers_worker import TransformersWorker
+
+pytestmark = pytest.mark.anyio
+
+TOOLISH = [
+    "find the docs about mixture of experts routing and summarise them",
+    "plan",
+    '{"name": "search_docs", "arguments": {"query": "kv cache"}}',
+    "write a short report section on the expert load of layer 3 " * 2,
+    "x",
+]
+
+
+@pytest.fixture(scope="module")
+def lively_dense(tiny_dense_dir, tmp_path_factory):
+    return _relive(tiny_dense_dir, tmp_path_factory.mktemp("decode") / "lively-dense")
+
+
+@pytest.fixture(scope="module")
+def lively_moe(tiny_moe_dir, tmp_path_factory):
+    return _relive(tiny_moe_dir, tmp_path_factory.mktemp("decode") / "lively-moe")
+
+
+@pytest.fixture
+def models(lively_dense, lively_moe):
+    return {"lively-dense": lively_dense, "lively-moe": lively_moe}
+
+
+def loaded(model) -> TransformersWorker:
+    worker = TransformersWorker(model)
+    worker._load_sync()
+    assert worker._decoder is not None
+    return worker
+
+
+def pending(worker: TransformersWorker, request: Request) -> Pending:
+    ids = worker._prompt_ids(request)
+    return Pending(request, ids, worker._max_tokens(request, len(ids)))
+
+
+def drain(decoder: Decoder, new: list[Pending], yield_now=lambda: False) -> dict:
+    done = {}
+    while new or decoder.active:
+        for row in decoder.run(new, yield_now):
+            assert row.error is None, row.error
+            done[id(row.pending)] = row
+        new = []
+    return done
+
+
+def generate_alone(worker: TransformersWorker, p: Pending) -> list[int]:
+    """`model.generate` on the prompt alone, cut like the worker cuts (EOS, max_tokens, stop)."""
+    ids = torch.tensor([p.prompt_ids])
+    with torch.inference_mode():
+        out = worker._model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=p.max_tokens,
+            eos_token_id=worker._eos,
+            pad_token_id=worker._pad,
+        )
+    tokens, _ = cut_row(out[0, ids.shape[1] :].tolist(), p, worker._eos, worker._decode)
+    return tokens
+
+
+def requests_for(texts: list[str], **sampling) -> list[Request]:
+    return [
+        Request(
+            messages=[Message(role="user", content=t)],
+            sampling=Sampling(
+                max_tokens=sampling.get("max_tokens", 6 + 3 * i),
+                **{k: v for k, v in sampling.items() if k != "max_tokens"},
+            ),
+        )
+        for i, t in enumerate(texts)
+    ]
+
+
+@pytest.mark.parametrize("name", ["lively-dense", "lively-moe", "dense-s1", "moe-s1"])
+async def test_greedy_rows_equal_generate_token_for_token(name, models):
+    worker = loaded(models.get(name, name))
+    texts = PROMPTS if "lively" in name else TOOLISH * 2
+    rows = [pending(worker, r) for r in requests_for(texts)]
+    assert len({len(p.prompt_ids) for p in rows}) > 3, "prompts of mixed lengths"
+    done = drain(worker._decoder, rows)
+    for p in rows:
+        assert done[id(p)].tokens == generate_alone(worker, p)
+    if "lively" in name:
+        assert len({tuple(done[id(p)].tokens) for p in rows}) > 1
+
+
+@pytest.mark.parametrize("name", ["lively-dense", "lively-moe"])
+async def test_stop_strings_cut_rows_where_generate_output_is_cut(name, models):
+    worker = loaded(models[name])
+    probe = pending(worker, requests_for(PROMPTS[1:2], max_tokens=12)[0])
+    full = worker._decode(generate_alone(worker, probe))
+    stops = [full[4:6], full[len(full) // 2 : len(full) // 2 + 3], "never-in-text"]
+    rows = [pending(worker, requests_for(PROMPTS[1:2], max_tokens=12, stop=[s])[0]) for s in stops]
+    done = drain(worker._decoder, rows)
+    for p, stop in zip(rows, stops, strict=True):
+        row = done[id(p)]
+        assert row.tokens == generate_alone(worker, p)
+        assert row.finish == ("length" if stop == "never-in-text" else "stop")
+        completion = worker._completion(p, row.tokens, row.finish, row.expert_load)
+        assert completion.text == (full if stop == "never-in-text" else full[: full.find(stop)])
+
+
+@pytest.mark.parametrize("name", ["lively-dense", "lively-moe"])
+async def test_rows_admitted_while_others_decode_match_generate(name, models):
+    worker = loaded(models[name])
+    decoder = worker._decoder
+    first = [pending(worker, r) for r in requests_for(PROMPTS[:3], max_tokens=20)]
+    # The second wave holds a prompt longer than the running batch: the batch is re-padded.
+    later = [pending(worker, r) for r in requests_for([PROMPTS[2] * 2, "x", PROMPTS[4]])]
+    steps = 0
+
+    def after_three_steps() -> bool:
+        nonlocal steps
+        steps += 1
+        return steps > 3
+
+    done = {id(r.pending): r for r in decoder.run(first, after_three_steps)}
+    assert decoder.active == 3 and not done
+    widths = [decoder.batch.width]
+    done |= drain(decoder, later, lambda: widths.append(decoder.batch.width) or False)
+    assert max(widths) > widths[0], "the longer newcomer widened the batch"
+    for p in first + later:
+        assert done[id(p)].tokens == generate_alone(worker, p)
+    if name == "lively-moe":
+        config = worker.config
+        for p in first + later:
+            row = done[id(p)]
+            alone = drain(decoder, [pending(worker, p.request)])
+            assert row.expert_load == next(iter(alone.values())).expert_load
+            processed = len(p.prompt_ids) + len(row.tokens) - 1
+            assert [sum(layer) for layer in row.expert_load] == [
+                processed * config.num_experts_per_tok
+            ] * config.num_hidden_layers
+
+
+async def test_padding_no_row_needs_is_trimmed(lively_dense):
+    worker = loaded(lively_dense)
+    decoder = worker._decoder
+    long, short = requests_for([PROMPTS[2] * 2, "x"], max_tokens=30)
+    long.sampling.max_tokens = 2
+    rows = [pending(worker, long), pending(worker, short)]
+    decoder.run(rows, lambda: False)  # the long row leaves after 2 tokens
+    assert decoder.active == 1
+    # The short row's prompt and its first token (fed back); its second is not fed yet.
+    assert decoder.batch.width == len(rows[1].prompt_ids) + 1
+    assert len(decoder.batch.rows[0].tokens) == 2
+    assert int(decoder.batch.pad[0]) == 0
+
+
+async def test_seeded_rows_do_not_depend_on_their_partners(lively_moe):
+    worker = loaded(lively_moe)
+    decoder = worker._decoder
+
+    def seeded(seed: int) -> Pending:
+        r = requests_for([PROMPTS[2]], max_tokens=12, temperature=1.3, seed=seed)[0]
+        return pending(worker, r)
+
+    alone = [drain(decoder, [p])[id(p)].tokens for p in (seeded(1), seeded(2))]
+    assert alone[0] != alone[1]
+    partners = [pending(worker, r) for r in requests_for(PROMPTS[:4], temperature=0.9, top_p=0.8)]
+    mixed = [seeded(2), *partners, seeded(1), pending(worker, req(PROMPTS[5]))]
+    done = drain(decoder, mixed)
+    assert [done[id(mixed[-2])].tokens, done[id(mixed[0])].tokens] == alone
+    # top_p so small that only the most likely token survives: sampling equals greedy.
+    narrow = pending(worker, requests_for([PROMPTS[1]], temperature=2.0, top_p=1e-6)[0])
+    greedy = pending(worker, requests_for([PROMPTS[1]])[0])
+    both = drain(decoder, [narrow, greedy])
+    assert both[id(narrow)].tokens == both[id(greedy)].tokens
+
+
+async def test_worker_admits_a_request_while_another_decodes(lively_dense):
+    worker = TransformersWorker(lively_dense, max_wait_ms=0)
+    await worker.load()
+    long, short = req(PROMPTS[1], max_tokens=60), req(PROMPTS[3], max_tokens=3)
+    alone = [await worker.complete(r) for r in (long, short)]
+    order: list[str] = []
+
+    async def run(label: str, request: Request, delay: float) -> None:
+        await anyio.sleep(delay)
+        if label == "short":
+            with anyio.fail_after(30):
+                while worker.stats["decode_steps"] < steps_before + 3:
+                    await anyio.sleep(0.001)
+        result = await worker.complete(request)
+        order.append(label)
+        assert result.text == alone[0 if label == "long" else 1].text
+
+    steps_before = worker.stats["decode_steps"]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, "long", long, 0)
+        tg.start_soon(run, "short", short, 0)
+    assert order == ["short", "long"], "the short request joined the running batch and left first"
+    assert worker.stats["batch_sizes"][1] == 4  # every admission held one request
+    await worker.aclose()
+
+
+async def test_a_caller_giving_up_mid_decode_does_not_kill_the_batch(lively_dense):
+    worker = TransformersWorker(lively_dense, max_wait_ms=50)
+    await worker.load()
+    keep = req(PROMPTS[4], max_tokens=20)
+    expected = (await worker.complete(keep)).text
+    results: list = []
+
+    async def impatient() -> None:
+        with anyio.move_on_after(0.2):
+            await worker.complete(req(PROMPTS[1], max_tokens=1000))
+
+    async def patient() -> None:
+        results.append(await worker.complete(keep))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(impatient)
+        tg.start_soon(patient)
+    assert results[0].text == expected and worker.stats["cancelled"] == 1
+    with anyio.fail_after(30):
+        while worker._decoder.active:
+            await anyio.sleep(0.01)
+    assert worker.stats["requests"] == 3 and worker.stats["failed_requests"] == 0
+    await worker.aclose()
+
+
+async def test_a_model_the_engine_cannot_serve_falls_back_to_generate(tiny_dense_dir, tmp_path):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    target = tmp_path / "sliding"
+    shutil.copytree(tiny_dense_dir, target)
+    (target / "model.safetensors").unlink()
+    config = MistralConfig.from_pretrained(tiny_dense_dir)
+    config = MistralConfig(**{**config.to_dict(), "model_type": "mistral", "sliding_window": 8})
+    MistralForCausalLM(config).save_pretrained(target)
+    worker = TransformersWorker(target, max_wait_ms=50)
+    await worker.load()
+    assert not supports(worker._model) and worker._decoder is None
+    results = await gather(worker, [req(p, max_tokens=4) for p in PROMPTS[:3]])
+    assert all(r.usage.completion_tokens >= 1 for r in results)
+    assert worker.stats["generate_calls"] == 1
+    await worker.aclose()
+
+
+async def test_closing_the_worker_fails_the_rows_still_decoding(lively_dense):
+    from rolepool.core import WorkerError
+
+    worker = TransformersWorker(lively_dense, max_wait_ms=0)
+    await worker.load()
+    outcome: list = []
+
+    async def caller() -> None:
+        try:
+            outcome.append(await worker.complete(req(PROMPTS[1], max_tokens=1000)))
+        except WorkerError as exc:
+            outcome.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        with anyio.fail_after(30):
+            while worker.stats["decode_steps"] < 3:
+                await anyio.sleep(0.001)
+        await worker.aclose()
+    assert isinstance(outcome[0], WorkerError) and "closed" in str(outcome[0])
+    assert worker._decoder.active == 0
