@@ -272,17 +272,21 @@ async def test_in_process_worker_dying_mid_batch_fails_over_and_recovers(tiny_de
 
     local = TransformersWorker(tiny_dense_dir, name="tiny")
     await local.load()
-    real_generate = local._generate
+    # The decode engine's step (or, for models it does not serve, `generate`) really runs for the
+    # whole batch, then the worker "dies": every row in flight fails at once.
+    engine = local._decoder
+    target, attr = (engine, "_step") if engine is not None else (local, "_generate")
+    real = getattr(target, attr)
     dies = {"armed": True}
 
-    def generate(rows):
+    def dying(*args):
         if dies["armed"]:
             dies["armed"] = False
-            real_generate(rows)  # the batch really ran ...
+            real(*args)  # the batch really ran ...
             raise RuntimeError("worker process lost its device")  # ... and died at the end
-        return real_generate(rows)
+        return real(*args)
 
-    local._generate = generate
+    setattr(target, attr, dying)
     routes = {"coder": Route(choices=[Choice(worker="tiny")], fallbacks=["backup"])}
     backup = FunctionWorker(lambda r: "from the backup", name="backup")
     # A high threshold keeps the breaker closed, so the last request shows the worker itself
