@@ -18,7 +18,7 @@ import pytest
 from serving import running
 
 from rolepool import Agent, FunctionWorker, ScriptedWorker, ToolCall, tool
-from rolepool.core import Message, Request, ToolSpec, WorkerError
+from rolepool.core import Message, Request, RequestRefused, ToolSpec, WorkerError
 from rolepool.core.requests import Sampling
 from rolepool.pools.openai_worker import OpenAIWorker
 from rolepool.pools.server import bind
@@ -164,6 +164,24 @@ async def test_client_error_is_not_retried_and_the_key_never_shows():
     assert "HTTP 401" in str(err.value) and "API key" in str(err.value)
     assert "wrong-key-123" not in str(err.value) and "right-key" not in str(err.value)
     assert worker.requests == []
+
+
+async def test_a_request_the_server_refuses_comes_back_as_request_refused():
+    """A served worker's `RequestRefused` (a prompt over its context) is a 400 over HTTP, and the
+    client raises `RequestRefused` again, so a client-side pool fails over without blaming the
+    server; it is not retried."""
+
+    def short_context(request):
+        raise RequestRefused("prompt of 900 tokens does not fit the model's context of 512")
+
+    worker = FunctionWorker(short_context, name="short")
+    async with running(worker) as url:
+        remote = OpenAIWorker(url, "tiny", name="remote", max_retries=3, backoff=0.01)
+        with pytest.raises(RequestRefused) as err:
+            await remote.complete(ask())
+        await remote.aclose()
+    assert len(worker.requests) == 1
+    assert "HTTP 400" in str(err.value) and "context of 512" in str(err.value)
 
 
 async def test_api_key_from_the_environment(monkeypatch):

@@ -14,6 +14,7 @@ from rolepool.core import (
     ConfigError,
     Message,
     Request,
+    RequestRefused,
     UserError,
     WorkerError,
     WorkerInfo,
@@ -422,3 +423,25 @@ async def test_aclose_closes_workers_that_can_be_closed():
     async with Pool([Closable(str, name="a"), ok("b")], policy()):
         pass
     assert closed == ["a"]
+
+
+async def test_a_refused_request_fails_over_without_opening_the_breaker():
+    """A prompt over one worker's context says nothing about that worker's health: the pool
+    tries the next one, and no number of refusals opens the breaker."""
+
+    def short_context(request: Request) -> str:
+        raise RequestRefused("prompt of 900 tokens does not fit the model's context of 512")
+
+    pool = Pool(
+        [FunctionWorker(short_context, name="a"), ok("b")],
+        policy(),
+        breaker=BreakerSettings(failure_threshold=2),
+    )
+    events, capture = captured()
+    with capture:
+        answers = [await pool.complete(request()) for _ in range(5)]
+    assert {c.worker for c in answers} == {"b"}
+    stats = pool.stats["a"]
+    assert (stats["refused"], stats["failures"], stats["breaker"]) == (5, 0, "closed")
+    failovers = [e for e in events if e.type == "pool.failover"]
+    assert len(failovers) == 5 and "RequestRefused" in failovers[0].error

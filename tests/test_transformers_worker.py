@@ -14,7 +14,16 @@ import anyio
 import pytest
 import torch
 
-from rolepool.core import ConfigError, Message, Request, Sampling, ToolCall, ToolSpec, WorkerError
+from rolepool.core import (
+    ConfigError,
+    Message,
+    Request,
+    RequestRefused,
+    Sampling,
+    ToolCall,
+    ToolSpec,
+    WorkerError,
+)
 from rolepool.core.emit import current_emitter, emitting
 from rolepool.pools.transformers_worker import TransformersWorker, _chat_messages
 from rolepool.pools.worker import Worker
@@ -388,6 +397,6 @@ async def test_a_prompt_longer_than_the_context_fails_alone(lively_dense_dir):
     worker = TransformersWorker(lively_dense_dir, max_wait_ms=50)
     too_long = req("plan the work " * 400)
     results = await gather(worker, [too_long, req("plan"), req("x")])
-    assert isinstance(results[0], WorkerError) and "context" in str(results[0])
+    assert isinstance(results[0], RequestRefused) and "context" in str(results[0])
     assert all(r.usage.completion_tokens >= 1 for r in results[1:])
     await worker.aclose()

@@ -40,6 +40,12 @@ class WorkerError(RolepoolError):
         super().__init__(f"worker {worker!r}: {message}" if worker else message)
 
 
+class RequestRefused(WorkerError):
+    """The worker is healthy but cannot serve this request: a prompt longer than its context, a
+    body over a server's limit, a request the server calls malformed. A pool tries the next worker
+    (it may have a longer context) without counting this against the worker's breaker."""
+
+
 class ToolError(RolepoolError):
     """A tool failed while running. Inside the run loop this goes back to the model instead."""
 

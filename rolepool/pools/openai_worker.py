@@ -27,6 +27,7 @@ from rolepool.core import (
     Completion,
     ConfigError,
     Request,
+    RequestRefused,
     ToolCall,
     Usage,
     WorkerError,
@@ -36,6 +37,7 @@ from rolepool.pools.openai_wire import redact, utf8_safe
 from rolepool.tools.parsing import parse_tool_calls
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_REFUSED_STATUSES = frozenset({400, 413, 422})
 _MAX_ERROR_CHARS = 500
 _ARCHITECTURES = ("moe", "dense")
 _HEADER_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -188,6 +190,9 @@ class OpenAIWorker:
         if response.status_code in _RETRY_STATUSES or response.status_code >= 500:
             message = f"HTTP {response.status_code}: {self._server_message(response)}"
             raise _Retryable(message, _retry_after(response))
+        if response.status_code in _REFUSED_STATUSES:  # the request, not the server, is at fault
+            message = f"HTTP {response.status_code}: {self._server_message(response)}"
+            raise RequestRefused(self._redact(message), worker=self._info.name)
         if response.status_code != 200:
             raise self._error(f"HTTP {response.status_code}: {self._server_message(response)}")
         try:

@@ -21,7 +21,15 @@ from typing import Any
 
 import anyio
 
-from rolepool.core import Completion, ConfigError, Request, UserError, WorkerError, WorkerInfo
+from rolepool.core import (
+    Completion,
+    ConfigError,
+    Request,
+    RequestRefused,
+    UserError,
+    WorkerError,
+    WorkerInfo,
+)
 from rolepool.core.emit import emit
 from rolepool.core.events import PoolFailover, PoolRouted
 from rolepool.pools.breaker import BreakerSettings, CircuitBreaker, Clock
@@ -32,7 +40,8 @@ from rolepool.pools.worker import Worker
 @dataclass
 class WorkerStats:
     """Counters for one worker, read by `/metrics`. `requests` counts calls that reached the
-    worker; `rejected` those turned away by its open breaker."""
+    worker; `rejected` those turned away by its open breaker; `refused` those the worker could
+    not serve though healthy (`RequestRefused`, e.g. a prompt over its context)."""
 
     requests: int = 0
     successes: int = 0
@@ -40,6 +49,7 @@ class WorkerStats:
     timeouts: int = 0
     failovers: int = 0
     rejected: int = 0
+    refused: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -257,6 +267,10 @@ class Pool:
                 # Queued behind the concurrency limit: the worker is busy, not broken.
                 breaker.release()
                 return f"no free slot within request_timeout={self.request_timeout:g}s"
+            if isinstance(exc, RequestRefused):  # the request, not the worker: no breaker verdict
+                breaker.release()
+                stats.refused += 1
+                return f"RequestRefused: {exc}"
             if isinstance(exc, TimeoutError) and deadline.cancel_called:
                 stats.timeouts += 1
                 error = f"no completion within request_timeout={self.request_timeout:g}s"

@@ -40,7 +40,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rolepool.core import Completion, Request, RolepoolError, UserError, WorkerError
+from rolepool.core import (
+    Completion,
+    Request,
+    RequestRefused,
+    RolepoolError,
+    UserError,
+    WorkerError,
+)
 from rolepool.pools.metrics import CONTENT_TYPE, ServerMetrics
 from rolepool.pools.openai_wire import (
     ApiError,
@@ -212,7 +219,7 @@ class _Service:
         if isinstance(exc, TimeoutError):
             message = f"worker {name!r}: no completion within {self.request_timeout:g}s"
             return ApiError(504, message, "timeout", worker=name, worker_failure=True)
-        if isinstance(exc, UserError):
+        if isinstance(exc, UserError | RequestRefused):
             return ApiError(400, str(exc))
         if isinstance(exc, RolepoolError):
             worker = (exc.worker if isinstance(exc, WorkerError) else None) or name

@@ -31,6 +31,7 @@ from rolepool.core import (
     Completion,
     ConfigError,
     Request,
+    RequestRefused,
     Usage,
     WorkerError,
     WorkerInfo,
@@ -300,7 +301,7 @@ class TransformersWorker:
         that cannot fit fails alone here, instead of failing the whole batch inside generate."""
         context = getattr(self.config, "max_position_embeddings", None) or 1 << 30
         if prompt_len >= context:
-            raise WorkerError(
+            raise RequestRefused(
                 f"prompt of {prompt_len} tokens does not fit the model's context of {context}",
                 worker=self._name,
             )
