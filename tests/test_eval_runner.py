@@ -8,7 +8,7 @@ import json
 import anyio
 import pytest
 
-from rolepool.core import Completion, Message, Request, WorkerError
+from rolepool.core import Completion, Message, Request, RequestRefused, WorkerError
 from rolepool.evals.cases import Case, ExpectedCall
 from rolepool.evals.results import ResultsFile
 from rolepool.evals.runner import Target, run_case, run_eval
@@ -231,3 +231,30 @@ def test_worker_failures_are_recorded_and_retried_on_the_next_run(tmp_path):
         latest = results.latest()
         assert len(latest) == 4 and all(r["error"] is None for r in latest)
         assert len(results.done()) == 4
+
+
+def test_a_case_the_worker_refuses_is_a_failure_for_good(tmp_path):
+    """A prompt over the model's context will not fit next time either: scored as a failure,
+    recorded as `refused`, and not run again on resume."""
+    cases = [case(id=f"c{i}") for i in range(3)]
+
+    def short_context(request: Request) -> str:
+        if len(short_context.calls) == 1:
+            short_context.calls.append(request)
+            raise RequestRefused("prompt of 900 tokens does not fit the context of 512")
+        short_context.calls.append(request)
+        return call("get_weather", city="Paris", days=2)
+
+    short_context.calls = []
+    worker = FunctionWorker(short_context)
+    with ResultsFile(tmp_path) as results:
+        counts = anyio.run(
+            lambda: run_eval(cases, [Target("w", worker)], results, store=None, concurrency=1)
+        )
+        assert counts.recorded == 3 and counts.worker_errors == []
+        assert len(counts.refused) == 1 and "context of 512" in counts.refused[0]
+        refused = [r for r in results.records if r["error_kind"] == "refused"]
+        assert len(refused) == 1 and refused[0]["scores"]["exact"] is False
+        assert len(results.done()) == 3
+        again = anyio.run(lambda: run_eval(cases, [Target("w", worker)], results, store=None))
+    assert again.recorded == 0 and len(short_context.calls) == 3

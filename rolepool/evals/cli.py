@@ -259,6 +259,13 @@ def _run_models(cases, targets, results, outdir: Path, args, out) -> int:
             return 130
         finally:
             store.close()
+    refused = counts[0].refused if counts else []
+    if refused:
+        out.print(
+            f"[yellow]{len(refused)} cases did not fit their model (e.g. a prompt over its "
+            f"context): scored as failures, not retried. First: {refused[0]}[/]",
+            highlight=False,
+        )
     failed = counts[0].worker_errors if counts else []
     if failed:
         out.print(

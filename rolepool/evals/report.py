@@ -82,6 +82,11 @@ def key_findings(summary: dict[str, Any]) -> list[str]:
                 f"{name}: {o['worker_errors']} of {o['n']} cases failed in the worker (counted "
                 "as failures; the same command run again retries them)."
             )
+        if o.get("refused"):
+            lines.append(
+                f"{name}: {o['refused']} of {o['n']} cases did not fit the model (a prompt over "
+                "its context; counted as failures, not retried)."
+            )
     pairs = [c for c in summary["comparisons"] if c["kind"] == "workers"]
     quiet = sum(c["verdict"] == "no detectable difference" for c in pairs)
     if pairs and quiet:

@@ -23,7 +23,15 @@ from typing import Any
 
 import anyio
 
-from rolepool.core import Event, Message, RolepoolError, ToolCall, UserError, WorkerError
+from rolepool.core import (
+    Event,
+    Message,
+    RequestRefused,
+    RolepoolError,
+    ToolCall,
+    UserError,
+    WorkerError,
+)
 from rolepool.core.events import ModelCompleted, ModelRequested, ToolCallInvalid, ToolCallParsed
 from rolepool.evals.cases import Attempt, Case, Prediction
 from rolepool.evals.expert_stats import merge_counts
@@ -149,7 +157,7 @@ async def run_case(
         await execute(scope, task, body, label=spec.name)
     except RolepoolError as exc:
         error = f"{type(exc).__name__}: {exc}"
-        kind = "worker" if isinstance(exc, WorkerError) else "run"
+        kind = _error_kind(exc)
     wall = time.perf_counter() - t0
     prediction = prediction_from_events(events, error)
     line = result_line(
@@ -157,6 +165,15 @@ async def run_case(
     )
     line["error_kind"] = kind
     return line
+
+
+def _error_kind(exc: RolepoolError) -> str:
+    """`refused`: the case cannot be served by this model (a prompt over its context) and running
+    it again will not change that; `worker`: the worker failed and a re-run retries the case;
+    `run`: the model's own behaviour ended the run (scored as it is)."""
+    if isinstance(exc, RequestRefused):
+        return "refused"
+    return "worker" if isinstance(exc, WorkerError) else "run"
 
 
 def result_line(
@@ -226,6 +243,7 @@ class EvalCounts:
 
     recorded: int = 0
     worker_errors: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # prompts over a model's context
 
 
 async def run_eval(
@@ -242,8 +260,9 @@ async def run_eval(
 
     Each line is appended the moment its case finishes; a cancelled case writes nothing, so an
     interrupted eval leaves only complete lines and resumes where it stopped. A case whose worker
-    failed (`WorkerError`: a server down, a timeout, a prompt over the model's context) is
-    recorded as a failure with `error_kind: "worker"`, and the next run retries it."""
+    failed (`WorkerError`: a server down, a timeout) is recorded as a failure with
+    `error_kind: "worker"`, and the next run retries it; a case the worker refused
+    (`RequestRefused`: a prompt over the model's context) is a failure for good (`"refused"`)."""
     done = results.done()
     todo: dict[str, list[Case]] = {
         t.name: [c for c in cases if (c.suite, c.id, t.name) not in done] for t in targets
@@ -257,6 +276,8 @@ async def run_eval(
         counts.recorded += 1
         if line["error_kind"] == "worker":
             counts.worker_errors.append(f"{target.name} on {case.id}: {line['error']}")
+        elif line["error_kind"] == "refused":
+            counts.refused.append(f"{target.name} on {case.id}: {line['error']}")
         if on_result is not None:
             on_result(line)
 

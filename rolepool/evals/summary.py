@@ -93,6 +93,7 @@ def group_stats(records: Sequence[Record]) -> dict[str, Any]:
     out["tokens_per_s"] = completion / busy if busy > 0 else None
     out["errors"] = sum(1 for r in records if r.get("error"))
     out["worker_errors"] = sum(1 for r in records if r.get("error_kind") == "worker")
+    out["refused"] = sum(1 for r in records if r.get("error_kind") == "refused")
     return out
 
 
