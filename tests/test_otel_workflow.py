@@ -94,3 +94,24 @@ async def test_workflow_spans(memory, tmp_path):
         assert chat.attributes["rolepool.worker"] == "up"
         failovers = [e for e in chat.events if e.name == "rolepool.pool.failover"]
         assert len(failovers) == 1 and failovers[0].attributes["rolepool.from_worker"] == "down"
+
+
+async def test_approval_is_a_span_event_on_the_tool_call_it_held_up(memory, tmp_path):
+    from rolepool import Agent, ScriptedWorker, ToolCall, tool
+
+    @tool(needs_approval=True)
+    def deploy(target: str) -> str:
+        """Deploy to a target."""
+        return f"deployed to {target}"
+
+    worker = ScriptedWorker([ToolCall(id="d1", name="deploy", arguments={"target": "prod"}), "ok"])
+    await Agent("ops", tools=[deploy]).run(
+        "ship it", worker=worker, workspace=tmp_path, approver=lambda request: False
+    )
+    span = next(s for s in memory.get_finished_spans() if s.name == "execute_tool deploy")
+    names = [e.name for e in span.events]
+    assert names == ["rolepool.approval.requested", "rolepool.approval.resolved"]
+    resolved = span.events[1].attributes
+    assert resolved["rolepool.approved"] is False and resolved["gen_ai.tool.call.id"] == "d1"
+    assert "gen_ai.tool.call.arguments" not in span.events[0].attributes  # privacy by default
+    assert span.status.status_code == StatusCode.ERROR  # refused: never executed

@@ -231,6 +231,23 @@ class OTelExporter:
             self._content(span, "rolepool.tool.call.raw", _clip(event.raw))
         self._end(event, "; ".join(event.errors) or event.kind, f"invalid_call.{event.kind}")
 
+    def _approval(self, event: ev.ApprovalRequested | ev.ApprovalResolved) -> None:
+        """The wait for a human is a moment inside the tool call it holds up (same span id)."""
+        span = self._open.get(event.span_id)
+        if span is None:
+            return
+        attrs: dict[str, Any] = {
+            "gen_ai.tool.name": event.tool,
+            "gen_ai.tool.call.id": event.call_id,
+        }
+        if isinstance(event, ev.ApprovalResolved):
+            attrs.update({"rolepool.approved": event.approved, "rolepool.waited_s": event.waited})
+            if event.reason:
+                attrs["rolepool.reason"] = event.reason
+        elif self.record_content:
+            attrs["gen_ai.tool.call.arguments"] = json.dumps(event.arguments)
+        span.add_event(f"rolepool.{event.type}", attributes=attrs, timestamp=_ns(event.ts))
+
     def _tool_started(self, event: ev.ToolStarted) -> None:
         if event.span_id not in self._open:  # a tool started without a parse event
             self._start(event, f"execute_tool {event.tool}", _tool_attributes(event))
@@ -290,6 +307,8 @@ _HANDLERS: dict[str, Callable[[OTelExporter, Any], None]] = {
     "agent.finished": OTelExporter._agent_finished,
     "model.requested": OTelExporter._model_requested,
     "model.completed": OTelExporter._model_completed,
+    "approval.requested": OTelExporter._approval,
+    "approval.resolved": OTelExporter._approval,
     "tool.call.parsed": OTelExporter._tool_parsed,
     "tool.call.invalid": OTelExporter._tool_invalid,
     "tool.started": OTelExporter._tool_started,
