@@ -99,3 +99,17 @@ def test_roles_beyond_the_bound_are_counted_as_other():
     metrics = RunMetrics()
     labels = {metrics._role(f"r{i}") for i in range(40)}
     assert "other" in labels and len(labels) == 33
+
+
+async def test_snapshot_includes_the_pool_members_live_stats():
+    class Counting(FunctionWorker):
+        @property
+        def stats(self):
+            return {"queue_depth": 3, "batch_sizes": {1: 2, 4: 1}}
+
+    pool = coder_pool(Counting(lambda r: "hi", name="b"))
+    pool_stats = RunMetrics(pool).snapshot()["pool"]
+    assert pool_stats["members"]["b"] == {"queue_depth": 3, "batch_sizes": {1: 2, 4: 1}}
+    assert pool_stats["b"]["breaker"] == "closed"  # the pool's own per-member counters
+    text = RunMetrics(pool).render().decode()
+    assert 'rolepool_worker_queue_depth{worker="b"} 3.0' in text

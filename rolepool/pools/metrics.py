@@ -73,7 +73,7 @@ class ServerMetrics:
             ["reason"],
             registry=reg,
         )
-        reg.register(_StatsCollector(worker))
+        reg.register(StatsCollector(worker))
 
     def role_label(self, role: str | None) -> str:
         """A bounded label for a client-supplied role."""
@@ -99,7 +99,7 @@ class ServerMetrics:
         return out
 
 
-class _StatsCollector:
+class StatsCollector:
     """Exports `stats` of the served worker and of its members at scrape time (see module)."""
 
     def __init__(self, worker: Any) -> None:
@@ -138,17 +138,17 @@ def stat_rows(worker: Any) -> list[Row]:
     `workers`). Numbers become `rolepool_worker_<stat>`; a dict of numbers keyed by integers (a
     batch-size histogram) gets a `bucket` label; a dict of dicts keyed by worker name (a pool's
     per-member counters) becomes `rolepool_pool_<stat>`. Strings and None are skipped."""
-    rows = _own_rows(_name(worker), _read_stats(worker))
+    rows = _own_rows(_name(worker), read_stats(worker))
     members = getattr(worker, "workers", None)
     if callable(members):
         members = members()
     if isinstance(members, Mapping):
         for member_name, member in members.items():
-            rows.extend(_own_rows(str(member_name), _read_stats(member)))
+            rows.extend(_own_rows(str(member_name), read_stats(member)))
     return rows
 
 
-def _read_stats(worker: Any) -> dict[Any, Any]:
+def read_stats(worker: Any) -> dict[Any, Any]:
     stats = getattr(worker, "stats", None)
     if callable(stats):
         stats = stats()

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from rolepool.core import Event
 from rolepool.core import events as ev
-from rolepool.pools.metrics import LATENCY_BUCKETS, _StatsCollector
+from rolepool.pools.metrics import LATENCY_BUCKETS, StatsCollector
 from rolepool.runtime import run as run_module
 from rolepool.runtime.expert_health import summarize_expert_load
 from rolepool.runtime.stream import EventStream
@@ -252,7 +252,7 @@ class RunMetrics:
         self._breaker_gauge = breakers
         reg.register(_BreakerCollector(self))
         if self.pool is not None:
-            reg.register(_StatsCollector(self.pool))
+            reg.register(StatsCollector(self.pool))
         return reg
 
 
@@ -274,12 +274,20 @@ class _BreakerCollector:
 
 
 def _pool_stats(pool: Any) -> dict[str, Any]:
+    """The pool's own counters (`stats`) and each member's (`members`: a transformers worker's
+    queue depth, batch sizes, decode steps), read now."""
     if pool is None:
         return {}
-    from rolepool.pools.metrics import _read_stats
+    from rolepool.pools.metrics import read_stats
 
     try:
-        return dict(_read_stats(pool))
+        out: dict[str, Any] = dict(read_stats(pool))
+        members = getattr(pool, "workers", None)
+        if callable(members):
+            members = members()
+        if members:
+            out["members"] = {str(name): dict(read_stats(w)) for name, w in members.items()}
+        return out
     except Exception:  # a broken stats property must not break reading metrics
         return {}
 
