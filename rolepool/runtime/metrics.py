@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from rolepool.core import Event
 from rolepool.core import events as ev
-from rolepool.pools.metrics import LATENCY_BUCKETS, StatsCollector
+from rolepool.pools.metrics import LATENCY_BUCKETS, StatsCollector, read_stats
 from rolepool.runtime import run as run_module
 from rolepool.runtime.expert_health import summarize_expert_load
 from rolepool.runtime.stream import EventStream
@@ -278,8 +278,6 @@ def _pool_stats(pool: Any) -> dict[str, Any]:
     queue depth, batch sizes, decode steps), read now."""
     if pool is None:
         return {}
-    from rolepool.pools.metrics import read_stats
-
     try:
         out: dict[str, Any] = dict(read_stats(pool))
         members = getattr(pool, "workers", None)
