@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -127,6 +128,9 @@ class TransformersWorker:
             raise ConfigError(
                 f"cannot load config/tokenizer from {str(self.path)!r}: {exc}", where="model"
             ) from exc
+        # The context limit is enforced per request (`RequestRefused`, naming both lengths), so
+        # the tokenizer's own "longer than the maximum" warning would only repeat it on stderr.
+        self.tokenizer.model_max_length = sys.maxsize
         if not getattr(self.tokenizer, "chat_template", None):
             raise ConfigError(
                 f"the tokenizer in {str(self.path)!r} has no chat template", where="model"
