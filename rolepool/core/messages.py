@@ -3,10 +3,20 @@ no translation."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_safe(text: str) -> str:
+    """`text` with lone surrogates replaced by U+FFFD. JSON may carry `\\ud800` escapes, and a
+    model's byte-level decoding can cut an emoji in half: code points UTF-8 cannot encode, which
+    would fail the event store or an HTTP answer far from where they came in."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def new_call_id() -> str:

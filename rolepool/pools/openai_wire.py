@@ -19,19 +19,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rolepool.core import Completion, Message, Request, Sampling, ToolCall, ToolSpec
+from rolepool.core.messages import utf8_safe
 from rolepool.tools.parsing import parse_tool_calls
 
 _ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _MIN_SECRET = 8
 _SCALAR_TAGS = frozenset({"str", "int", "float", "bool", "none"})
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def utf8_safe(text: str) -> str:
-    """`text` with lone surrogates replaced by U+FFFD. JSON may carry `\\ud800` escapes that
-    decode to code points UTF-8 cannot encode; one of them in a model's text or a client's
-    message would otherwise fail the answer (or the event store) far from where it came in."""
-    return _SURROGATE.sub("\ufffd", text)
 
 
 def dumps_utf8(value: Any, **options: Any) -> str:

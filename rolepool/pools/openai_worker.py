@@ -33,7 +33,8 @@ from rolepool.core import (
     WorkerError,
     WorkerInfo,
 )
-from rolepool.pools.openai_wire import redact, utf8_safe
+from rolepool.core.messages import utf8_safe
+from rolepool.pools.openai_wire import redact
 from rolepool.tools.parsing import parse_tool_calls
 
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

@@ -3,14 +3,13 @@ call ids that results can be matched by."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
 
 from rolepool.core import Completion, RolepoolError, ToolCall, WorkerError
-from rolepool.core.messages import new_call_id
+from rolepool.core.messages import new_call_id, utf8_safe
 from rolepool.pools.worker import Worker
 
 
@@ -53,29 +52,26 @@ def worker_name(worker: Worker) -> str:
         return type(worker).__name__
 
 
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def unicode_safe(value: Any) -> Any:
-    """`value` with lone surrogates (text no UTF-8 can hold: half an emoji from a model's
-    byte-level decoding) replaced by U+FFFD, in strings at any depth. What a model says must not
-    break the event store or an HTTP answer further down."""
+def utf8_safe_value(value: Any) -> Any:
+    """`value` with `utf8_safe` applied to every string at any depth (call arguments)."""
     if isinstance(value, str):
-        return value if value.isascii() else _SURROGATES.sub("\ufffd", value)
+        return utf8_safe(value)
     if isinstance(value, dict):
-        return {unicode_safe(k): unicode_safe(v) for k, v in value.items()}
+        return {utf8_safe_value(k): utf8_safe_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [unicode_safe(v) for v in value]
+        return [utf8_safe_value(v) for v in value]
     return value
 
 
 def clean_completion(completion: Completion) -> Completion:
-    """The completion with its text and call arguments made `unicode_safe`."""
-    text = unicode_safe(completion.text)
+    """The completion with lone surrogates (half an emoji from a model's byte-level decoding)
+    replaced by U+FFFD in its text and call arguments, so what a model says cannot break the
+    event store further down. The common case, ASCII text and no native calls, costs one check."""
+    if completion.text.isascii() and not completion.tool_calls:
+        return completion
+    text = utf8_safe(completion.text)
     calls = completion.tool_calls and [
-        c.model_copy(update={"name": unicode_safe(c.name), "arguments": unicode_safe(c.arguments)})
+        c.model_copy(update={"name": utf8_safe(c.name), "arguments": utf8_safe_value(c.arguments)})
         for c in completion.tool_calls
     ]
-    if text == completion.text and calls == completion.tool_calls:
-        return completion
     return completion.model_copy(update={"text": text, "tool_calls": calls})

@@ -27,8 +27,8 @@ from rolepool.core import (
 )
 from rolepool.core.emit import emitting
 from rolepool.core.events import RunFailed, RunFinished, RunStarted
+from rolepool.core.messages import utf8_safe
 from rolepool.runtime.approval import Approver
-from rolepool.runtime.failures import unicode_safe
 from rolepool.runtime.limits import Limits
 from rolepool.runtime.store import EventStore, default_store_path
 from rolepool.runtime.stream import EventStream, Subscription
@@ -126,7 +126,7 @@ async def execute(
 ) -> RunResult:
     """Run `body` inside `scope` with the run's deadline; emit the run's first and last event."""
     started = time.perf_counter()
-    task = unicode_safe(task)
+    task = utf8_safe(task)
     scope.emit(
         RunStarted(
             run_id=scope.run_id, span_id=scope.span_id, task=task, agent=label, workflow=workflow
