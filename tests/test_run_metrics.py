@@ -113,3 +113,14 @@ async def test_snapshot_includes_the_pool_members_live_stats():
     assert pool_stats["b"]["breaker"] == "closed"  # the pool's own per-member counters
     text = RunMetrics(pool).render().decode()
     assert 'rolepool_worker_queue_depth{worker="b"} 3.0' in text
+
+
+def test_breaker_state_follows_the_events():
+    from rolepool.core.events import BreakerChanged
+
+    metrics = RunMetrics()
+    metrics.observe(BreakerChanged(run_id="r", worker="a", state="open", reason="5 failures"))
+    assert metrics.snapshot()["breakers"] == {"a": "open"}
+    assert 'rolepool_breaker_open{worker="a"} 1.0' in metrics.render().decode()
+    metrics.observe(BreakerChanged(run_id="r", worker="a", state="closed"))
+    assert 'rolepool_breaker_open{worker="a"} 0.0' in metrics.render().decode()

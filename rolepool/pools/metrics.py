@@ -32,12 +32,31 @@ _ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _METRIC_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
+class RoleLabels:
+    """Bounded `role` label values: roles come from callers, so past `_MAX_ROLES` distinct ones
+    (or a name that is not a plain identifier) they are counted as "other", and nobody can grow
+    the number of series without bound."""
+
+    def __init__(self) -> None:
+        self._roles: set[str] = set()
+
+    def __call__(self, role: str | None) -> str:
+        if not role:
+            return "none"
+        if role in self._roles:
+            return role
+        if not _ROLE.match(role) or len(self._roles) >= _MAX_ROLES:
+            return "other"
+        self._roles.add(role)
+        return role
+
+
 class ServerMetrics:
     """Counters for one server: requests by worker/role/status, latency, in-flight, failures."""
 
     def __init__(self, worker: Any) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self._roles: set[str] = set()
+        self.role_label = RoleLabels()
         reg = self.registry
         self.requests = Counter(
             "rolepool_requests",
@@ -74,17 +93,6 @@ class ServerMetrics:
             registry=reg,
         )
         reg.register(StatsCollector(worker))
-
-    def role_label(self, role: str | None) -> str:
-        """A bounded label for a client-supplied role."""
-        if not role:
-            return "none"
-        if role in self._roles:
-            return role
-        if not _ROLE.match(role) or len(self._roles) >= _MAX_ROLES:
-            return "other"
-        self._roles.add(role)
-        return role
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

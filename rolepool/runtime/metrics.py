@@ -10,8 +10,8 @@ Read it two ways: `snapshot()` is a plain nested dict for code (percentiles are 
 counts (latency as a histogram), plus the pool's live `stats` (queue depth, batch sizes, breaker
 state) read at render time through the same rows the server exports.
 
-Labels come from a bounded set: worker names are the pool's, and roles beyond `_MAX_ROLES` are
-counted as "other", so an application that invents roles cannot grow the series without bound.
+Labels come from a bounded set: worker names are the pool's, and roles go through `RoleLabels`
+(the server's rule), so an application that invents roles cannot grow the series without bound.
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from rolepool.core import Event
 from rolepool.core import events as ev
-from rolepool.pools.metrics import LATENCY_BUCKETS, StatsCollector, read_stats
+from rolepool.pools.metrics import LATENCY_BUCKETS, RoleLabels, StatsCollector, read_stats
 from rolepool.runtime import run as run_module
 from rolepool.runtime.expert_health import summarize_expert_load
 from rolepool.runtime.stream import EventStream
-
-_MAX_ROLES = 32
 
 
 @dataclass
@@ -65,7 +63,7 @@ class RunMetrics:
         self.window = window
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], _Series] = {}
-        self._roles: set[str] = set()
+        self._role = RoleLabels()
         # agent span -> (worker, role) of its latest model call, to attribute its tool calls
         self._agents: dict[str, tuple[str, str]] = {}
         self._runs = {"started": 0, "finished": 0, "failed": 0}
@@ -119,6 +117,7 @@ class RunMetrics:
             self._m_failovers.labels(*key).inc()
         elif isinstance(event, ev.BreakerChanged):
             self._breakers[event.worker] = event.state
+            self._m_breaker.labels(event.worker).set(0 if event.state == "closed" else 1)
         elif isinstance(event, ev.AgentFinished):
             self._agents.pop(event.span_id, None)
 
@@ -147,16 +146,6 @@ class RunMetrics:
             series.entropy_sum += summary.entropy_mean
             series.entropy_n += 1
             self._m_entropy.labels(worker, role).set(summary.entropy_mean)
-
-    def _role(self, role: str | None) -> str:
-        if not role:
-            return "none"
-        if role in self._roles:
-            return role
-        if len(self._roles) >= _MAX_ROLES:
-            return "other"
-        self._roles.add(role)
-        return role
 
     def _get(self, worker: str, role: str) -> _Series:
         key = (worker, role)
@@ -243,34 +232,15 @@ class RunMetrics:
         runs = Gauge("rolepool_runs", "Runs seen, by status.", ["status"], registry=reg)
         for status in ("started", "finished", "failed"):
             runs.labels(status).set_function(lambda s=status: self._runs[s])
-        breakers = Gauge(
+        self._m_breaker = Gauge(
             "rolepool_breaker_open",
             "1 when the worker's breaker is open or half open, from the runs' events.",
             ["worker"],
             registry=reg,
         )
-        self._breaker_gauge = breakers
-        reg.register(_BreakerCollector(self))
         if self.pool is not None:
             reg.register(StatsCollector(self.pool))
         return reg
-
-
-class _BreakerCollector:
-    """Keeps the breaker gauge in step with the events at scrape time."""
-
-    def __init__(self, metrics: RunMetrics) -> None:
-        self._metrics = metrics
-
-    def describe(self) -> list[Any]:
-        return []
-
-    def collect(self) -> list[Any]:
-        m = self._metrics
-        with m._lock:
-            for worker, state in m._breakers.items():
-                m._breaker_gauge.labels(worker).set(0 if state == "closed" else 1)
-        return []
 
 
 def _pool_stats(pool: Any) -> dict[str, Any]:
