@@ -43,6 +43,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from rolepool.pools.batching import Pending
 from rolepool.pools.expert_load import ExpertRecorder
 from rolepool.pools.kv_buffer import KVBuffer
+from rolepool.pools.lean_step import LeanStep
 
 __all__ = ["Decoder", "Done", "supports"]
 
@@ -117,9 +118,12 @@ class Decoder:
         decode: Callable[[list[int]], str],
         recorder: ExpertRecorder | None,
         device: str,
+        lean: bool = True,
     ) -> None:
         self.model, self.eos, self.pad_id, self.decode = model, frozenset(eos), pad, decode
         self.recorder, self.device = recorder, device
+        # Decode steps take the lean forward when the model is one it serves (checked here).
+        self.lean = LeanStep.build(model) if lean else None
         self.num_layers = len(DynamicCache(config=model.config).layers)
         self.batch: _Batch | None = None
         self.steps = 0
@@ -197,9 +201,15 @@ class Decoder:
         batch = self.batch
         assert batch is not None
         width = batch.width
-        mask = (torch.arange(width + 1)[None, :] >= batch.pad[:, None]).long()
         positions = (width - batch.pad)[:, None]
-        logits = self._forward(batch.last[:, None], mask, positions, batch.layers)
+        if self.lean is not None:
+            lean, device = self.lean, self.device
+            logits = self._run(
+                lambda: lean(batch.last.to(device), positions.to(device), batch.pad, batch.layers)
+            )
+        else:
+            mask = (torch.arange(width + 1)[None, :] >= batch.pad[:, None]).long()
+            logits = self._forward(batch.last[:, None], mask, positions, batch.layers)
         self._count(batch.counts, None)
         self.steps += 1
         self.row_steps += len(batch.rows)
@@ -208,9 +218,8 @@ class Decoder:
 
     def _forward(self, ids, mask, positions, layers: list[KVBuffer]) -> torch.Tensor:
         device = self.device
-        if self.recorder is not None:
-            self.recorder.start()
-        try:
+
+        def full() -> torch.Tensor:
             with torch.inference_mode():
                 out = self.model(
                     input_ids=ids.to(device),
@@ -220,11 +229,20 @@ class Decoder:
                     use_cache=True,
                     logits_to_keep=1,
                 )
+            return out.logits[:, -1].float()
+
+        return self._run(full)
+
+    def _run(self, forward: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """`forward()` with the expert recorder around it."""
+        if self.recorder is not None:
+            self.recorder.start()
+        try:
+            return forward()
         except BaseException:
             if self.recorder is not None:
                 self.recorder.cancel()
             raise
-        return out.logits[:, -1].float()
 
     def _choose(self, batch: _Batch, logits: torch.Tensor) -> None:
         """Each row's next token: argmax, or a draw with the row's temperature and top_p."""

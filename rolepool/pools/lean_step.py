@@ -1,0 +1,202 @@
+"""A lean forward for one decode step of a Llama-family model, for the decode engine.
+
+A decode step feeds one token per row. For the small models this project ships, the time of such
+a step through the transformers module tree is mostly per-call overhead, not arithmetic: 29
+`linear` calls per step for a 4-layer dense model, mask construction, `scaled_dot_product_attention`
+with a padding mask, and the cache bookkeeping around them. `LeanStep` does the same arithmetic
+with fewer, larger calls:
+
+* q, k and v come from one matmul, and so do the MLP's gate and up projections. The fused weights
+  are allocated once, and the model's own `Linear` modules are re-pointed to views of them, so
+  the model holds no second copy and its own forward (prefill, `generate`) is unchanged;
+* attention for a single query is two batched matmuls and a softmax over the row's cache, with
+  grouped-query heads handled by a reshape instead of repeating keys and values;
+* the padding mask is one additive row per step, shared by every layer.
+
+An MoE layer's sparse block is called as the module it is, so its router, experts and the expert
+telemetry hooks are untouched; only attention, norms and the head take the lean path.
+
+It serves only what it was checked on: the model types in `MODEL_TYPES`, with SiLU-family MLPs, no
+per-head q/k norms and no embedding scaling; and `LeanStep.build` compares its logits with the
+model's own forward on a small batch and declines (returns None) if they differ, so a variant it
+does not know falls back to the full forward instead of producing wrong tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from rolepool.pools.kv_buffer import KVBuffer
+
+__all__ = ["MODEL_TYPES", "LeanStep"]
+
+MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2"})
+_TOLERANCE = 1e-3  # max |logit difference| against the model's own forward, relative to scale
+
+
+def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One weight (and bias) holding `linears`' rows; each module's parameters become views."""
+    weight = torch.cat([m.weight.detach() for m in linears])
+    biases = [m.bias for m in linears]
+    bias = None
+    if any(b is not None for b in biases):
+        if not all(b is not None for b in biases):
+            raise ValueError("mixed bias")
+        bias = torch.cat([b.detach() for b in biases])
+    start = 0
+    for m in linears:
+        n = m.weight.shape[0]
+        m.weight = torch.nn.Parameter(weight[start : start + n], requires_grad=False)
+        if bias is not None:
+            m.bias = torch.nn.Parameter(bias[start : start + n], requires_grad=False)
+        start += n
+    return weight, bias
+
+
+class _Layer:
+    def __init__(self, layer: Any, config: Any) -> None:
+        attn = layer.self_attn
+        self.qkv, self.qkv_bias = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.o = attn.o_proj
+        self.norm_in = layer.input_layernorm
+        self.norm_post = layer.post_attention_layernorm
+        mlp = layer.mlp
+        self.dense = all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
+        if self.dense:
+            self.gate_up, self.gate_up_bias = _fuse([mlp.gate_proj, mlp.up_proj])
+            self.inter = mlp.gate_proj.weight.shape[0]
+            self.down = mlp.down_proj
+            self.act = mlp.act_fn
+        self.mlp = mlp
+
+
+class LeanStep:
+    """One decode step over a left-padded batch whose caches are `KVBuffer`s."""
+
+    def __init__(self, model: Any) -> None:
+        config = model.config
+        inner = model.model
+        self.embed = inner.embed_tokens
+        self.rotary = inner.rotary_emb
+        self.norm = inner.norm
+        self.head = model.lm_head
+        self.heads = config.num_attention_heads
+        self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.scale = self.head_dim**-0.5
+        with torch.no_grad():
+            self.layers = [_Layer(layer, config) for layer in inner.layers]
+
+    @classmethod
+    def build(cls, model: Any) -> LeanStep | None:
+        """A checked `LeanStep` for `model`, or None when the model is not one it serves."""
+        config = model.config
+        if getattr(config, "model_type", None) not in MODEL_TYPES:
+            return None
+        if getattr(config, "hidden_act", "silu") not in ("silu", "swish"):
+            return None
+        try:
+            inner = model.model
+            for layer in inner.layers:
+                attn = layer.self_attn
+                if any(hasattr(attn, n) for n in ("q_norm", "k_norm")):
+                    return None
+                for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                    if not isinstance(getattr(attn, n), torch.nn.Linear):
+                        return None
+            lean = cls(model)
+            if not lean._agrees(model):
+                return None
+        except (AttributeError, ValueError, RuntimeError, TypeError):
+            return None
+        return lean
+
+    @torch.inference_mode()
+    def _agrees(self, model: Any) -> bool:
+        """Logits of a short left-padded batch, one decode step, against the model's forward."""
+        from transformers.cache_utils import Cache
+
+        device = next(model.parameters()).device
+        vocab = model.config.vocab_size
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, vocab, (2, 6), generator=gen)
+        pad = torch.tensor([0, 2])
+        mask = (torch.arange(6)[None, :] >= pad[:, None]).long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        outs = []
+        for lean in (False, True):
+            layers = [KVBuffer() for _ in self.layers]
+            model(
+                input_ids=ids[:, :5].to(device),
+                attention_mask=mask[:, :5].to(device),
+                position_ids=positions[:, :5].to(device),
+                cache=Cache(layers=layers),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            if lean:
+                logits = self(ids[:, 5].to(device), positions[:, 5:].to(device), pad, layers)
+            else:
+                logits = model(
+                    input_ids=ids[:, 5:].to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=positions[:, 5:].to(device),
+                    cache=Cache(layers=layers),
+                    use_cache=True,
+                    logits_to_keep=1,
+                ).logits[:, -1]
+            outs.append(logits.float())
+        scale = outs[0].abs().max().clamp(min=1.0)
+        return bool(((outs[0] - outs[1]).abs().max() / scale) <= _TOLERANCE)
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        pad: torch.Tensor,
+        layers: list[KVBuffer],
+    ) -> torch.Tensor:
+        """Logits (rows, vocab) for `tokens` (one per row) at `positions` (rows, 1); `pad[i]`
+        is the number of leading padding positions in row i's cache."""
+        rows = tokens.shape[0]
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        group = heads // kv_heads
+        x = self.embed(tokens)
+        cos, sin = self.rotary(x[:, None], positions)  # (rows, 1, dim)
+        cos, sin = cos[:, None], sin[:, None]  # (rows, 1, 1, dim), broadcast over heads
+        width = layers[0]._n + 1
+        blocked = torch.arange(width, device=x.device)[None, :] < pad.to(x.device)[:, None]
+        bias = torch.zeros(blocked.shape, dtype=x.dtype, device=x.device)
+        bias = bias.masked_fill_(blocked, float("-inf"))[:, None, None, :]
+        q_end, k_end = heads * dim, (heads + kv_heads) * dim
+        for layer, cache in zip(self.layers, layers, strict=True):
+            h = layer.norm_in(x)
+            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+            q = qkv[:, :q_end].view(rows, heads, 1, dim)
+            k = qkv[:, q_end:k_end].view(rows, kv_heads, 1, dim)
+            v = qkv[:, k_end:].view(rows, kv_heads, 1, dim)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            keys, values = cache.update(k, v)  # (rows, kv_heads, width, dim)
+            q = q.view(rows, kv_heads, group, dim)
+            scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self.scale).add_(bias)
+            attn = torch.matmul(torch.softmax(scores, dim=-1), values)
+            x = x + layer.o(attn.reshape(rows, heads * dim))
+            h = layer.norm_post(x)
+            if layer.dense:
+                gate_up = F.linear(h, layer.gate_up, layer.gate_up_bias)
+                gate, up = gate_up[:, : layer.inter], gate_up[:, layer.inter :]
+                x = x + layer.down(layer.act(gate) * up)
+            else:
+                out = layer.mlp(h[:, None])
+                x = x + (out[0] if isinstance(out, tuple) else out).view(rows, -1)
+        return self.head(self.norm(x)).float()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
