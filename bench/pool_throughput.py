@@ -35,6 +35,7 @@ import anyio
 import torch
 
 from rolepool.core import Message, Request, Sampling
+from rolepool.pools import compute
 from rolepool.pools.transformers_worker import TransformersWorker
 from rolepool.zoo import checkpoint_path
 
@@ -128,17 +129,23 @@ def modes(workers: dict[str, TransformersWorker], requests: list[Request], args)
     main = workers["telemetry_on"]
     prompts = [main._prompt_ids(r) for r in requests]
 
+    # The baselines run on the thread the worker runs its torch work on (`pools/compute.py`):
+    # torch work on a second thread would slow every mode that follows it (see that module).
     async def sequential() -> int:
-        return sum(raw_generate(main, [p], args.max_tokens) for p in prompts)
+        return await compute.run_sync(
+            lambda: sum(raw_generate(main, [p], args.max_tokens) for p in prompts)
+        )
 
     async def ceiling() -> int:
-        return raw_generate(main, prompts, args.max_tokens)
+        return await compute.run_sync(raw_generate, main, prompts, args.max_tokens)
 
     async def chunked() -> int:
         size = args.max_batch_size
-        return sum(
-            raw_generate(main, prompts[i : i + size], args.max_tokens)
-            for i in range(0, len(prompts), size)
+        return await compute.run_sync(
+            lambda: sum(
+                raw_generate(main, prompts[i : i + size], args.max_tokens)
+                for i in range(0, len(prompts), size)
+            )
         )
 
     out: dict[str, Any] = {

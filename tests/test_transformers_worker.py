@@ -326,17 +326,18 @@ async def test_a_failed_decode_step_fails_the_rows_in_flight_and_the_worker_goes
 ):
     worker = TransformersWorker(lively_dense_dir, max_wait_ms=50)
     await worker.load()
-    real_forward = worker._model.forward
-    calls = 0
+    decoder = worker._decoder
+    real_step = decoder._step
+    steps = 0
 
-    def flaky_forward(*args, **kwargs):
-        nonlocal calls
-        calls += 1
-        if kwargs["input_ids"].shape[1] == 1 and calls == 4:
-            raise RuntimeError("boom")
-        return real_forward(*args, **kwargs)
+    def flaky_step():  # the third decode step fails, whichever forward it takes
+        nonlocal steps
+        steps += 1
+        if steps == 3:
+            decoder._run(lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+        return real_step()
 
-    worker._model.forward = flaky_forward
+    decoder._step = flaky_step
     results = await gather(worker, [req(p, max_tokens=12) for p in PROMPTS[:3]])
     assert all(isinstance(r, WorkerError) and "boom" in str(r) for r in results)
     assert worker.stats["failed_requests"] == 3 and worker._decoder.active == 0

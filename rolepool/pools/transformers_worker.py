@@ -25,7 +25,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-import anyio
 import torch
 
 from rolepool.core import (
@@ -37,6 +36,7 @@ from rolepool.core import (
     WorkerError,
     WorkerInfo,
 )
+from rolepool.pools import compute
 from rolepool.pools.batching import Batcher, Pending, group_key
 from rolepool.pools.decode import Decoder, supports
 from rolepool.pools.expert_load import (
@@ -241,7 +241,7 @@ class TransformersWorker:
     async def load(self) -> None:
         """Load the weights (once) in a thread; `complete` calls it, so it is optional."""
         if self._model is None:
-            await anyio.to_thread.run_sync(self._load_sync)
+            await compute.run_sync(self._load_sync)
 
     def _load_sync(self) -> None:
         from transformers import AutoModelForCausalLM
@@ -332,6 +332,11 @@ class TransformersWorker:
         assert pending.result is not None
         return pending.result
 
+    def _yield_now(self) -> bool:
+        """Stop decoding for now: requests wait to be admitted here, or other work (another
+        worker's) waits for the compute thread."""
+        return self._batcher.admission_waiting() or compute.jobs_waiting()
+
     async def _run_batch(self, batch: list[Pending]) -> None:
         if self._decoder is None:
             await self._run_groups(batch)
@@ -341,9 +346,7 @@ class TransformersWorker:
             self._batch_sizes[len(batch)] += 1
         start = time.perf_counter()
         try:
-            done = await anyio.to_thread.run_sync(
-                self._decoder.run, batch, self._batcher.admission_waiting
-            )
+            done = await compute.run_sync(self._decoder.run, batch, self._yield_now)
         except BaseException as exc:
             rows = [*batch, *self._decoder.pendings()]
             self._decoder.reset()
@@ -390,7 +393,7 @@ class TransformersWorker:
             self._batch_sizes[len(group)] += 1
             start = time.perf_counter()
             try:
-                results = await anyio.to_thread.run_sync(self._generate, group)
+                results = await compute.run_sync(self._generate, group)
             except Exception as exc:
                 self._fail(group, exc)
                 continue

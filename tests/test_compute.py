@@ -1,0 +1,84 @@
+"""The compute thread: one thread runs every job, in order; results, errors and cancellation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import anyio
+import pytest
+
+from rolepool.pools import compute
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_jobs_run_on_one_thread_that_is_not_the_event_loops():
+    seen = [await compute.run_sync(threading.get_ident) for _ in range(5)]
+    assert len(set(seen)) == 1
+    assert seen[0] != threading.get_ident()
+    assert seen[0] == compute.thread_ident()
+
+
+async def test_concurrent_jobs_run_one_at_a_time_in_submission_order():
+    running, order, overlap = [0], [], []
+
+    def job(i: int) -> int:
+        running[0] += 1
+        overlap.append(running[0])
+        time.sleep(0.01)
+        order.append(i)
+        running[0] -= 1
+        return i * i
+
+    results: dict[int, int] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await compute.run_sync(job, i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(6):
+            tg.start_soon(call, i)
+            await anyio.sleep(0)  # submit in order
+    assert max(overlap) == 1
+    assert order == list(range(6))
+    assert results == {i: i * i for i in range(6)}
+
+
+async def test_an_exception_reaches_the_caller_and_the_thread_survives():
+    def boom() -> None:
+        raise ValueError("bad weights")
+
+    with pytest.raises(ValueError, match="bad weights"):
+        await compute.run_sync(boom)
+    assert await compute.run_sync(lambda: 7) == 7
+
+
+async def test_a_cancelled_caller_waits_for_the_job_then_is_cancelled():
+    finished = threading.Event()
+
+    def slow() -> None:
+        time.sleep(0.2)
+        finished.set()
+
+    with anyio.move_on_after(0.02) as scope:
+        await compute.run_sync(slow)
+    assert scope.cancelled_caught
+    assert finished.is_set()  # torch work cannot be interrupted: the caller waited for it
+
+
+async def test_jobs_waiting_is_seen_by_a_running_job():
+    release = threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        release.wait(5)
+        seen.append(compute.jobs_waiting())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(compute.run_sync, first)
+        await anyio.sleep(0.05)
+        tg.start_soon(compute.run_sync, lambda: None)
+        await anyio.sleep(0.05)
+        release.set()
+    assert seen == [True]
