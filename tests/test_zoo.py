@@ -186,8 +186,10 @@ TINY = dict(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["dense", "moe"])
-def test_tiny_training_learns_and_round_trips(arch, tmp_path):
+@pytest.mark.parametrize(
+    ("arch", "precision"), [("dense", "fp32"), ("moe", "fp32"), ("dense", "bf16")]
+)
+def test_tiny_training_learns_and_round_trips(arch, precision, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -204,6 +206,7 @@ def test_tiny_training_learns_and_round_trips(arch, tmp_path):
         warmup=2,
         train_examples=300,
         model_overrides=overrides,
+        precision=precision,
     )
     first = train(recipe, out=tmp_path / "m", progress=False)
     again = train(recipe, progress=False)
@@ -218,6 +221,13 @@ def test_tiny_training_learns_and_round_trips(arch, tmp_path):
     with torch.no_grad():
         loss = model(**batch).loss.item()
     assert loss < first.losses[0]  # the saved weights are the trained ones (bf16-rounded)
+
+
+def test_an_unknown_precision_is_refused_before_training():
+    from rolepool.zoo.train import Recipe, train
+
+    with pytest.raises(ValueError, match="precision"):
+        train(Recipe(precision="fp8"), progress=False)
 
 
 # -- shipped checkpoints ------------------------------------------------------------------------

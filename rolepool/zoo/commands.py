@@ -23,6 +23,9 @@ def add_zoo_commands(subparsers: Any) -> None:
     train.add_argument("--steps", type=int, default=None, help="default: the shipped recipe's")
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None)
+    train.add_argument(
+        "--precision", choices=("fp32", "bf16"), default=None, help="default: the shipped recipe's"
+    )
     train.add_argument("--out", required=True, help="directory for the checkpoint")
     train.add_argument("--eval", action="store_true", help="score both held-out splits after")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -47,7 +50,7 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
     from rolepool.zoo.train import SHIPPED_STEPS, Recipe, train
 
     recipe = Recipe(arch=args.arch, seed=args.seed, steps=SHIPPED_STEPS[args.arch])
-    for key in ("steps", "batch_size", "lr"):
+    for key in ("steps", "batch_size", "lr", "precision"):
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))
     target = Path(args.out)

@@ -43,6 +43,9 @@ class Recipe:
     train_examples: int = 50_000
     data_seed: int = 0
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    # "bf16": matmuls under CPU bf16 autocast (weights, optimizer state and loss stay float32);
+    # 1.5x faster per dense step on a CPU with AVX512-BF16. "fp32": everything in float32.
+    precision: str = "fp32"
 
 
 @dataclass
@@ -98,6 +101,8 @@ def train(
 ) -> TrainResult:
     """Train per `r`; save the model (bf16 weights, float32 config) and tokenizer into `out`.
     `on_step(step, model, tokenizer)` runs after each step (e.g. a quick evaluation)."""
+    if r.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', not {r.precision!r}")
     torch.set_num_threads(THREADS)
     torch.manual_seed(r.seed)
     examples = generate("train", r.train_examples, seed=r.data_seed)
@@ -125,7 +130,8 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, r)
         batch = next(stream)
-        output = model(**batch, output_router_logits=True) if is_moe else model(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=r.precision == "bf16"):
+            output = model(**batch, output_router_logits=True) if is_moe else model(**batch)
         output.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
         optimizer.step()
