@@ -35,6 +35,7 @@ from rolepool.core import Request
 from rolepool.evals.results import ResultsFile
 from rolepool.evals.runner import Target, case_tools, run_eval
 from rolepool.evals.suites import load_suite
+from rolepool.pools import compute
 from rolepool.pools.transformers_worker import TransformersWorker
 from rolepool.runtime import EventStore
 from rolepool.zoo import list_checkpoints
@@ -89,7 +90,9 @@ async def bench_model(name: str, cases: list[Any], reps: int, budget: float) -> 
     worker = TransformersWorker(name, name=name)
     await worker.load()
     prompts = [prompt_ids(worker, c) for c in cases]
-    raw_generate(worker, prompts[:4])  # warm-up of both paths
+    # The raw baseline runs on the worker's compute thread (`rolepool/pools/compute.py`): torch
+    # work on other threads would slow both modes.
+    await compute.run_sync(raw_generate, worker, prompts[:4])  # warm-up of both paths
     await eval_once(worker, name, cases[:8])
     eval_s, raw_s, calls = [], [], []
     for rep in range(reps):
@@ -103,7 +106,7 @@ async def bench_model(name: str, cases: list[Any], reps: int, budget: float) -> 
                 calls.append(run["model_calls"])
             else:
                 start = time.perf_counter()
-                await anyio.to_thread.run_sync(raw_generate, worker, prompts)
+                await compute.run_sync(raw_generate, worker, prompts)
                 raw_s.append(time.perf_counter() - start)
     await worker.aclose()
     n = len(cases)

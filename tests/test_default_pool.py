@@ -54,3 +54,21 @@ def test_no_shipped_models_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(rolepool.zoo, "CHECKPOINTS", tmp_path / "empty")
     with pytest.raises(ConfigError, match="needs a shipped MoE and a dense reference model"):
         default_pool_config()
+
+
+def test_the_default_pool_takes_each_architectures_best_scoring_seed(fake_zoo, tiny_moe_dir):
+    import json
+
+    def card(name: str, exact: float | None) -> None:
+        scores = {} if exact is None else {"unseen_values": {"exact_call": exact}}
+        (fake_zoo / name / "card.json").write_text(json.dumps({"scores": scores}))
+
+    shutil.copytree(tiny_moe_dir, fake_zoo / "moe-s10")
+    card("moe-s9", 0.1)
+    card("moe-s10", 0.4)
+    card("dense-s9", None)  # unscored: still chosen when it is the only dense model
+    config = default_pool_config()
+    assert config.workers["moe"].model == "zoo:moe-s10"
+    assert config.workers["dense"].model == "zoo:dense-s9"
+    card("moe-s10", 0.05)
+    assert default_pool_config().workers["moe"].model == "zoo:moe-s9"

@@ -266,6 +266,21 @@ def test_shipped_checkpoint_loads_and_calls(name):
     assert not validate_arguments(schema("search_docs"), calls[0].arguments)
 
 
+@needs_checkpoints
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dense-s1", "moe-s1"])
+def test_a_shipped_recipe_reproduces_its_logged_loss_curve(name):
+    """`rolepool zoo train` with a card's recipe retraces the checkpoint's logged losses (the
+    first steps: same corpus, tokenizer, initial weights, batch order and schedule)."""
+    from rolepool.zoo.train import Recipe, train
+
+    log = json.loads((checkpoint_path(name) / "train_log.json").read_text())
+    recipe = Recipe(**log["recipe"])
+    steps = 12
+    result = train(recipe, progress=False, stop_after=steps)
+    assert result.losses == pytest.approx(log["losses"][:steps], rel=1e-3, abs=1e-4)
+
+
 def test_zoo_list_command(capsys):
     from rolepool.cli import main
 

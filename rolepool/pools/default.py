@@ -1,6 +1,9 @@
 """The built-in default pool: the shipped reference models, so everything runs offline with no
 configuration. One MoE and one dense model; every role goes to the MoE model first and falls back
 to the dense one (the routing most users start from, and the one the audit trail makes visible).
+Of each architecture's shipped seeds, the pool takes the one whose model card scores best on
+exact calls with held-out values: seeds of one recipe differ a lot at this size, and the default
+path should run the better one.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ DEFAULT_POLICY_VERSION = "builtin-1"
 
 
 def default_pool_config() -> PoolConfig:
-    """The default pool's config: the first shipped `moe-*` and `dense-*` reference models."""
+    """The default pool's config: the best-scoring shipped MoE and dense reference models."""
     from rolepool.zoo import list_checkpoints
 
-    names = [c["name"] for c in list_checkpoints()]
-    moe = next((n for n in names if n.startswith("moe-")), None)
-    dense = next((n for n in names if n.startswith("dense-")), None)
+    found = list_checkpoints()
+    names = [c["name"] for c in found]
+    moe, dense = _best(found, "moe"), _best(found, "dense")
     if moe is None or dense is None:
         raise ConfigError(
             f"the default pool needs a shipped MoE and a dense reference model, found {names}; "
@@ -36,6 +39,20 @@ def default_pool_config() -> PoolConfig:
         },
     }
     return parse_pool_config(data, source="the built-in default pool")
+
+
+def _best(checkpoints: list[dict], arch: str) -> str | None:
+    """The `arch` checkpoint with the highest unseen-values exact-call rate on its card (ties and
+    unscored cards: name order)."""
+
+    def score(c: dict) -> float:
+        value = c["card"].get("scores", {}).get("unseen_values", {}).get("exact_call")
+        return -1.0 if value is None else float(value)
+
+    mine = sorted(
+        (c for c in checkpoints if c["name"].startswith(f"{arch}-")), key=lambda c: c["name"]
+    )
+    return max(mine, key=score)["name"] if mine else None
 
 
 def default_pool() -> Pool:

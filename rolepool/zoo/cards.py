@@ -16,25 +16,27 @@ SPLITS = ("unseen_values", "unseen_phrasings")
 # How the shipped recipe was found: short dense runs on this machine (2 shared CPU cores), scored
 # greedily on 128 `unseen_values` items during training. Kept here so every card carries it.
 RECIPE_SEARCH = """\
-| run | tokenizer | values | lr | batches | steps | wall | exact call |
+| run | tokenizer | values | lr | precision | steps | wall | exact call |
 | --- | --- | --- | --- | --- | --- | --- | --- |
-| 2 | spaces as own tokens | long | 2e-3 | 16, sorted | 1150 (stopped) | ~9 min | 0.00 at 900 |
-| 4 | trailing space | long | 2e-3 | 32, sorted | 2000 | 814 s | 0.06 |
-| 5 = dense-s1 | trailing space | shorter | 4e-3 | 32, near-random | 1500 | 840 s | 0.22 |
-| 6 | trailing space | shorter | 6e-3 | 32, near-random | 1400 | 538 s | 0.015 (600) |
+| 2 | spaces as own tokens | long | 2e-3 | fp32 | 1150 (stopped) | ~9 min | 0.00 at 900 |
+| 4 | trailing space | long | 2e-3 | fp32 | 2000 | 814 s | 0.06 |
+| 5 | trailing space | shorter | 4e-3 | fp32 | 1500 | 840 s | 0.20 |
+| 6 | trailing space | shorter | 6e-3 | fp32 | 1400 | 538 s | 0.015 (600) |
+| 7 | trailing space | shorter | 4e-3 | fp32 | 3000 | 1094 s | 0.54 |
+| 8 | trailing space | shorter | 4e-3 | bf16 | 3500 | 1057 s | 0.66 |
 
-Run 5 is the shipped `dense-s1` (its wall time includes about 25 s of those in-training scorings).
-Run 6 (higher learning rate) stalled on the plateau, so the shipped recipe is run 5's: lr 4e-3,
-1,500 dense steps; the MoE gets 1,200 steps, what its slower steps fit into the same budget.
-
-Every run was still on the steep part of its learning curve when its budget ran out: the copy
-behaviour that exact calls need forms late (the loss sits near 1.0 for the first ~800 steps), and
-on this machine, shared with other jobs, a step costs 0.3-1.5 s depending on their load. So the
-shipped models are format-correct but mostly fail to copy values exactly; more steps are what they
-need. Step counts differ between the architectures because the budget is wall-clock time.
-`moe-s1`'s wall time includes about 12 minutes during which a stray training process of ours ran
-beside it. `OMP_WAIT_POLICY=PASSIVE` in the commands stops idle OpenMP threads from spinning on a
-busy machine (it cut one evaluation from 278 s to 34 s) and does not change any number.
+Runs 2-6 were scored on 128 `unseen_values` items during training, 7 and 8 on the full 600 after
+it; all are dense, batch 32. Run 5 was the first shipped `dense-s1`; run 6 (higher learning rate)
+stalled on the plateau. Runs 7 and 8 showed that exact calls keep improving with steps: the copy
+behaviour they need forms late (the loss sits near 1.0 for the first ~800 steps) and is still
+improving at 3,500 steps. bf16 autocast (matmuls in bfloat16; weights, optimizer state and loss
+in float32) makes a dense step about 1.5x cheaper on this CPU (AVX512-BF16) without a visible cost
+in accuracy (run 8 vs 7), so the shipped recipe is bf16 with as many steps as fit the 15-minute
+budget on an idle machine: 3,300 dense steps, 1,850 MoE steps (an MoE step costs about 1.8x a
+dense one under bf16: its experts gain little from it). Step counts differ between the
+architectures because the budget is wall-clock time. Runs 7 and 8 were over budget, which is why
+they are not shipped. Leaving `OMP_WAIT_POLICY` unset (OpenMP threads spin between ops) makes a
+training step about 15% cheaper than `PASSIVE` on an idle machine.
 """
 HEADLINE = ("parse_valid", "schema_valid", "tool_name", "exact_call", "no_call", "refusal", "exact")
 
@@ -163,8 +165,9 @@ def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path
 
 def _command(recipe: dict[str, Any], name: str) -> str:
     return (
-        f"OMP_WAIT_POLICY=PASSIVE rolepool zoo train --arch {recipe['arch']} "
-        f"--seed {recipe['seed']} --steps {recipe['steps']} --lr {recipe['lr']} "
+        f"rolepool zoo train --arch {recipe['arch']} --seed {recipe['seed']} "
+        f"--steps {recipe['steps']} --lr {recipe['lr']} "
+        f"--precision {recipe.get('precision', 'fp32')} "
         f"--out rolepool/zoo/checkpoints/{name} --eval"
     )
 
@@ -197,7 +200,7 @@ runs and tests: it follows the corpus' request patterns, not general instruction
 - Parameters: {card["params_total"]:,} total, {card["params_active"]:,} active per token
 - Data: {card["data"]}
 - Seed {card["seed"]}, {card["steps"]} steps, batch {r["batch_size"]}, AdamW lr {r["lr"]}
-  (warmup {r["warmup"]}, cosine to {r["min_lr_ratio"]}×)
+  (warmup {r["warmup"]}, cosine to {r["min_lr_ratio"]}×), precision {r.get("precision", "fp32")}
 - Wall time: {card["wall_time_s"]:.0f} s on 2 CPU threads; final training loss {card["final_loss"]}
 - Weights: {card["weights"]}
 - Reproduce: `{card["command"]}`

@@ -47,9 +47,14 @@ def add_zoo_commands(subparsers: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace, out: Console) -> int:
-    from rolepool.zoo.train import SHIPPED_STEPS, Recipe, train
+    from rolepool.zoo.train import SHIPPED_PRECISION, SHIPPED_STEPS, Recipe, train
 
-    recipe = Recipe(arch=args.arch, seed=args.seed, steps=SHIPPED_STEPS[args.arch])
+    recipe = Recipe(
+        arch=args.arch,
+        seed=args.seed,
+        steps=SHIPPED_STEPS[args.arch],
+        precision=SHIPPED_PRECISION,
+    )
     for key in ("steps", "batch_size", "lr", "precision"):
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))

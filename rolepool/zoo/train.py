@@ -23,8 +23,10 @@ from rolepool.zoo.models import build_model, make_config, param_counts
 from rolepool.zoo.tokenizer import build_tokenizer, encode
 
 THREADS = 2
-# The shipped recipe's steps: what fits the 15-minute budget per checkpoint on 2 busy CPU cores.
-SHIPPED_STEPS = {"dense": 1500, "moe": 1200}
+# The shipped recipe's steps and precision: what fits the 15-minute budget per checkpoint on 2
+# idle CPU cores (see the "How the recipe was chosen" section of the model cards).
+SHIPPED_STEPS = {"dense": 3300, "moe": 1850}
+SHIPPED_PRECISION = "bf16"
 
 
 @dataclass
@@ -98,9 +100,12 @@ def train(
     out: Path | None = None,
     progress: bool = True,
     on_step: Callable[[int, Any, Any], None] | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train per `r`; save the model (bf16 weights, float32 config) and tokenizer into `out`.
-    `on_step(step, model, tokenizer)` runs after each step (e.g. a quick evaluation)."""
+    `on_step(step, model, tokenizer)` runs after each step (e.g. a quick evaluation);
+    `stop_after` ends the run after that many steps of `r`'s schedule (to check a recipe's start
+    against its log without training it all)."""
     if r.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', not {r.precision!r}")
     torch.set_num_threads(THREADS)
@@ -124,9 +129,10 @@ def train(
     )
     losses: list[float] = []
     stream = batches(data, r, tokenizer.pad_token_id)
-    bar = _progress(r.steps, progress)
+    total = r.steps if stop_after is None else min(r.steps, stop_after)
+    bar = _progress(total, progress)
     start = time.perf_counter()
-    for step in range(r.steps):
+    for step in range(total):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, r)
         batch = next(stream)
