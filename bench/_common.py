@@ -141,3 +141,29 @@ def write_result(name: str, title: str, results: Any, markdown: str) -> Path:
     print(markdown)
     print(f"\nwrote {path}")
     return path
+
+
+def padded_generate(worker: Any, prompts: list[list[int]], max_new_tokens: int) -> tuple[Any, int]:
+    """One left-padded greedy `model.generate` over `prompts` on a loaded TransformersWorker's
+    model (the baseline the worker's own engine is measured against): (output ids, prompt width).
+    """
+    import torch
+
+    width = max(map(len, prompts))
+    pad = worker._pad
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    with torch.inference_mode():
+        out = worker._model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=worker._eos,
+            pad_token_id=pad,
+            use_cache=True,
+        )
+    return out, width

@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 import torch
+from _common import padded_generate
 
 from rolepool import __version__
 from rolepool.core import Request
@@ -51,23 +52,7 @@ def prompt_ids(worker: TransformersWorker, case: Any) -> list[int]:
 
 
 def raw_generate(worker: TransformersWorker, prompts: list[list[int]]) -> None:
-    width = max(map(len, prompts))
-    pad = worker._pad
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
-    with torch.inference_mode():
-        worker._model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            max_new_tokens=MAX_NEW_TOKENS,
-            eos_token_id=worker._eos,
-            pad_token_id=pad,
-            use_cache=True,
-        )
+    padded_generate(worker, prompts, MAX_NEW_TOKENS)
 
 
 async def eval_once(worker: TransformersWorker, name: str, cases: list[Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from typing import Any
 
 import anyio
 import torch
+from _common import padded_generate
 
 from rolepool.core import Message, Request, Sampling
 from rolepool.pools import compute
@@ -81,22 +82,7 @@ def useful_tokens(generated: torch.Tensor, eos: list[int], max_tokens: int) -> i
 
 def raw_generate(worker: TransformersWorker, prompts: list[list[int]], max_tokens: int) -> int:
     """One left-padded greedy `generate` over `prompts`; returns the useful tokens generated."""
-    width = max(map(len, prompts))
-    pad = worker.tokenizer.pad_token_id
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
-    with torch.inference_mode():
-        out = worker._model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            max_new_tokens=max_tokens,
-            pad_token_id=pad,
-            eos_token_id=worker._eos,
-        )
+    out, width = padded_generate(worker, prompts, max_tokens)
     return sum(useful_tokens(row[width:], worker._eos, max_tokens) for row in out)
 
 

@@ -330,11 +330,11 @@ async def test_a_failed_decode_step_fails_the_rows_in_flight_and_the_worker_goes
     real_step = decoder._step
     steps = 0
 
-    def flaky_step():  # the third decode step fails, whichever forward it takes
+    def flaky_step():  # the third decode step fails
         nonlocal steps
         steps += 1
         if steps == 3:
-            decoder._run(lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+            raise RuntimeError("boom")
         return real_step()
 
     decoder._step = flaky_step

@@ -118,12 +118,11 @@ class Decoder:
         decode: Callable[[list[int]], str],
         recorder: ExpertRecorder | None,
         device: str,
-        lean: bool = True,
     ) -> None:
         self.model, self.eos, self.pad_id, self.decode = model, frozenset(eos), pad, decode
         self.recorder, self.device = recorder, device
         # Decode steps take the lean forward when the model is one it serves (checked here).
-        self.lean = LeanStep.build(model) if lean else None
+        self.lean = LeanStep.build(model)
         self.num_layers = len(DynamicCache(config=model.config).layers)
         self.batch: _Batch | None = None
         self.steps = 0

@@ -57,7 +57,7 @@ def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | 
 
 
 class _Layer:
-    def __init__(self, layer: Any, config: Any) -> None:
+    def __init__(self, layer: Any) -> None:
         attn = layer.self_attn
         self.qkv, self.qkv_bias = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
         self.o = attn.o_proj
@@ -88,7 +88,7 @@ class LeanStep:
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = self.head_dim**-0.5
         with torch.no_grad():
-            self.layers = [_Layer(layer, config) for layer in inner.layers]
+            self.layers = [_Layer(layer) for layer in inner.layers]
 
     @classmethod
     def build(cls, model: Any) -> LeanStep | None:
