@@ -172,6 +172,27 @@ async def test_padding_no_row_needs_is_trimmed(lively_dense):
     assert int(decoder.batch.pad[0]) == 0
 
 
+@pytest.mark.parametrize("name", ["lively-dense", "lively-moe"])
+async def test_a_row_leaving_mid_batch_is_replaced_by_the_last_row(name, models):
+    worker = loaded(models[name])
+    decoder = worker._decoder
+    # Admitted shortest prompt first; the first row leaves first, the last row takes its place.
+    texts = ["x", "plan the work and assign a coder", PROMPTS[4]]
+    rows = [pending(worker, r) for r in requests_for(texts, max_tokens=20)]
+    rows[0].max_tokens, rows[2].max_tokens = 3, 12
+    done = {id(r.pending): r for r in decoder.run(rows, lambda: False)}
+    assert list(done) == [id(rows[0])]
+    assert [row.pending for row in decoder.batch.rows] == [rows[2], rows[1]]
+    done |= drain(decoder, [])
+    for p in rows:
+        assert done[id(p)].tokens == generate_alone(worker, p)
+    if name == "lively-moe":
+        for p in rows:
+            again = pending(worker, p.request)
+            again.max_tokens = p.max_tokens
+            assert done[id(p)].expert_load == drain(decoder, [again])[id(again)].expert_load
+
+
 async def test_seeded_rows_do_not_depend_on_their_partners(lively_moe):
     worker = loaded(lively_moe)
     decoder = worker._decoder

@@ -45,11 +45,11 @@ def _steps(
         out = []
         for _ in range(steps):
             token = logits.argmax(-1)
-            positions = (layers[0]._n - pad)[:, None]
+            positions = (layers[0].width - pad)[:, None]
             if lean is not None:
                 logits = lean(token, positions, pad, layers)
             else:
-                mask = (torch.arange(layers[0]._n + 1)[None, :] >= pad[:, None]).long()
+                mask = (torch.arange(layers[0].width + 1)[None, :] >= pad[:, None]).long()
                 logits = model(
                     input_ids=token[:, None],
                     attention_mask=mask,

@@ -6,11 +6,13 @@ whole KV cache at every step, and rows that already stopped riding along until t
 ends. Measured on the shipped dense-s1 (2-core CPU), prefill was half of a 32-row generate. This
 engine instead
 
-* prefills newly admitted prompts in length-sorted chunks (little padding), then merges them into
-  the running batch, left-padded, so one forward per step serves every row;
-* keeps each layer's keys and values in a buffer with spare room, written in place (`KVBuffer`);
-* retires a row as soon as it stops (EOS, its own max_tokens, a stop string, its caller gave up),
-  with `index_select` on the cache, and trims padding no remaining row needs;
+* prefills newly admitted prompts in length-sorted chunks (little padding), then copies their
+  rows into the running batch, left-padded, so one forward per step serves every row;
+* keeps each layer's keys and values in a buffer with spare room, changed in place (`KVBuffer`):
+  a step writes one position, and rows joining or leaving copy only those rows;
+* retires a row as soon as it stops (EOS, its own max_tokens, a stop string, its caller gave up):
+  the last rows of the batch move into the places of rows that left, and padding no remaining
+  row needs leaves the window;
 * admits requests that arrive while others decode, between two steps (see `Batcher`).
 
 Rows choose their tokens on their own: greedy rows take the argmax (as `generate` does, so greedy
@@ -103,7 +105,7 @@ class _Batch:
 
     @property
     def width(self) -> int:
-        return self.layers[0]._n
+        return self.layers[0].width
 
 
 class Decoder:
@@ -141,35 +143,53 @@ class Decoder:
     def run(self, new: list[Pending], yield_now: Callable[[], bool]) -> list[Done]:
         """Admit `new`, then step until a row leaves or `yield_now()` (requests wait to be
         admitted); returns the rows that left. A failed step fails every row in the batch."""
-        done = self._admit(new) if new else []
-        while self.batch is not None and not done and not yield_now():
-            try:
-                done = self._step()
-            except Exception as exc:
-                rows, self.batch = self.batch.rows, None
-                done = [Done(row.pending, error=exc) for row in rows]
+        # Inference mode throughout: the cache is changed in place between forwards.
+        with torch.inference_mode():
+            done = self._admit(new) if new else []
+            while self.batch is not None and not done and not yield_now():
+                try:
+                    done = self._step()
+                except Exception as exc:
+                    rows, self.batch = self.batch.rows, None
+                    done = [Done(row.pending, error=exc) for row in rows]
         return done
 
     # -- admission ----------------------------------------------------------------------------
 
     def _admit(self, new: list[Pending]) -> list[Done]:
         done: list[Done] = []
-        batches = [self.batch] if self.batch is not None else []
         for chunk in _chunks(sorted(new, key=lambda p: len(p.prompt_ids))):
             try:
-                batches.append(self._prefill(chunk))
+                self._join(self._prefill(chunk))
             except Exception:
                 # One bad prompt must not fail its chunk: retry the rows alone.
                 for pending in chunk:
                     try:
-                        batches.append(self._prefill([pending]))
+                        self._join(self._prefill([pending]))
                     except Exception as exc:
                         done.append(Done(pending, error=exc))
-        if batches:
-            width = max(b.width for b in batches)
-            self.batch = _merge([(b, None, 0) for b in batches], width)
+        if self.batch is not None:
             done += self._retire(self._finished())
         return done
+
+    def _join(self, part: _Batch) -> None:
+        """Add a prefilled chunk's rows to the running batch (copying only theirs)."""
+        batch = self.batch
+        if batch is None:
+            layers = [KVBuffer() for _ in range(self.num_layers)]
+            empty = torch.zeros(0, dtype=torch.long)
+            batch = self.batch = _Batch([], layers, empty, empty, None)
+        before = batch.width
+        for layer, added in zip(batch.layers, part.layers, strict=True):
+            layer.add_rows(added)
+        width = batch.width
+        batch.rows = batch.rows + part.rows
+        batch.pad = torch.cat([batch.pad + (width - before), part.pad + (width - part.width)])
+        batch.last = torch.cat([batch.last, part.last])
+        if part.counts is not None:
+            batch.counts = (
+                part.counts if batch.counts is None else torch.cat([batch.counts, part.counts])
+            )
 
     def _prefill(self, chunk: list[Pending]) -> _Batch:
         width = max(len(p.prompt_ids) for p in chunk)
@@ -297,11 +317,27 @@ class Decoder:
         if not keep:
             self.batch = None
             return done
-        index = torch.tensor(keep)
-        pad = batch.pad.index_select(0, index)
-        lead = int(pad.min())  # positions no remaining row needs
-        merged = _merge([(batch, index, lead)], batch.width - lead)
-        self.batch = merged
+        # Rows from the end of the batch fill the places of rows that left before it.
+        rows = len(keep)
+        holes = [i for i in sorted(finished) if i < rows]
+        movers = [i for i in keep if i >= rows]
+        order = list(range(rows))
+        for hole, mover in zip(holes, movers, strict=True):
+            order[hole] = mover
+        dst, src = torch.tensor(holes, dtype=torch.long), torch.tensor(movers, dtype=torch.long)
+        for layer in batch.layers:
+            layer.move_rows(dst, src, rows)
+        index = torch.tensor(order)
+        batch.rows = [batch.rows[i] for i in order]
+        batch.pad = batch.pad.index_select(0, index)
+        batch.last = batch.last.index_select(0, index)
+        if batch.counts is not None:
+            batch.counts = batch.counts.index_select(0, index)
+        lead = int(batch.pad.min())  # positions no remaining row needs
+        if lead:
+            for layer in batch.layers:
+                layer.trim(lead)
+            batch.pad -= lead
         return done
 
     # -- telemetry ----------------------------------------------------------------------------
@@ -329,30 +365,6 @@ class Decoder:
             w = weight if weight is not None else torch.ones_like(index)
             counts[:, layer].scatter_add_(1, index, w)
         recorder.seconds += time.perf_counter() - start
-
-
-def _merge(parts: list[tuple[_Batch, torch.Tensor | None, int]], width: int) -> _Batch:
-    """One batch from rows of several (rows `index` of each, None = all, first `lead` positions
-    dropped), right-aligned to `width` positions."""
-    rows: list[_Row] = []
-    pads, lasts, counts = [], [], []
-    for batch, index, lead in parts:
-        rows += [batch.rows[i] for i in index.tolist()] if index is not None else batch.rows
-        pads.append(_pick(batch.pad, index) - lead + (width - (batch.width - lead)))
-        lasts.append(_pick(batch.last, index))
-        if batch.counts is not None:
-            counts.append(_pick(batch.counts, index))
-    layers = [
-        KVBuffer.joined([(b.layers[layer], index, lead) for b, index, lead in parts], width)
-        for layer in range(len(parts[0][0].layers))
-    ]
-    return _Batch(
-        rows, layers, torch.cat(pads), torch.cat(lasts), torch.cat(counts) if counts else None
-    )
-
-
-def _pick(tensor: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-    return tensor if index is None else tensor.index_select(0, index)
 
 
 def _chunks(pendings: list[Pending]) -> list[list[Pending]]:

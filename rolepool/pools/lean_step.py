@@ -168,7 +168,7 @@ class LeanStep:
         x = self.embed(tokens)
         cos, sin = self.rotary(x[:, None], positions)  # (rows, 1, dim)
         cos, sin = cos[:, None], sin[:, None]  # (rows, 1, 1, dim), broadcast over heads
-        width = layers[0]._n + 1
+        width = layers[0].width + 1
         blocked = torch.arange(width, device=x.device)[None, :] < pad.to(x.device)[:, None]
         bias = torch.zeros(blocked.shape, dtype=x.dtype, device=x.device)
         bias = bias.masked_fill_(blocked, float("-inf"))[:, None, None, :]
