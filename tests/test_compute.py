@@ -1,7 +1,12 @@
-"""The compute thread: one thread runs every job, in order; results, errors and cancellation."""
+"""The compute thread: one thread runs every job, in order; results, errors and cancellation;
+the heap tuning it applies when it starts."""
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 import threading
 import time
 
@@ -82,3 +87,50 @@ async def test_jobs_waiting_is_seen_by_a_running_job():
         await anyio.sleep(0.05)
         release.set()
     assert seen == [True]
+
+
+_HEAP_PROBE = """
+import ctypes, sys
+from rolepool.pools import compute
+
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                 "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+if sys.argv[1] == "tune":
+    print("tuned" if compute.tune_heap() else "untuned")
+before = libc.mallinfo2().hblks
+block = libc.malloc(4 << 20)
+print("mmapped" if libc.mallinfo2().hblks > before else "heap")
+libc.free(block)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="heap tuning is for glibc only")
+@pytest.mark.parametrize(
+    ("mode", "env", "expected"),
+    [
+        ("default", "1", ["mmapped"]),
+        ("tune", "1", ["tuned", "heap"]),
+        ("tune", "0", ["untuned", "mmapped"]),
+    ],
+)
+def test_heap_tuning_keeps_mib_sized_blocks_in_the_heap_unless_turned_off(mode, env, expected):
+    out = subprocess.run(
+        [sys.executable, "-c", _HEAP_PROBE, mode],
+        env={**os.environ, compute.HEAP_ENV: env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == expected
+
+
+async def test_the_compute_thread_tunes_the_heap_when_it_starts():
+    await compute.run_sync(lambda: None)
+    assert compute.heap_tuned() is (platform.libc_ver()[0] == "glibc")

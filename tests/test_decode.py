@@ -193,6 +193,23 @@ async def test_a_row_leaving_mid_batch_is_replaced_by_the_last_row(name, models)
             assert done[id(p)].expert_load == drain(decoder, [again])[id(again)].expert_load
 
 
+async def test_with_deliver_rows_are_handed_over_as_they_leave_and_decoding_goes_on(lively_dense):
+    worker = loaded(lively_dense)
+    decoder = worker._decoder
+    rows = [pending(worker, r) for r in requests_for(PROMPTS[:5])]  # max_tokens 6, 9, 12, ...
+    handed: list[list] = []
+    left = decoder.run(rows, lambda: False, handed.append)
+    assert left == [] and decoder.active == 0
+    assert len(handed) > 1, "rows were handed over in several steps of one run"
+    done = {id(row.pending): row for batch in handed for row in batch}
+    assert set(done) == {id(p) for p in rows}
+    for p in rows:
+        assert done[id(p)].tokens == generate_alone(worker, p)
+    # A run still stops when asked to, with the remaining rows in flight.
+    rows = [pending(worker, r) for r in requests_for(PROMPTS[:2], max_tokens=30)]
+    assert decoder.run(rows, lambda: True, handed.append) == [] and decoder.active == 2
+
+
 async def test_seeded_rows_do_not_depend_on_their_partners(lively_moe):
     worker = loaded(lively_moe)
     decoder = worker._decoder

@@ -121,3 +121,33 @@ def test_unknown_model_types_are_declined():
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)).eval()
     assert LeanStep.build(model) is None
+
+
+def _llama(**overrides) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = dict(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=1024,
+    )
+    return LlamaForCausalLM(LlamaConfig(**(config | overrides))).eval()
+
+
+def test_rotary_angles_past_the_first_table_and_position_dependent_rope_types():
+    # Positions beyond 256 (the least table) are tabled too; a "dynamic" rope, whose angles
+    # depend on the sequence length, is computed per step instead of tabled.
+    prompts = [list(range(1, 60)) * 5, [3, 4, 5]]
+    for model, tabled in (
+        (_llama(), True),
+        (_llama(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}), False),
+    ):
+        lean = LeanStep.build(model)
+        assert lean is not None and lean.static_rope is tabled
+        full = _steps(model, None, prompts, 4)
+        fast = _steps(model, lean, prompts, 4)
+        for a, b in zip(full, fast, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+        assert (lean._cos is not None and lean._cos.shape[0] > 300) is tabled

@@ -140,19 +140,33 @@ class Decoder:
     def reset(self) -> None:
         self.batch = None
 
-    def run(self, new: list[Pending], yield_now: Callable[[], bool]) -> list[Done]:
-        """Admit `new`, then step until a row leaves or `yield_now()` (requests wait to be
-        admitted); returns the rows that left. A failed step fails every row in the batch."""
+    def run(
+        self,
+        new: list[Pending],
+        yield_now: Callable[[], bool],
+        deliver: Callable[[list[Done]], None] | None = None,
+    ) -> list[Done]:
+        """Admit `new`, then step until `yield_now()` (requests wait to be admitted) or no row
+        is left. Without `deliver`, decoding stops at the first step a row leaves and the rows
+        that left are returned; with it, they are handed to `deliver` as they leave and decoding
+        goes on, so whoever takes them works while the next steps run. A failed step fails
+        every row in the batch."""
         # Inference mode throughout: the cache is changed in place between forwards.
         with torch.inference_mode():
             done = self._admit(new) if new else []
-            while self.batch is not None and not done and not yield_now():
+            while True:
+                if done:
+                    if deliver is None:
+                        return done
+                    deliver(done)
+                    done = []
+                if self.batch is None or yield_now():
+                    return done
                 try:
                     done = self._step()
                 except Exception as exc:
                     rows, self.batch = self.batch.rows, None
                     done = [Done(row.pending, error=exc) for row in rows]
-        return done
 
     # -- admission ----------------------------------------------------------------------------
 

@@ -9,17 +9,24 @@ with fewer, larger calls:
 * q, k and v come from one matmul, and so do the MLP's gate and up projections. The fused weights
   are allocated once, and the model's own `Linear` modules are re-pointed to views of them, so
   the model holds no second copy and its own forward (prefill, `generate`) is unchanged;
+* RMSNorm is torch's fused `rms_norm` (the same float32 result); q and k are rotated together,
+  with the rotary angles tabled once per position;
 * attention for a single query is two batched matmuls and a softmax over the row's cache, with
-  grouped-query heads handled by a reshape instead of repeating keys and values;
-* the padding mask is one additive row per step, shared by every layer.
+  grouped-query heads handled by a reshape instead of repeating keys and values, and the padding
+  mask is one additive row per step, shared by every layer.
+
+Fused norms and the folded rotation change no bits (checked on the shipped models). A lean
+prefill was tried and dropped: a prefill is matmul-bound here (~200 GFLOP/s, near this CPU's
+float32 peak for these shapes), and the fused gate/up matmul is slower than two halves there.
 
 An MoE layer's sparse block is called as the module it is, so its router, experts and the expert
 telemetry hooks are untouched; only attention, norms and the head take the lean path.
 
 It serves only what it was checked on: the model types in `MODEL_TYPES`, with SiLU-family MLPs, no
-per-head q/k norms and no embedding scaling; and `LeanStep.build` compares its logits with the
-model's own forward on a small batch and declines (returns None) if they differ, so a variant it
-does not know falls back to the full forward instead of producing wrong tokens.
+per-head q/k norms and no embedding scaling; and `LeanStep.build` compares its logits (two steps
+after a prefill) with the model's own forward on a small padded batch and declines (returns None) if
+they differ, so a variant it does not know keeps the full forward instead of producing wrong
+tokens.
 """
 
 from __future__ import annotations
@@ -61,8 +68,8 @@ class _Layer:
         attn = layer.self_attn
         self.qkv, self.qkv_bias = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
         self.o = attn.o_proj
-        self.norm_in = layer.input_layernorm
-        self.norm_post = layer.post_attention_layernorm
+        self.norm_in = _norm(layer.input_layernorm)
+        self.norm_post = _norm(layer.post_attention_layernorm)
         mlp = layer.mlp
         self.dense = all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
         if self.dense:
@@ -73,6 +80,11 @@ class _Layer:
         self.mlp = mlp
 
 
+def _norm(module: Any) -> tuple[torch.Tensor, float]:
+    """An RMSNorm's weight and epsilon, for the fused `F.rms_norm` (same result in float32)."""
+    return module.weight, float(module.variance_epsilon)
+
+
 class LeanStep:
     """One decode step over a left-padded batch whose caches are `KVBuffer`s."""
 
@@ -81,12 +93,17 @@ class LeanStep:
         inner = model.model
         self.embed = inner.embed_tokens
         self.rotary = inner.rotary_emb
-        self.norm = inner.norm
+        self.norm = _norm(inner.norm)
         self.head = model.lm_head
+        self.hidden = config.hidden_size
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.scale = self.head_dim**-0.5
+        # Rotary angles depend on the position alone for these types, so they are tabled once.
+        self.static_rope = _rope_type(config) in ("default", "linear", "llama3")
+        self._cos: torch.Tensor | None = None
+        self._sin: torch.Tensor | None = None
         with torch.no_grad():
             self.layers = [_Layer(layer) for layer in inner.layers]
 
@@ -110,47 +127,50 @@ class LeanStep:
             lean = cls(model)
             if not lean._agrees(model):
                 return None
-        except (AttributeError, ValueError, RuntimeError, TypeError):
+        except (AttributeError, ValueError, RuntimeError, TypeError, IndexError):
             return None
         return lean
 
     @torch.inference_mode()
     def _agrees(self, model: Any) -> bool:
-        """Logits of a short left-padded batch, one decode step, against the model's forward."""
+        """Logits of two decode steps after a short left-padded prefill, against the model's
+        own forward."""
         from transformers.cache_utils import Cache
 
         device = next(model.parameters()).device
         vocab = model.config.vocab_size
         gen = torch.Generator().manual_seed(0)
-        ids = torch.randint(0, vocab, (2, 6), generator=gen)
-        pad = torch.tensor([0, 2])
-        mask = (torch.arange(6)[None, :] >= pad[:, None]).long()
+        ids = torch.randint(0, vocab, (3, 7), generator=gen).to(device)
+        pad = torch.tensor([0, 2, 4])
+        mask = (torch.arange(7)[None, :] >= pad[:, None]).long().to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        outs = []
-        for lean in (False, True):
-            layers = [KVBuffer() for _ in self.layers]
-            model(
-                input_ids=ids[:, :5].to(device),
-                attention_mask=mask[:, :5].to(device),
-                position_ids=positions[:, :5].to(device),
+
+        def forward(layers: list[KVBuffer], end: int, length: int) -> torch.Tensor:
+            return model(
+                input_ids=ids[:, end - length : end],
+                attention_mask=mask[:, :end],
+                position_ids=positions[:, end - length : end],
                 cache=Cache(layers=layers),
                 use_cache=True,
                 logits_to_keep=1,
-            )
-            if lean:
-                logits = self(ids[:, 5].to(device), positions[:, 5:].to(device), pad, layers)
-            else:
-                logits = model(
-                    input_ids=ids[:, 5:].to(device),
-                    attention_mask=mask.to(device),
-                    position_ids=positions[:, 5:].to(device),
-                    cache=Cache(layers=layers),
-                    use_cache=True,
-                    logits_to_keep=1,
-                ).logits[:, -1]
-            outs.append(logits.float())
-        scale = outs[0].abs().max().clamp(min=1.0)
-        return bool(((outs[0] - outs[1]).abs().max() / scale) <= _TOLERANCE)
+            ).logits[:, -1]
+
+        outs: list[list[torch.Tensor]] = []
+        for lean in (False, True):
+            layers = [KVBuffer() for _ in self.layers]
+            forward(layers, 5, 5)
+            logits = []
+            for at in (5, 6):
+                if lean:
+                    logits.append(self(ids[:, at], positions[:, at : at + 1], pad, layers))
+                else:
+                    logits.append(forward(layers, at + 1, 1))
+            outs.append([x.float() for x in logits])
+        for full, fast in zip(*outs, strict=True):
+            scale = full.abs().max().clamp(min=1.0)
+            if not bool(((full - fast).abs().max() / scale) <= _TOLERANCE):
+                return False
+        return True
 
     @torch.inference_mode()
     def __call__(
@@ -166,27 +186,26 @@ class LeanStep:
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
         group = heads // kv_heads
         x = self.embed(tokens)
-        cos, sin = self.rotary(x[:, None], positions)  # (rows, 1, dim)
-        cos, sin = cos[:, None], sin[:, None]  # (rows, 1, 1, dim), broadcast over heads
+        cos, sin = self._rope(positions)  # (rows, 1, 1, dim), broadcast over heads
         width = layers[0].width + 1
         blocked = torch.arange(width, device=x.device)[None, :] < pad.to(x.device)[:, None]
         bias = torch.zeros(blocked.shape, dtype=x.dtype, device=x.device)
         bias = bias.masked_fill_(blocked, float("-inf"))[:, None, None, :]
-        q_end, k_end = heads * dim, (heads + kv_heads) * dim
+        k_end, half = (heads + kv_heads) * dim, dim // 2
+        shape = (self.hidden,)
         for layer, cache in zip(self.layers, layers, strict=True):
-            h = layer.norm_in(x)
+            h = F.rms_norm(x, shape, *layer.norm_in)
             qkv = F.linear(h, layer.qkv, layer.qkv_bias)
-            q = qkv[:, :q_end].view(rows, heads, 1, dim)
-            k = qkv[:, q_end:k_end].view(rows, kv_heads, 1, dim)
+            qk = qkv[:, :k_end].view(rows, heads + kv_heads, 1, dim)
+            qk = qk * cos + qk.roll(half, -1) * sin  # q and k rotated together
             v = qkv[:, k_end:].view(rows, kv_heads, 1, dim)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            keys, values = cache.update(k, v)  # (rows, kv_heads, width, dim)
-            q = q.view(rows, kv_heads, group, dim)
+            keys, values = cache.update(qk[:, heads:], v)  # (rows, kv_heads, width, dim)
+            # Grouped-query heads: the `group` query heads of a kv head share its keys.
+            q = qk[:, :heads].view(rows, kv_heads, group, dim)
             scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self.scale).add_(bias)
             attn = torch.matmul(torch.softmax(scores, dim=-1), values)
             x = x + layer.o(attn.reshape(rows, heads * dim))
-            h = layer.norm_post(x)
+            h = F.rms_norm(x, shape, *layer.norm_post)
             if layer.dense:
                 gate_up = F.linear(h, layer.gate_up, layer.gate_up_bias)
                 gate, up = gate_up[:, : layer.inter], gate_up[:, layer.inter :]
@@ -194,9 +213,32 @@ class LeanStep:
             else:
                 out = layer.mlp(h[:, None])
                 x = x + (out[0] if isinstance(out, tuple) else out).view(rows, -1)
-        return self.head(self.norm(x)).float()
+        return self.head(F.rms_norm(x, shape, *self.norm)).float()
+
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sign-folded sin for `positions` (rows, 1), shaped (rows, 1, 1, dim):
+        `q * cos + q.roll(dim // 2, -1) * sin` is the model's rotation."""
+        like = self.embed.weight
+        if not self.static_rope:
+            cos, sin = self.rotary(like, positions)
+            return cos[:, None], _fold(sin)[:, None]
+        need = int(positions.max()) + 1
+        if self._cos is None or need > self._cos.shape[0]:
+            n = max(need, 2 * (self._cos.shape[0] if self._cos is not None else 256))
+            cos, sin = self.rotary(like, torch.arange(n, device=like.device)[None])
+            self._cos, self._sin = cos[0], _fold(sin[0])
+        assert self._sin is not None
+        return self._cos[positions][:, None], self._sin[positions][:, None]
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _rope_type(config: Any) -> str:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    if isinstance(params, dict):
+        return str(params.get("rope_type") or params.get("type") or "default")
+    return "default"
+
+
+def _fold(sin: torch.Tensor) -> torch.Tensor:
+    """sin with rotate-half's sign folded in: rotate_half(q) * sin == q.roll(half) * _fold(sin)."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)

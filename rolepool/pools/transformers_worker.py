@@ -38,7 +38,7 @@ from rolepool.core import (
 )
 from rolepool.pools import compute
 from rolepool.pools.batching import Batcher, Pending, group_key
-from rolepool.pools.decode import Decoder, supports
+from rolepool.pools.decode import Decoder, Done, supports
 from rolepool.pools.expert_load import (
     ExpertRecorder,
     architecture_of,
@@ -146,6 +146,7 @@ class TransformersWorker:
         self._load_failed = False
         self._recorder: ExpertRecorder | None = None
         self._decoder: Decoder | None = None
+        self._closing = False
         self._load_lock = threading.Lock()
         self._batcher = Batcher(
             self._run_batch,
@@ -279,7 +280,11 @@ class TransformersWorker:
         return self._model is not None or (not self._load_failed and self.path.is_dir())
 
     async def aclose(self) -> None:
-        await self._batcher.aclose()
+        self._closing = True  # a decode loop returns at its next step
+        try:
+            await self._batcher.aclose()
+        finally:
+            self._closing = False
         if self._decoder is not None:  # rows still decoding when the batching task stopped
             rows = [p for p in self._decoder.pendings() if not p.done.is_set()]
             self._decoder.reset()
@@ -333,9 +338,9 @@ class TransformersWorker:
         return pending.result
 
     def _yield_now(self) -> bool:
-        """Stop decoding for now: requests wait to be admitted here, or other work (another
-        worker's) waits for the compute thread."""
-        return self._batcher.admission_waiting() or compute.jobs_waiting()
+        """Stop decoding for now: requests wait to be admitted here, other work (another
+        worker's) waits for the compute thread, or the worker is closing."""
+        return self._closing or self._batcher.admission_waiting() or compute.jobs_waiting()
 
     async def _run_batch(self, batch: list[Pending]) -> None:
         if self._decoder is None:
@@ -345,8 +350,14 @@ class TransformersWorker:
             self._counts["generate_calls"] += 1  # admissions: requests prefilled together
             self._batch_sizes[len(batch)] += 1
         start = time.perf_counter()
+        # Rows that leave are resolved on this loop while the compute thread decodes on.
+        call = compute.loop_caller()
+
+        def deliver(rows: list[Done]) -> None:
+            call(self._finish_rows, rows, time.perf_counter())
+
         try:
-            done = await compute.run_sync(self._decoder.run, batch, self._yield_now)
+            done = await compute.run_sync(self._decoder.run, batch, self._yield_now, deliver)
         except BaseException as exc:
             rows = [*batch, *self._decoder.pendings()]
             self._decoder.reset()
@@ -359,7 +370,13 @@ class TransformersWorker:
             raise
         now = time.perf_counter()
         self._generate_seconds += now - start
-        for row in done:
+        self._finish_rows(done, now)
+
+    def _finish_rows(self, rows: list[Done], now: float) -> None:
+        """Resolve the callers of rows that left the engine at `now`."""
+        for row in rows:
+            if row.pending.done.is_set():  # already failed (the worker closing)
+                continue
             if row.error is not None:
                 self._fail([row.pending], row.error)
             elif row.finish:  # "" = its caller gave up: nobody waits for a result
