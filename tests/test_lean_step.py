@@ -24,8 +24,8 @@ def model(request, tmp_path_factory):
 def _steps(
     model, lean: LeanStep | None, prompts: list[list[int]], steps: int
 ) -> list[torch.Tensor]:
-    """Prefill left-padded `prompts` with the model's forward, then greedy-decode `steps` tokens
-    with either the lean step or the model's forward; the logits of every step."""
+    """Prefill left-padded `prompts`, then greedy-decode `steps` tokens, with either the lean
+    forward or the model's own; the logits of the prefill and of every step."""
     width = max(map(len, prompts))
     pad = torch.tensor([width - len(p) for p in prompts])
     ids = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -34,15 +34,18 @@ def _steps(
     mask = (torch.arange(width)[None, :] >= pad[:, None]).long()
     layers = [KVBuffer() for _ in model.model.layers]
     with torch.inference_mode():
-        logits = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-            cache=Cache(layers=layers),
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[:, -1]
-        out = []
+        if lean is not None:
+            logits = lean.prefill(ids, pad, layers)
+        else:
+            logits = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                cache=Cache(layers=layers),
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
+        out = [logits.float()]
         for _ in range(steps):
             token = logits.argmax(-1)
             positions = (layers[0].width - pad)[:, None]
@@ -62,7 +65,7 @@ def _steps(
     return out
 
 
-def test_lean_steps_match_the_models_forward_on_a_padded_batch(model):
+def test_lean_prefill_and_steps_match_the_models_forward_on_a_padded_batch(model):
     lean = LeanStep.build(model)
     assert lean is not None
     prompts = [[5, 9, 17, 3, 40, 41, 7], [8, 8, 2], [30, 31, 32, 33, 34]]

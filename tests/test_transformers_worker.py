@@ -301,19 +301,17 @@ async def test_a_prompt_whose_prefill_fails_fails_alone(lively_dense_dir):
     worker = TransformersWorker(lively_dense_dir, max_wait_ms=50)
     await worker.load()
     poison = req("poison " * 9)
-    bad_len = len(worker._prompt_ids(poison))
-    real_forward = worker._model.forward
+    bad = worker._prompt_ids(poison)
+    real_prefill = worker._decoder._prefill
 
-    def flaky_forward(*args, **kwargs):
-        mask = kwargs["attention_mask"]
-        if mask.shape[1] > 1 and kwargs["input_ids"].shape[1] > 1:
-            if bool((mask.sum(-1) == bad_len).any()):
-                raise RuntimeError("boom")
-        return real_forward(*args, **kwargs)
+    def flaky_prefill(chunk):
+        if any(p.prompt_ids == bad for p in chunk):
+            raise RuntimeError("boom")
+        return real_prefill(chunk)
 
     good = [req(p) for p in PROMPTS[:4]]
     alone = await one_by_one(worker, good)
-    worker._model.forward = flaky_forward
+    worker._decoder._prefill = flaky_prefill
     results = await gather(worker, [good[0], poison, *good[1:]])
     assert isinstance(results[1], WorkerError) and "boom" in str(results[1])
     assert [r.text for r in results[:1] + results[2:]] == [a.text for a in alone]

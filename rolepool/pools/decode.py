@@ -215,7 +215,11 @@ class Decoder:
         layers = [KVBuffer() for _ in range(self.num_layers)]
         rows = [self._row(p) for p in chunk]
         counts = self._counts_start(len(chunk))
-        logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), layers)
+        if self.lean is not None:
+            lean, device = self.lean, self.device
+            logits = self._run(lambda: lean.prefill(ids.to(device), pad, layers))
+        else:
+            logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), layers)
         self._count(counts, mask)
         batch = _Batch(rows, layers, pad, torch.zeros(len(chunk), dtype=torch.long), counts)
         self._choose(batch, logits)

@@ -1,32 +1,36 @@
-"""A lean forward for one decode step of a Llama-family model, for the decode engine.
+"""A lean forward for the decode engine's prefills and decode steps of Llama-family models.
 
 A decode step feeds one token per row. For the small models this project ships, the time of such
 a step through the transformers module tree is mostly per-call overhead, not arithmetic: 29
 `linear` calls per step for a 4-layer dense model, mask construction, `scaled_dot_product_attention`
-with a padding mask, and the cache bookkeeping around them. `LeanStep` does the same arithmetic
-with fewer, larger calls:
+with a padding mask, and the cache bookkeeping around them. A prefill is matmul-bound (~200
+GFLOP/s here, near this CPU's float32 peak for these shapes), but still spends about a third of
+its time in norms, rotations, masks and copies. `LeanStep` does the same arithmetic with fewer,
+larger calls:
 
-* q, k and v come from one matmul, and so do the MLP's gate and up projections. The fused weights
-  are allocated once, and the model's own `Linear` modules are re-pointed to views of them, so
-  the model holds no second copy and its own forward (prefill, `generate`) is unchanged;
+* q, k and v come from one matmul, and in a decode step so do the MLP's gate and up projections
+  (at prefill sizes the fused gate/up product is slower than its two halves, so a prefill keeps
+  them apart). The fused weights are allocated once, and the model's own `Linear` modules are
+  re-pointed to views of them, so the model holds no second copy and its own forward
+  (`generate`) is unchanged;
 * RMSNorm is torch's fused `rms_norm` (the same float32 result); q and k are rotated together,
   with the rotary angles tabled once per position;
-* attention for a single query is two batched matmuls and a softmax over the row's cache, with
-  grouped-query heads handled by a reshape instead of repeating keys and values, and the padding
-  mask is one additive row per step, shared by every layer.
+* a decode step's attention for its single query is two batched matmuls and a softmax over the
+  row's cache, with grouped-query heads handled by a reshape instead of repeating keys and
+  values, and one additive padding row per step shared by every layer; a prefill builds its
+  causal padding mask once and calls `scaled_dot_product_attention`.
 
-Fused norms and the folded rotation change no bits (checked on the shipped models). A lean
-prefill was tried and dropped: a prefill is matmul-bound here (~200 GFLOP/s, near this CPU's
-float32 peak for these shapes), and the fused gate/up matmul is slower than two halves there.
+On the shipped dense models the logits are bitwise those of the module tree's forward (measured
+on the 64 prompts of `bench/pool_throughput.py`); a prefill of those prompts takes ~7% less time.
 
 An MoE layer's sparse block is called as the module it is, so its router, experts and the expert
 telemetry hooks are untouched; only attention, norms and the head take the lean path.
 
 It serves only what it was checked on: the model types in `MODEL_TYPES`, with SiLU-family MLPs, no
-per-head q/k norms and no embedding scaling; and `LeanStep.build` compares its logits (two steps
-after a prefill) with the model's own forward on a small padded batch and declines (returns None) if
-they differ, so a variant it does not know keeps the full forward instead of producing wrong
-tokens.
+per-head q/k norms and no embedding scaling; and `LeanStep.build` compares its logits (a prefill
+and two steps after it) with the model's own forward on a small padded batch and declines
+(returns None) if they differ, so a variant it does not know keeps the full forward instead of
+producing wrong tokens.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ class _Layer:
         if self.dense:
             self.gate_up, self.gate_up_bias = _fuse([mlp.gate_proj, mlp.up_proj])
             self.inter = mlp.gate_proj.weight.shape[0]
-            self.down = mlp.down_proj
+            self.gate, self.up, self.down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
             self.act = mlp.act_fn
         self.mlp = mlp
 
@@ -86,7 +90,7 @@ def _norm(module: Any) -> tuple[torch.Tensor, float]:
 
 
 class LeanStep:
-    """One decode step over a left-padded batch whose caches are `KVBuffer`s."""
+    """Prefills and decode steps over left-padded batches whose caches are `KVBuffer`s."""
 
     def __init__(self, model: Any) -> None:
         config = model.config
@@ -133,8 +137,8 @@ class LeanStep:
 
     @torch.inference_mode()
     def _agrees(self, model: Any) -> bool:
-        """Logits of two decode steps after a short left-padded prefill, against the model's
-        own forward."""
+        """Logits of a short left-padded prefill and two decode steps after it, against the
+        model's own forward."""
         from transformers.cache_utils import Cache
 
         device = next(model.parameters()).device
@@ -158,8 +162,7 @@ class LeanStep:
         outs: list[list[torch.Tensor]] = []
         for lean in (False, True):
             layers = [KVBuffer() for _ in self.layers]
-            forward(layers, 5, 5)
-            logits = []
+            logits = [self.prefill(ids[:, :5], pad, layers) if lean else forward(layers, 5, 5)]
             for at in (5, 6):
                 if lean:
                     logits.append(self(ids[:, at], positions[:, at : at + 1], pad, layers))
@@ -171,6 +174,48 @@ class LeanStep:
             if not bool(((full - fast).abs().max() / scale) <= _TOLERANCE):
                 return False
         return True
+
+    @torch.inference_mode()
+    def prefill(self, ids: torch.Tensor, pad: torch.Tensor, layers: list[KVBuffer]) -> torch.Tensor:
+        """Logits (rows, vocab) at the last position of left-padded `ids` (rows, width), row i
+        after `pad[i]` padding tokens; fills the empty caches `layers`."""
+        rows, width = ids.shape
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        at = torch.arange(width, device=ids.device)
+        real = at[None, :] >= pad.to(ids.device)[:, None]  # (rows, width)
+        positions = (real.long().cumsum(-1) - 1).clamp(min=0)
+        # Causal over the row's real tokens; a padding position attends to itself alone, so its
+        # keys and values stay finite.
+        mask = (at[:, None] >= at[None, :])[None] & real[:, None, :]
+        mask = (mask | torch.eye(width, dtype=torch.bool, device=ids.device))[:, None]
+        x = self.embed(ids)  # (rows, width, hidden)
+        cos, sin = self._rope(positions)  # (rows, 1, width, dim)
+        k_end, half = (heads + kv_heads) * dim, dim // 2
+        shape = (self.hidden,)
+        for layer, cache in zip(self.layers, layers, strict=True):
+            h = F.rms_norm(x, shape, *layer.norm_in)
+            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+            qk = qkv[..., :k_end].view(rows, width, heads + kv_heads, dim).transpose(1, 2)
+            qk = qk * cos + qk.roll(half, -1) * sin
+            v = qkv[..., k_end:].view(rows, width, kv_heads, dim).transpose(1, 2)
+            keys, values = cache.update(qk[:, heads:], v)
+            attn = F.scaled_dot_product_attention(
+                qk[:, :heads],
+                keys,
+                values,
+                attn_mask=mask,
+                scale=self.scale,
+                enable_gqa=heads != kv_heads,
+            )
+            x = x + layer.o(attn.transpose(1, 2).reshape(rows, width, heads * dim))
+            h = F.rms_norm(x, shape, *layer.norm_post)
+            if layer.dense:
+                # Two matmuls, not the fused one: at prefill sizes the fused product is slower.
+                x = x + layer.down(layer.act(layer.gate(h)) * layer.up(h))
+            else:
+                out = layer.mlp(h)
+                x = x + (out[0] if isinstance(out, tuple) else out).view(rows, width, -1)
+        return self.head(F.rms_norm(x[:, -1], shape, *self.norm)).float()
 
     @torch.inference_mode()
     def __call__(
@@ -216,8 +261,8 @@ class LeanStep:
         return self.head(F.rms_norm(x, shape, *self.norm)).float()
 
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sign-folded sin for `positions` (rows, 1), shaped (rows, 1, 1, dim):
-        `q * cos + q.roll(dim // 2, -1) * sin` is the model's rotation."""
+        """cos and sign-folded sin for `positions` (rows, length), shaped (rows, 1, length,
+        dim): `q * cos + q.roll(dim // 2, -1) * sin` is the model's rotation."""
         like = self.embed.weight
         if not self.static_rope:
             cos, sin = self.rotary(like, positions)
