@@ -134,3 +134,25 @@ def test_heap_tuning_keeps_mib_sized_blocks_in_the_heap_unless_turned_off(mode, 
 async def test_the_compute_thread_tunes_the_heap_when_it_starts():
     await compute.run_sync(lambda: None)
     assert compute.heap_tuned() is (platform.libc_ver()[0] == "glibc")
+
+
+_EXIT_PROBE = """
+import torch
+from rolepool.pools import compute
+
+def decode_loop():
+    x = torch.randn(128, 128)
+    while not compute.jobs_waiting():  # what a decode loop checks between steps
+        x = torch.tanh(x @ x)
+    print("returned at exit", flush=True)
+
+compute._THREAD.submit(decode_loop)
+"""
+
+
+def test_at_exit_a_running_job_is_asked_to_return_and_the_thread_ends_first():
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_PROBE], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "returned at exit"

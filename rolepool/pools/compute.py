@@ -24,6 +24,7 @@ first alone gained nothing. The cost is that the process keeps up to 64 MiB of f
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import platform
@@ -73,10 +74,11 @@ def tune_heap() -> bool:
 
 class _Thread:
     def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.heap_tuned: bool | None = None
+        self.stopping = False
 
     def submit(self, job: Callable[[], None]) -> None:
         with self._lock:
@@ -90,11 +92,22 @@ class _Thread:
         self._jobs.put(job)
 
     def _loop(self) -> None:
-        while True:
-            self._jobs.get()()
+        while (job := self._jobs.get()) is not None:
+            job()
 
     def waiting(self) -> bool:
-        return not self._jobs.empty()
+        return self.stopping or not self._jobs.empty()
+
+    def stop(self, timeout: float) -> None:
+        """At interpreter exit: let the running job end (a decode loop returns at its next step,
+        since `waiting()` now says so) and the thread finish, before C++ runtime teardown. A
+        thread still inside torch while the process exits aborts it ("terminate called without
+        an active exception"): seen on Ctrl-C during `rolepool eval`."""
+        self.stopping = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._jobs.put(None)
+            thread.join(timeout)
 
     @property
     def ident(self) -> int | None:
@@ -102,6 +115,7 @@ class _Thread:
 
 
 _THREAD = _Thread()
+atexit.register(_THREAD.stop, 30.0)
 
 
 def thread_ident() -> int | None:
