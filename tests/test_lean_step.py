@@ -68,11 +68,9 @@ def _steps(
 def test_lean_prefill_and_steps_match_the_models_forward_on_a_padded_batch(model):
     lean = LeanStep.build(model)
     assert lean is not None
-    prompts = [[5, 9, 17, 3, 40, 41, 7], [8, 8, 2], [30, 31, 32, 33, 34]]
-    full = _steps(model, None, prompts, 12)
-    fast = _steps(model, lean, prompts, 12)
-    for a, b in zip(full, fast, strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    _assert_lean_matches(
+        model, lean, [[5, 9, 17, 3, 40, 41, 7], [8, 8, 2], [30, 31, 32, 33, 34]], 12
+    )
 
 
 def test_fusing_leaves_the_models_own_forward_and_memory_unchanged(model):
@@ -90,24 +88,38 @@ def test_fusing_leaves_the_models_own_forward_and_memory_unchanged(model):
     )
 
 
-def test_grouped_query_heads_and_attention_biases():
+def _llama(**overrides) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(
+    config = dict(
         vocab_size=64,
-        hidden_size=48,
+        hidden_size=32,
         num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        max_position_embeddings=1024,
+    )
+    return LlamaForCausalLM(LlamaConfig(**(config | overrides))).eval()
+
+
+def _assert_lean_matches(model, lean: LeanStep, prompts: list[list[int]], steps: int) -> None:
+    full = _steps(model, None, prompts, steps)
+    fast = _steps(model, lean, prompts, steps)
+    for a, b in zip(full, fast, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_query_heads_and_attention_biases():
+    model = _llama(
+        hidden_size=48,
         num_attention_heads=6,
         num_key_value_heads=2,
         intermediate_size=64,
         attention_bias=True,
         max_position_embeddings=128,
     )
-    model = LlamaForCausalLM(config).eval()
     lean = LeanStep.build(model)
     assert lean is not None
-    prompts = [[1, 2, 3, 4], [9, 8]]
-    for a, b in zip(_steps(model, None, prompts, 6), _steps(model, lean, prompts, 6), strict=True):
-        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+    _assert_lean_matches(model, lean, [[1, 2, 3, 4], [9, 8]], 6)
 
 
 def test_a_model_whose_step_differs_is_declined(tmp_path):
@@ -126,19 +138,6 @@ def test_unknown_model_types_are_declined():
     assert LeanStep.build(model) is None
 
 
-def _llama(**overrides) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = dict(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-        max_position_embeddings=1024,
-    )
-    return LlamaForCausalLM(LlamaConfig(**(config | overrides))).eval()
-
-
 def test_rotary_angles_past_the_first_table_and_position_dependent_rope_types():
     # Positions beyond 256 (the least table) are tabled too; a "dynamic" rope, whose angles
     # depend on the sequence length, is computed per step instead of tabled.
@@ -149,8 +148,5 @@ def test_rotary_angles_past_the_first_table_and_position_dependent_rope_types():
     ):
         lean = LeanStep.build(model)
         assert lean is not None and lean.static_rope is tabled
-        full = _steps(model, None, prompts, 4)
-        fast = _steps(model, lean, prompts, 4)
-        for a, b in zip(full, fast, strict=True):
-            torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4)
+        _assert_lean_matches(model, lean, prompts, 4)
         assert (lean._cos is not None and lean._cos.shape[0] > 300) is tabled
