@@ -228,6 +228,21 @@ def test_an_unknown_precision_is_refused_before_training():
 
     with pytest.raises(ValueError, match="precision"):
         train(Recipe(precision="fp8"), progress=False)
+    with pytest.raises(ValueError, match="vocab_size"):
+        train(Recipe(vocab_size=100), progress=False)
+
+
+def test_the_recipes_vocabulary_size_sizes_the_tokenizer_and_the_model(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from rolepool.zoo.train import Recipe, train
+
+    recipe = Recipe(
+        steps=1, batch_size=2, warmup=1, train_examples=300, model_overrides=TINY, vocab_size=400
+    )
+    train(recipe, out=tmp_path / "m", progress=False)
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "m")) == 400
+    assert AutoConfig.from_pretrained(tmp_path / "m").vocab_size == 400
 
 
 # -- shipped checkpoints ------------------------------------------------------------------------

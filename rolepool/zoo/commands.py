@@ -24,6 +24,9 @@ def add_zoo_commands(subparsers: Any) -> None:
     train.add_argument("--batch-size", type=int, default=None)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument(
+        "--vocab-size", type=int, default=None, help="BPE vocabulary (default: 1024, as shipped)"
+    )
+    train.add_argument(
         "--precision", choices=("fp32", "bf16"), default=None, help="default: the shipped recipe's"
     )
     train.add_argument("--out", required=True, help="directory for the checkpoint")
@@ -55,7 +58,7 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
         steps=SHIPPED_STEPS[args.arch],
         precision=SHIPPED_PRECISION,
     )
-    for key in ("steps", "batch_size", "lr", "precision"):
+    for key in ("steps", "batch_size", "lr", "precision", "vocab_size"):
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))
     target = Path(args.out)

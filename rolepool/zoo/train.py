@@ -20,7 +20,7 @@ import torch
 
 from rolepool.zoo.corpus import generate
 from rolepool.zoo.models import build_model, make_config, param_counts
-from rolepool.zoo.tokenizer import build_tokenizer, encode
+from rolepool.zoo.tokenizer import VOCAB_SIZE, build_tokenizer, encode
 
 THREADS = 2
 # The shipped recipe's steps and precision: what fits the 15-minute budget per checkpoint on 2
@@ -45,6 +45,8 @@ class Recipe:
     train_examples: int = 50_000
     data_seed: int = 0
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    # BPE vocabulary of the tokenizer trained on the corpus (the shipped checkpoints use 1,024).
+    vocab_size: int = VOCAB_SIZE
     # "bf16": matmuls under CPU bf16 autocast (weights, optimizer state and loss stay float32);
     # 1.5x faster per dense step on a CPU with AVX512-BF16. "fp32": everything in float32.
     precision: str = "fp32"
@@ -111,7 +113,9 @@ def train(
     torch.set_num_threads(THREADS)
     torch.manual_seed(r.seed)
     examples = generate("train", r.train_examples, seed=r.data_seed)
-    tokenizer = build_tokenizer(examples)
+    if r.vocab_size < 300:  # the 256 byte tokens, the specials and room for merges
+        raise ValueError(f"vocab_size must be at least 300, not {r.vocab_size}")
+    tokenizer = build_tokenizer(examples, vocab_size=r.vocab_size)
     data = encode(tokenizer, examples)
     config = make_config(r.arch, tokenizer, **r.model_overrides)
     model = build_model(config)
