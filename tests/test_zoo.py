@@ -303,3 +303,23 @@ def test_zoo_list_command(capsys):
     out = capsys.readouterr().out
     for c in SHIPPED:
         assert c["name"] in out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--vocab-size", "100", "must be at least 300, not 100"),
+        ("--steps", "0", "must be at least 1, not 0"),
+        ("--batch-size", "-2", "must be at least 1, not -2"),
+        ("--steps", "many", "invalid integer value: 'many'"),
+    ],
+)
+def test_zoo_train_refuses_bad_numbers_before_any_work(tmp_path, capsys, flag, value, message):
+    from rolepool.cli import main
+
+    out = tmp_path / "m"
+    with pytest.raises(SystemExit) as exit_:
+        main(["zoo", "train", "--arch", "dense", flag, value, "--out", str(out)])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: {message}" in capsys.readouterr().err
+    assert not out.exists()

@@ -29,7 +29,7 @@ from transformers.cache_utils import DynamicLayer
 
 __all__ = ["KVBuffer"]
 
-_SPARE = 64  # positions of room on each side, and the least row room added when rows grow
+_SPARE = 64  # positions of room on each side of the window when a buffer is (re)allocated
 
 
 class KVBuffer(DynamicLayer):

@@ -180,8 +180,7 @@ class LeanStep:
     def prefill(self, ids: torch.Tensor, pad: torch.Tensor, layers: list[KVBuffer]) -> torch.Tensor:
         """Logits (rows, vocab) at the last position of left-padded `ids` (rows, width), row i
         after `pad[i]` padding tokens; fills the empty caches `layers`."""
-        rows, width = ids.shape
-        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        width = ids.shape[1]
         at = torch.arange(width, device=ids.device)
         real = at[None, :] >= pad.to(ids.device)[:, None]  # (rows, width)
         positions = (real.long().cumsum(-1) - 1).clamp(min=0)
@@ -191,32 +190,20 @@ class LeanStep:
         mask = (mask | torch.eye(width, dtype=torch.bool, device=ids.device))[:, None]
         x = self.embed(ids)  # (rows, width, hidden)
         cos, sin = self._rope(positions)  # (rows, 1, width, dim)
-        k_end, half = (heads + kv_heads) * dim, dim // 2
-        shape = (self.hidden,)
         for layer, cache in zip(self.layers, layers, strict=True):
-            h = F.rms_norm(x, shape, *layer.norm_in)
-            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
-            qk = qkv[..., :k_end].view(rows, width, heads + kv_heads, dim).transpose(1, 2)
-            qk = qk * cos + qk.roll(half, -1) * sin
-            v = qkv[..., k_end:].view(rows, width, kv_heads, dim).transpose(1, 2)
-            keys, values = cache.update(qk[:, heads:], v)
+            q, k, v = self._project(layer, x, cos, sin)
+            keys, values = cache.update(k, v)
             attn = F.scaled_dot_product_attention(
-                qk[:, :heads],
+                q,
                 keys,
                 values,
                 attn_mask=mask,
                 scale=self.scale,
-                enable_gqa=heads != kv_heads,
+                enable_gqa=self.heads != self.kv_heads,
             )
-            x = x + layer.o(attn.transpose(1, 2).reshape(rows, width, heads * dim))
-            h = F.rms_norm(x, shape, *layer.norm_post)
-            if layer.dense:
-                # Two matmuls, not the fused one: at prefill sizes the fused product is slower.
-                x = x + layer.down(layer.act(layer.gate(h)) * layer.up(h))
-            else:
-                out = layer.mlp(h)
-                x = x + (out[0] if isinstance(out, tuple) else out).view(rows, width, -1)
-        return self.head(F.rms_norm(x[:, -1], shape, *self.norm)).float()
+            # Two gate/up matmuls, not the fused one: at prefill sizes the fused one is slower.
+            x = self._rest(layer, x, attn, fused_mlp=False)
+        return self._logits(x)
 
     @torch.inference_mode()
     def __call__(
@@ -229,37 +216,58 @@ class LeanStep:
         """Logits (rows, vocab) for `tokens` (one per row) at `positions` (rows, 1); `pad[i]`
         is the number of leading padding positions in row i's cache."""
         rows = tokens.shape[0]
-        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
-        group = heads // kv_heads
-        x = self.embed(tokens)
+        x = self.embed(tokens[:, None])  # (rows, 1, hidden)
         cos, sin = self._rope(positions)  # (rows, 1, 1, dim), broadcast over heads
         width = layers[0].width + 1
         blocked = torch.arange(width, device=x.device)[None, :] < pad.to(x.device)[:, None]
         bias = torch.zeros(blocked.shape, dtype=x.dtype, device=x.device)
         bias = bias.masked_fill_(blocked, float("-inf"))[:, None, None, :]
-        k_end, half = (heads + kv_heads) * dim, dim // 2
-        shape = (self.hidden,)
+        # Grouped-query heads: the `group` query heads of a kv head share its keys.
+        group = self.heads // self.kv_heads
         for layer, cache in zip(self.layers, layers, strict=True):
-            h = F.rms_norm(x, shape, *layer.norm_in)
-            qkv = F.linear(h, layer.qkv, layer.qkv_bias)
-            qk = qkv[:, :k_end].view(rows, heads + kv_heads, 1, dim)
-            qk = qk * cos + qk.roll(half, -1) * sin  # q and k rotated together
-            v = qkv[:, k_end:].view(rows, kv_heads, 1, dim)
-            keys, values = cache.update(qk[:, heads:], v)  # (rows, kv_heads, width, dim)
-            # Grouped-query heads: the `group` query heads of a kv head share its keys.
-            q = qk[:, :heads].view(rows, kv_heads, group, dim)
+            q, k, v = self._project(layer, x, cos, sin)
+            keys, values = cache.update(k, v)  # (rows, kv_heads, width, dim)
+            q = q.reshape(rows, self.kv_heads, group, self.head_dim)
             scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self.scale).add_(bias)
             attn = torch.matmul(torch.softmax(scores, dim=-1), values)
-            x = x + layer.o(attn.reshape(rows, heads * dim))
-            h = F.rms_norm(x, shape, *layer.norm_post)
-            if layer.dense:
-                gate_up = F.linear(h, layer.gate_up, layer.gate_up_bias)
-                gate, up = gate_up[:, : layer.inter], gate_up[:, layer.inter :]
-                x = x + layer.down(layer.act(gate) * up)
-            else:
-                out = layer.mlp(h[:, None])
-                x = x + (out[0] if isinstance(out, tuple) else out).view(rows, -1)
-        return self.head(F.rms_norm(x, shape, *self.norm)).float()
+            x = self._rest(layer, x, attn.view(rows, self.heads, 1, -1), fused_mlp=True)
+        return self._logits(x)
+
+    def _project(
+        self, layer: _Layer, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (rows, heads, length, dim), k and v (rows, kv_heads, length, dim) of `x` (rows,
+        length, hidden); q and k rotated together."""
+        rows, length = x.shape[:2]
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        k_end = (heads + kv_heads) * dim
+        h = F.rms_norm(x, (self.hidden,), *layer.norm_in)
+        qkv = F.linear(h, layer.qkv, layer.qkv_bias)
+        qk = qkv[..., :k_end].view(rows, length, heads + kv_heads, dim).transpose(1, 2)
+        qk = qk * cos + qk.roll(dim // 2, -1) * sin
+        v = qkv[..., k_end:].view(rows, length, kv_heads, dim).transpose(1, 2)
+        return qk[:, :heads], qk[:, heads:], v
+
+    def _rest(
+        self, layer: _Layer, x: torch.Tensor, attn: torch.Tensor, *, fused_mlp: bool
+    ) -> torch.Tensor:
+        """The layer after attention: output projection, residual, norm, MLP, residual;
+        `attn` is (rows, heads, length, dim)."""
+        rows, length = x.shape[:2]
+        x = x + layer.o(attn.transpose(1, 2).reshape(rows, length, -1))
+        h = F.rms_norm(x, (self.hidden,), *layer.norm_post)
+        if not layer.dense:
+            out = layer.mlp(h)
+            return x + (out[0] if isinstance(out, tuple) else out).view(rows, length, -1)
+        if fused_mlp:
+            gate_up = F.linear(h, layer.gate_up, layer.gate_up_bias)
+            gate, up = gate_up[..., : layer.inter], gate_up[..., layer.inter :]
+        else:
+            gate, up = layer.gate(h), layer.up(h)
+        return x + layer.down(layer.act(gate) * up)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.rms_norm(x[:, -1], (self.hidden,), *self.norm)).float()
 
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sign-folded sin for `positions` (rows, length), shaped (rows, 1, length,

@@ -11,6 +11,20 @@ from rich.console import Console
 from rich.table import Table
 
 from rolepool.core import UserError
+from rolepool.zoo.tokenizer import MIN_VOCAB_SIZE
+
+
+def _at_least(least: int) -> Any:
+    """An argparse type: an integer no smaller than `least` (argparse reports anything else)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
+        return value
+
+    parse.__name__ = "integer"  # what argparse names in "invalid integer value"
+    return parse
 
 
 def add_zoo_commands(subparsers: Any) -> None:
@@ -20,11 +34,16 @@ def add_zoo_commands(subparsers: Any) -> None:
     train = cmds.add_parser("train", help="train a reference model from scratch")
     train.add_argument("--arch", choices=("moe", "dense"), required=True)
     train.add_argument("--seed", type=int, default=1)
-    train.add_argument("--steps", type=int, default=None, help="default: the shipped recipe's")
-    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument(
+        "--steps", type=_at_least(1), default=None, help="default: the shipped recipe's"
+    )
+    train.add_argument("--batch-size", type=_at_least(1), default=None)
     train.add_argument("--lr", type=float, default=None)
     train.add_argument(
-        "--vocab-size", type=int, default=None, help="BPE vocabulary (default: 1024, as shipped)"
+        "--vocab-size",
+        type=_at_least(MIN_VOCAB_SIZE),
+        default=None,
+        help="BPE vocabulary (default: 1024, as shipped)",
     )
     train.add_argument(
         "--precision", choices=("fp32", "bf16"), default=None, help="default: the shipped recipe's"

@@ -18,6 +18,7 @@ from rolepool.zoo.corpus import Example
 from rolepool.zoo.template import CALL_CLOSE, CALL_OPEN, CHAT_TEMPLATE, END, PAD, SPECIAL_TOKENS
 
 VOCAB_SIZE = 1024
+MIN_VOCAB_SIZE = 300  # the 256 byte tokens, the special tokens and room for merges
 MAX_LENGTH = 512
 PRE_TOKEN = r"\p{L}+ ?|\p{N}|[^\s\p{L}\p{N}] ?|\s"
 _SPECIALS = re.compile("|".join(re.escape(t) for t in [*SPECIAL_TOKENS, CALL_OPEN, CALL_CLOSE]))

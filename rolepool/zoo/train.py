@@ -20,7 +20,7 @@ import torch
 
 from rolepool.zoo.corpus import generate
 from rolepool.zoo.models import build_model, make_config, param_counts
-from rolepool.zoo.tokenizer import VOCAB_SIZE, build_tokenizer, encode
+from rolepool.zoo.tokenizer import MIN_VOCAB_SIZE, VOCAB_SIZE, build_tokenizer, encode
 
 THREADS = 2
 # The shipped recipe's steps and precision: what fits the 15-minute budget per checkpoint on 2
@@ -110,11 +110,11 @@ def train(
     against its log without training it all)."""
     if r.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16', not {r.precision!r}")
+    if r.vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE}, not {r.vocab_size}")
     torch.set_num_threads(THREADS)
     torch.manual_seed(r.seed)
     examples = generate("train", r.train_examples, seed=r.data_seed)
-    if r.vocab_size < 300:  # the 256 byte tokens, the specials and room for merges
-        raise ValueError(f"vocab_size must be at least 300, not {r.vocab_size}")
     tokenizer = build_tokenizer(examples, vocab_size=r.vocab_size)
     data = encode(tokenizer, examples)
     config = make_config(r.arch, tokenizer, **r.model_overrides)
