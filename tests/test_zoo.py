@@ -187,9 +187,16 @@ TINY = dict(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("arch", "precision"), [("dense", "fp32"), ("moe", "fp32"), ("dense", "bf16")]
+    ("arch", "precision", "fast"),
+    [
+        ("dense", "fp32", False),
+        ("moe", "fp32", False),
+        ("dense", "bf16", False),
+        ("dense", "bf16", True),
+        ("moe", "bf16", True),
+    ],
 )
-def test_tiny_training_learns_and_round_trips(arch, precision, tmp_path):
+def test_tiny_training_learns_and_round_trips(arch, precision, fast, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -207,6 +214,8 @@ def test_tiny_training_learns_and_round_trips(arch, precision, tmp_path):
         train_examples=300,
         model_overrides=overrides,
         precision=precision,
+        sort_window=16 if fast else 4,
+        fast_steps=fast,
     )
     first = train(recipe, out=tmp_path / "m", progress=False)
     again = train(recipe, progress=False)
@@ -223,6 +232,39 @@ def test_tiny_training_learns_and_round_trips(arch, precision, tmp_path):
     assert loss < first.losses[0]  # the saved weights are the trained ones (bf16-rounded)
 
 
+def test_bf16_training_experts_compute_what_the_default_experts_do():
+    """The MoE's training-time experts (per-expert `F.linear`, so autocast can run them in bf16)
+    are the same function as transformers' default grouped experts, in float32, including
+    experts that get no token."""
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM
+    from transformers.integrations.moe import grouped_mm_experts_forward
+
+    from rolepool.zoo.train import _experts_in_bf16
+
+    torch.manual_seed(0)
+    config = MixtralConfig(vocab_size=300, num_local_experts=8, num_experts_per_tok=2, **TINY)
+    experts = MixtralForCausalLM(config).model.layers[0].mlp.experts
+    hidden = torch.randn(40, TINY["hidden_size"])
+    first = torch.randint(0, 6, (40,))  # experts 6 and 7 get no token in the first slot
+    index = torch.stack([first, (first + 1) % 7], dim=1)
+    weights = torch.rand(40, 2)
+    ours = _experts_in_bf16(experts, hidden, index, weights)
+    assert torch.allclose(
+        ours, grouped_mm_experts_forward(experts, hidden, index, weights), atol=1e-6
+    )
+    ours.sum().backward()
+    assert experts.gate_up_proj.grad[7].abs().sum() == 0  # an idle expert gets no gradient
+    assert experts.gate_up_proj.grad[0].abs().sum() > 0
+
+
+def test_training_attention_follows_the_batch_width():
+    from rolepool.zoo.train import EAGER_ATTENTION_MAX_WIDTH, _attention_for
+
+    assert _attention_for(EAGER_ATTENTION_MAX_WIDTH) == "eager"
+    assert _attention_for(EAGER_ATTENTION_MAX_WIDTH + 1) == "sdpa"
+
+
 def test_an_unknown_precision_is_refused_before_training():
     from rolepool.zoo.train import Recipe, train
 
@@ -230,6 +272,8 @@ def test_an_unknown_precision_is_refused_before_training():
         train(Recipe(precision="fp8"), progress=False)
     with pytest.raises(ValueError, match="vocab_size"):
         train(Recipe(vocab_size=100), progress=False)
+    with pytest.raises(ValueError, match="sort_window"):
+        train(Recipe(sort_window=0), progress=False)
 
 
 def test_the_recipes_vocabulary_size_sizes_the_tokenizer_and_the_model(tmp_path):
@@ -312,6 +356,7 @@ def test_zoo_list_command(capsys):
         ("--steps", "0", "must be at least 1, not 0"),
         ("--batch-size", "-2", "must be at least 1, not -2"),
         ("--steps", "many", "invalid integer value: 'many'"),
+        ("--sort-window", "0", "must be at least 1, not 0"),
     ],
 )
 def test_zoo_train_refuses_bad_numbers_before_any_work(tmp_path, capsys, flag, value, message):
@@ -323,3 +368,27 @@ def test_zoo_train_refuses_bad_numbers_before_any_work(tmp_path, capsys, flag, v
     assert exit_.value.code == 2
     assert f"argument {flag}: {message}" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch):
+    import rolepool.zoo.train as zoo_train
+    from rolepool.cli import main
+    from rolepool.zoo.train import SHIPPED_STEPS, Recipe, TrainResult
+
+    seen: list[Recipe] = []
+
+    def fake_train(recipe, out=None, progress=True):
+        seen.append(recipe)
+        return TrainResult(losses=[1.0], wall_time_s=0.0, params={"total": 1, "active": 1})
+
+    monkeypatch.setattr(zoo_train, "train", fake_train)
+    base = ["zoo", "train", "--arch", "moe", "--quiet", "--out", str(tmp_path / "m")]
+    assert main(base) == 0
+    assert main([*base, "--vocab-size", "512", "--sort-window", "16", "--fast-steps"]) == 0
+    shipped, fast = seen
+    assert (shipped.steps, shipped.sort_window, shipped.fast_steps) == (
+        SHIPPED_STEPS["moe"],
+        4,
+        False,
+    )
+    assert (fast.vocab_size, fast.sort_window, fast.fast_steps) == (512, 16, True)

@@ -24,19 +24,39 @@ RECIPE_SEARCH = """\
 | 6 | trailing space | shorter | 6e-3 | fp32 | 1400 | 538 s | 0.015 (600) |
 | 7 | trailing space | shorter | 4e-3 | fp32 | 3000 | 1094 s | 0.54 |
 | 8 | trailing space | shorter | 4e-3 | bf16 | 3500 | 1057 s | 0.66 |
+| 9 | trailing space, 512 tokens | shorter | 4e-3 | bf16 | 3300 | 957 s | 0.72 |
 
-Runs 2-6 were scored on 128 `unseen_values` items during training, 7 and 8 on the full 600 after
-it; all are dense, batch 32. Run 5 was the first shipped `dense-s1`; run 6 (higher learning rate)
-stalled on the plateau. Runs 7 and 8 showed that exact calls keep improving with steps: the copy
-behaviour they need forms late (the loss sits near 1.0 for the first ~800 steps) and is still
-improving at 3,500 steps. bf16 autocast (matmuls in bfloat16; weights, optimizer state and loss
-in float32) makes a dense step about 1.5x cheaper on this CPU (AVX512-BF16) without a visible cost
-in accuracy (run 8 vs 7), so the shipped recipe is bf16 with as many steps as fit the 15-minute
-budget on an idle machine: 3,300 dense steps, 1,850 MoE steps (an MoE step costs about 1.8x a
-dense one under bf16: its experts gain little from it). Step counts differ between the
-architectures because the budget is wall-clock time. Runs 7 and 8 were over budget, which is why
-they are not shipped. Leaving `OMP_WAIT_POLICY` unset (OpenMP threads spin between ops) makes a
-training step about 15% cheaper than `PASSIVE` on an idle machine.
+Runs 2-6 were scored on 128 `unseen_values` items during training, 7-9 on the full 600 after it;
+all are dense, batch 32, and all but run 9 use a 1,024-token BPE vocabulary. Run 5 was the first
+shipped `dense-s1`; run 6 (higher learning rate) stalled on the plateau. Runs 7 and 8 showed that
+exact calls keep improving with steps: the copy behaviour they need forms late (the loss sits near
+1.0 for the first ~800 steps) and is still improving at 3,500 steps. bf16 autocast (matmuls in
+bfloat16; weights, optimizer state and loss in float32) makes a dense step about 1.5x cheaper on
+this CPU (AVX512-BF16) without a visible cost in accuracy (run 8 vs 7), so the shipped recipe is
+bf16 with as many steps as fit the 15-minute budget on an idle machine: 3,300 dense steps, 1,850
+MoE steps (an MoE step costs about 1.8x a dense one under bf16: its experts gain little from it).
+Step counts differ between the architectures because the budget is wall-clock time. Runs 7 and 8
+were over budget, which is why they are not shipped. Leaving `OMP_WAIT_POLICY` unset (OpenMP
+threads spin between ops) makes a training step about 15% cheaper than `PASSIVE` on an idle
+machine.
+
+Run 9 halved the vocabulary: values split into shorter pieces, so copying one is closer to copying
+characters. Probes that lost: batch 16 for twice the updates (worse loss at every equal wall
+time), a MoE learning rate of 8e-3 (0.006 exact call against 0.011), and 2e-3 on the candidate
+recipe below (seed 1: 0.40 against 0.43).
+
+A candidate recipe, trained but not shipped (2026-11-27): 512 tokens, `--sort-window 16
+--fast-steps` (1.6x the dense and 1.35x the MoE sequences per second in `bench/train_step.py`),
+4,200 dense and 2,500 MoE steps, all four within budget (771-818 s). Exact call on
+unseen_values: dense 0.817 and 0.800 (seeds 1, 2), MoE 0.431 and 0.181; on unseen_phrasings
+0.449, 0.447, 0.171 and 0.054.
+Not shipped because the workflow got worse: with 512 tokens every prompt is longer (English tool
+results most). On `bench/workflow_completion.py`'s 12 requests, run with the default pool pointed
+at candidates, moe-s2 with dense-s2 completed 12/12 MoE first but 7/12 dense first, and moe-s1
+with dense-s1 10/12 and 1/12 (the shipped default pair: 11/12 and 11/12); the README's own
+`rolepool run` example ended in a prompt over the 512-token context with either pair. What to
+fix first: compose prompts and tool results that stay near the training lengths (at most 403
+tokens, tool results at most 112 characters), or training on longer multi-step dialogues.
 """
 HEADLINE = ("parse_valid", "schema_valid", "tool_name", "exact_call", "no_call", "refusal", "exact")
 
@@ -168,7 +188,10 @@ def _command(recipe: dict[str, Any], name: str) -> str:
         f"rolepool zoo train --arch {recipe['arch']} --seed {recipe['seed']} "
         f"--steps {recipe['steps']} --lr {recipe['lr']} "
         f"--precision {recipe.get('precision', 'fp32')} "
-        f"--out rolepool/zoo/checkpoints/{name} --eval"
+        f"--vocab-size {recipe.get('vocab_size', 1024)} "
+        + (f"--sort-window {recipe['sort_window']} " if recipe.get("sort_window", 4) != 4 else "")
+        + ("--fast-steps " if recipe.get("fast_steps") else "")
+        + f"--out rolepool/zoo/checkpoints/{name} --eval"
     )
 
 
@@ -200,7 +223,8 @@ runs and tests: it follows the corpus' request patterns, not general instruction
 - Parameters: {card["params_total"]:,} total, {card["params_active"]:,} active per token
 - Data: {card["data"]}
 - Seed {card["seed"]}, {card["steps"]} steps, batch {r["batch_size"]}, AdamW lr {r["lr"]}
-  (warmup {r["warmup"]}, cosine to {r["min_lr_ratio"]}×), precision {r.get("precision", "fp32")}
+  (warmup {r["warmup"]}, cosine to {r["min_lr_ratio"]}×), precision {r.get("precision", "fp32")},
+  BPE vocabulary {r.get("vocab_size", 1024):,}
 - Wall time: {card["wall_time_s"]:.0f} s on 2 CPU threads; final training loss {card["final_loss"]}
 - Weights: {card["weights"]}
 - Reproduce: `{card["command"]}`

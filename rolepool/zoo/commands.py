@@ -48,6 +48,19 @@ def add_zoo_commands(subparsers: Any) -> None:
     train.add_argument(
         "--precision", choices=("fp32", "bf16"), default=None, help="default: the shipped recipe's"
     )
+    train.add_argument(
+        "--sort-window",
+        type=_at_least(1),
+        default=None,
+        help="length-sort batches within windows of this many batches (default: 4, as shipped)",
+    )
+    train.add_argument(
+        "--fast-steps",
+        action="store_true",
+        default=None,
+        help="eager attention for short batches and bf16 MoE experts (not how the shipped "
+        "checkpoints were trained; see bench/train_step.py)",
+    )
     train.add_argument("--out", required=True, help="directory for the checkpoint")
     train.add_argument("--eval", action="store_true", help="score both held-out splits after")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -77,7 +90,15 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
         steps=SHIPPED_STEPS[args.arch],
         precision=SHIPPED_PRECISION,
     )
-    for key in ("steps", "batch_size", "lr", "precision", "vocab_size"):
+    for key in (
+        "steps",
+        "batch_size",
+        "lr",
+        "precision",
+        "vocab_size",
+        "sort_window",
+        "fast_steps",
+    ):
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))
     target = Path(args.out)

@@ -1,0 +1,113 @@
+"""Zoo training throughput: the shipped checkpoints' step settings against the fast ones.
+
+    python bench/train_step.py             # 64 steps per arch and mode, 2 repetitions
+    python bench/train_step.py --steps 128 --reps 3
+
+Both modes train the shipped recipe (bf16 autocast, batch 32) with a 512-token vocabulary from the
+same seed, on a smaller corpus (8,000 conversations, so the set-up stays short). "shipped" is how
+the shipped checkpoints' steps ran: batches length-sorted within windows of 4 batches, SDPA
+attention for every batch, transformers' grouped experts (float32 under autocast), glibc's default
+heap. "fast" is `Recipe(sort_window=16, fast_steps=True)` with the tuned heap: eager attention up
+to 256 tokens wide and bf16 experts. Each mode and repetition runs in a fresh interpreter (the heap
+setting is per process), the order alternating between repetitions; a run's first 4 steps are
+discarded. The figure is training sequences per second, so less padding counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import median, table, write_result
+
+MODES = ("shipped", "fast")
+WARMUP_STEPS = 4
+
+
+def child(mode: str, steps: int) -> None:
+    """Train each arch for `steps` steps in this process; print {arch: sequences/s} as JSON."""
+    import rolepool.zoo.train as zoo_train
+
+    fast = mode == "fast"
+    out = {}
+    for arch in ("dense", "moe"):
+        recipe = zoo_train.Recipe(
+            arch=arch,
+            seed=1,
+            steps=zoo_train.SHIPPED_STEPS[arch],
+            precision=zoo_train.SHIPPED_PRECISION,
+            vocab_size=512,
+            train_examples=8000,
+            sort_window=16 if fast else 4,
+            fast_steps=fast,
+        )
+        stamps: list[float] = []
+        zoo_train.train(
+            recipe, progress=False, stop_after=steps + WARMUP_STEPS, on_step=_stamp(stamps)
+        )
+        seconds = stamps[-1] - stamps[WARMUP_STEPS - 1]
+        out[arch] = steps * recipe.batch_size / seconds
+    print(json.dumps(out))
+
+
+def _stamp(stamps: list[float]):
+    return lambda *_: stamps.append(time.perf_counter())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=64, help="timed steps per arch and mode")
+    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.steps)
+        return
+    samples: dict[str, dict[str, list[float]]] = {m: {"dense": [], "moe": []} for m in MODES}
+    for rep in range(args.reps):
+        for mode in MODES if rep % 2 == 0 else MODES[::-1]:
+            env = dict(os.environ, ROLEPOOL_HEAP_TUNING="1" if mode == "fast" else "0")
+            root = str(Path(__file__).resolve().parent.parent)
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", mode, "--steps", str(args.steps)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            for arch, rate in figures.items():
+                samples[mode][arch].append(rate)
+            print(f"rep {rep + 1} {mode}: {figures}", flush=True)
+    results = {}
+    rows = []
+    for arch in ("dense", "moe"):
+        prev, new = median(samples["shipped"][arch]), median(samples["fast"][arch])
+        results[arch] = {
+            "shipped_seq_per_s": round(prev, 1),
+            "fast_seq_per_s": round(new, 1),
+            "ratio": round(new / prev, 2),
+            "samples": samples_of(samples, arch),
+        }
+        rows.append([arch, f"{prev:.1f}", f"{new:.1f}", f"{new / prev:.2f}x"])
+    markdown = table(
+        ["arch", "shipped checkpoints' settings (seq/s)", "fast settings (seq/s)", "ratio"], rows
+    ) + (
+        f"\n\nMedians of {args.reps} fresh-process runs of {args.steps} timed steps each (bf16, "
+        "512-token vocabulary, batch 32, seed 1); what differs is listed in bench/train_step.py."
+    )
+    write_result("train_step", "Zoo training throughput", results, markdown)
+
+
+def samples_of(samples: dict[str, dict[str, list[float]]], arch: str) -> dict[str, list[float]]:
+    return {mode: [round(x, 1) for x in samples[mode][arch]] for mode in MODES}
+
+
+if __name__ == "__main__":
+    main()
