@@ -200,8 +200,8 @@ def _experts_in_bf16(
 ) -> torch.Tensor:
     """Mixtral's experts for training: each expert's tokens go through `F.linear`, which CPU
     autocast runs in bf16. (transformers' default, `torch._grouped_mm`, is not autocast-aware,
-    so under autocast the experts stayed float32.) Same function as the default; ~7% faster per
-    MoE step here."""
+    so under autocast the experts stayed float32.) Same function as the default; 5-9% faster per
+    MoE step here in ad hoc 80-step timings."""
     k = top_k_index.shape[-1]
     flat = top_k_index.reshape(-1)
     order = torch.argsort(flat, stable=True)  # (token, slot) pairs grouped by expert
