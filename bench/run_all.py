@@ -1,6 +1,6 @@
 """Run every benchmark, then rewrite BENCHMARKS.md's tables from bench/results/*.json.
 
-    python bench/run_all.py               # everything: about 10-13 minutes on an idle 2-core box
+    python bench/run_all.py               # everything: about 9 minutes on an idle 2-core box
     python bench/run_all.py --only overhead event_stream
     python bench/run_all.py --render-only # only rewrite BENCHMARKS.md from the JSON files
 
@@ -37,7 +37,7 @@ from _common import machine, table, versions  # noqa: E402
 @dataclass(frozen=True)
 class Bench:
     name: str  # the script is bench/<name>.py, its results bench/results/<name>.json
-    timeout: float  # seconds; the limits add up to 21.7 minutes; runs take ~10
+    timeout: float  # seconds; the limits add up to 21.7 minutes; runs take ~9
     budgeted: bool = False  # takes --budget: stops repeating in time rather than being killed
 
 

@@ -65,22 +65,26 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps < 1 or args.reps < 1:
+        parser.error("--steps and --reps must be at least 1")
     if args.child:
         child(args.child, args.steps)
         return
     samples: dict[str, dict[str, list[float]]] = {m: {"dense": [], "moe": []} for m in MODES}
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
     for rep in range(args.reps):
         for mode in MODES if rep % 2 == 0 else MODES[::-1]:
-            env = dict(os.environ, ROLEPOOL_HEAP_TUNING="1" if mode == "fast" else "0")
-            root = str(Path(__file__).resolve().parent.parent)
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+            heap = "1" if mode == "fast" else "0"
+            env = dict(os.environ, ROLEPOOL_HEAP_TUNING=heap, PYTHONPATH=path)
             done = subprocess.run(
                 [sys.executable, __file__, "--child", mode, "--steps", str(args.steps)],
                 env=env,
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if done.returncode != 0:
+                sys.exit(f"the {mode} run failed ({done.returncode}):\n{done.stderr[-2000:]}")
             figures = json.loads(done.stdout.strip().splitlines()[-1])
             for arch, rate in figures.items():
                 samples[mode][arch].append(rate)
@@ -93,7 +97,7 @@ def main() -> None:
             "shipped_seq_per_s": round(prev, 1),
             "fast_seq_per_s": round(new, 1),
             "ratio": round(new / prev, 2),
-            "samples": samples_of(samples, arch),
+            "samples": {mode: [round(x, 1) for x in samples[mode][arch]] for mode in MODES},
         }
         rows.append([arch, f"{prev:.1f}", f"{new:.1f}", f"{new / prev:.2f}x"])
     markdown = table(
@@ -103,10 +107,6 @@ def main() -> None:
         "512-token vocabulary, batch 32, seed 1); what differs is listed in bench/train_step.py."
     )
     write_result("train_step", "Zoo training throughput", results, markdown)
-
-
-def samples_of(samples: dict[str, dict[str, list[float]]], arch: str) -> dict[str, list[float]]:
-    return {mode: [round(x, 1) for x in samples[mode][arch]] for mode in MODES}
 
 
 if __name__ == "__main__":

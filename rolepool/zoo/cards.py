@@ -12,6 +12,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from rolepool.zoo.tokenizer import VOCAB_SIZE
+
 SPLITS = ("unseen_values", "unseen_phrasings")
 # How the shipped recipe was found: short dense runs on this machine (2 shared CPU cores), scored
 # greedily on 128 `unseen_values` items during training. Kept here so every card carries it.
@@ -188,8 +190,8 @@ def _command(recipe: dict[str, Any], name: str) -> str:
         f"rolepool zoo train --arch {recipe['arch']} --seed {recipe['seed']} "
         f"--steps {recipe['steps']} --lr {recipe['lr']} "
         f"--precision {recipe.get('precision', 'fp32')} "
-        f"--vocab-size {recipe.get('vocab_size', 1024)} "
-        + (f"--sort-window {recipe['sort_window']} " if recipe.get("sort_window", 4) != 4 else "")
+        f"--vocab-size {recipe.get('vocab_size', VOCAB_SIZE)} "
+        f"--sort-window {recipe.get('sort_window', 4)} "  # logs before the field: windows of 4
         + ("--fast-steps " if recipe.get("fast_steps") else "")
         + f"--out rolepool/zoo/checkpoints/{name} --eval"
     )
@@ -224,7 +226,7 @@ runs and tests: it follows the corpus' request patterns, not general instruction
 - Data: {card["data"]}
 - Seed {card["seed"]}, {card["steps"]} steps, batch {r["batch_size"]}, AdamW lr {r["lr"]}
   (warmup {r["warmup"]}, cosine to {r["min_lr_ratio"]}×), precision {r.get("precision", "fp32")},
-  BPE vocabulary {r.get("vocab_size", 1024):,}
+  BPE vocabulary {r.get("vocab_size", VOCAB_SIZE):,}
 - Wall time: {card["wall_time_s"]:.0f} s on 2 CPU threads; final training loss {card["final_loss"]}
 - Weights: {card["weights"]}
 - Reproduce: `{card["command"]}`
