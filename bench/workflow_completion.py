@@ -8,8 +8,10 @@ phrasings the models were trained on, values they never saw), the kind `rolepool
 to handle. Each runs through the default workflow exactly as `rolepool run` runs it on the built-in
 pool (the same reply and tool-result budgets), once with the default routing (MoE first, dense
 fallback) and once with the pool's policy switched to dense first. A quality measurement, not a
-speed one: it reports completions, the steps and roles each completed run had, and every failure
-by error type, so the README's claims about the workflow come from a command.
+speed one: it reports completions, the steps and roles each completed run had, whether those
+steps are exactly the ones the request asked for (role and task copied right), how many steps
+ended in an answer, and every failure by error type, so the README's claims about the workflow
+come from a command.
 """
 
 from __future__ import annotations
@@ -37,12 +39,19 @@ from rolepool.zoo.corpus import Generator
 ROUTINGS = ("moe first (default)", "dense first")
 
 
-def tasks(n: int, seed: int) -> list[str]:
+def tasks(n: int, seed: int) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Requests, each with the steps it asks for: `(role, task)` of its `assign` calls."""
     gen = Generator("unseen_values", seed)
-    return [gen.parallel_request()[0] for _ in range(n)]
+    out = []
+    for _ in range(n):
+        text, calls = gen.parallel_request()
+        out.append((text, sorted((a["role"], a["task"]) for _, a in calls)))
+    return out
 
 
-async def run_all(requests: list[str], routing: str) -> list[dict[str, Any]]:
+async def run_all(
+    requests: list[tuple[str, list[tuple[str, str]]]], routing: str
+) -> list[dict[str, Any]]:
     pool = default_pool()
     if routing == "dense first":
         route = Route(choices=[Choice(worker="dense")], fallbacks=["moe"])
@@ -51,7 +60,7 @@ async def run_all(requests: list[str], routing: str) -> list[dict[str, Any]]:
     limits = Limits(max_result_chars=TINY_RESULT_CHARS)
     outcomes = []
     try:
-        for task in requests:
+        for task, wanted in requests:
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as workspace:
                 try:
@@ -63,8 +72,14 @@ async def run_all(requests: list[str], routing: str) -> list[dict[str, Any]]:
                         workspace=Path(workspace),
                         approver=allow_all,
                     )
-                    roles = sorted({step["role"] for step in result.steps})
-                    outcome = {"status": "finished", "steps": len(result.steps), "roles": roles}
+                    steps = result.steps
+                    outcome = {
+                        "status": "finished",
+                        "steps": len(steps),
+                        "roles": sorted({step["role"] for step in steps}),
+                        "answered": sum(step["answer"] is not None for step in steps),
+                        "plan_exact": sorted((s["role"], s["task"]) for s in steps) == wanted,
+                    }
                 except RolepoolError as exc:
                     outcome = {"status": type(exc).__name__, "error": str(exc)[:300]}
             outcome.update(task=task, seconds=round(time.perf_counter() - started, 2))
@@ -82,6 +97,8 @@ def summarise(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
         "finished": len(done),
         "parallel_two_plus_steps": sum(o["steps"] >= 2 for o in done),
         "two_plus_roles": sum(len(o["roles"]) >= 2 for o in done),
+        "plan_exact": sum(o["plan_exact"] for o in done),
+        "steps_answered": f"{sum(o['answered'] for o in done)}/{sum(o['steps'] for o in done)}",
         "failures": dict(Counter(o["status"] for o in outcomes if o["status"] != "finished")),
     }
 
@@ -100,15 +117,27 @@ def main() -> None:
             f"{s['finished']}/{s['tasks']}",
             s["parallel_two_plus_steps"],
             s["two_plus_roles"],
+            s["plan_exact"],
+            s["steps_answered"],
             ", ".join(f"{k} {v}" for k, v in sorted(s["failures"].items())) or "none",
         ]
         for r, s in summary.items()
     ]
-    header = ["routing", "completed", "of those: 2+ steps", "2+ roles", "failures by type"]
+    header = [
+        "routing",
+        "completed",
+        "of those: 2+ steps",
+        "2+ roles",
+        "steps exactly as asked",
+        "steps answered",
+        "failures by type",
+    ]
     note = (
         f"\n\n{args.tasks} planner requests from the zoo's held-out `unseen_values` split "
         f"(seed {args.seed}), each through the default workflow as `rolepool run` runs it on the "
-        "built-in pool; nothing is retried."
+        'built-in pool; nothing is retried. "Steps exactly as asked": completed runs whose '
+        'steps are exactly the roles and tasks the request names; "steps answered": steps of '
+        "completed runs that ended in an answer rather than an error."
     )
     write_result(
         "workflow_completion",

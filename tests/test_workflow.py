@@ -92,6 +92,24 @@ async def test_later_steps_see_earlier_answers(tmp_path):
     assert [s["index"] for s in result.steps] == [0, 1]
 
 
+async def test_the_compose_body_is_cut_to_the_runs_result_limit(tmp_path):
+    def coder(request):
+        if last(request).role == "user":
+            return finish("word " * 200)
+        return finish("done")
+
+    worker = role_worker(coder=coder)
+    flow = Workflow()
+    await flow.run("Go.", worker=worker, workspace=tmp_path, limits=Limits(max_result_chars=150))
+    compose = next(r for r in worker.requests if r.role == "writer").messages[1].content
+    body = compose.split(" saying ", 1)[1]
+    assert len(body) <= 151 and body.startswith("coder: word word") and "…" in body
+    worker = role_worker(coder=coder)
+    await flow.run("Go.", worker=worker, workspace=tmp_path)  # default limits: 600 characters
+    compose = next(r for r in worker.requests if r.role == "writer").messages[1].content
+    assert 580 < len(compose.split(" saying ", 1)[1]) <= 601
+
+
 async def test_another_roles_tool_is_refused_and_never_runs(tmp_path, isolated_store):
     def coder(request):
         if last(request).role == "user":

@@ -26,13 +26,14 @@ from rolepool.core import ConfigError, Event, RolepoolError, Sampling, UserError
 from rolepool.runtime import Limits, Run
 from rolepool.runtime.approval import ApprovalRequest, Decision, allow_all
 from rolepool.runtime.store import EventStore
+from rolepool.zoo.dialogues import RESULT_CHARS
 
 DEFAULT_APPROVE = "run_python"
-TINY_RESULT_CHARS = 400
+TINY_RESULT_CHARS = RESULT_CHARS
 TINY_MAX_TOKENS = 160
-"""On the built-in pool: tool results shown to the shipped models and their longest reply (the
-budget their evaluation uses), because their whole context is 512 tokens and every invalid reply
-that is fed back stays in it."""
+"""On the built-in pool: tool results shown to the shipped models (cut where their training cut
+them) and their longest reply (the budget their evaluation uses), because their whole context is
+512 tokens and every invalid reply that is fed back stays in it."""
 
 
 def add_run_command(subparsers: Any) -> argparse.ArgumentParser:

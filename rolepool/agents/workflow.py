@@ -50,7 +50,9 @@ from rolepool.tools.tool import Tool
 COMPOSE_TEMPLATE = "Write a section titled {title} saying {body}."
 """The writer's task: one of the request shapes the reference writer was trained on."""
 MAX_COMPOSE_CHARS = 600
-"""The writer copies the body into its call, and a tiny model's context is 512 tokens."""
+"""The writer copies the body into its call, and a tiny model's context is 512 tokens. The body is
+also never longer than the run's `max_result_chars`: the writer is not asked to copy more text
+than any tool result may show it (on the built-in pool, what its models were trained on)."""
 
 
 @dataclasses.dataclass
@@ -202,9 +204,8 @@ class _WorkflowRun:
         if WRITER not in self.flow.agents:
             return plan
         body = "; ".join(_answers(self.steps)) or self.plan.strip() or self.task
-        compose = COMPOSE_TEMPLATE.format(
-            title=self.flow.compose_title, body=_clip(body, MAX_COMPOSE_CHARS)
-        )
+        limit = min(MAX_COMPOSE_CHARS, scope.limits.max_result_chars)
+        compose = COMPOSE_TEMPLATE.format(title=self.flow.compose_title, body=_clip(body, limit))
         written = await run_agent(self.flow.spec(WRITER), compose, self.worker, scope)
         return Outcome(output=written.output, messages=written.messages, turns=written.turns)
 

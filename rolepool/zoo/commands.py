@@ -43,7 +43,7 @@ def add_zoo_commands(subparsers: Any) -> None:
         "--vocab-size",
         type=_at_least(MIN_VOCAB_SIZE),
         default=None,
-        help="BPE vocabulary (default: 1024, as shipped)",
+        help="BPE vocabulary (default: the shipped recipe's, 512)",
     )
     train.add_argument(
         "--precision", choices=("fp32", "bf16"), default=None, help="default: the shipped recipe's"
@@ -52,14 +52,15 @@ def add_zoo_commands(subparsers: Any) -> None:
         "--sort-window",
         type=_at_least(1),
         default=None,
-        help="length-sort batches within windows of this many batches (default: 4, as shipped)",
+        help="length-sort batches within windows of this many batches (default: the shipped "
+        "recipe's, 16)",
     )
     train.add_argument(
         "--fast-steps",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="eager attention for short batches and bf16 MoE experts (not how the shipped "
-        "checkpoints were trained; see bench/train_step.py)",
+        help="eager attention for short batches and bf16 MoE experts (default: on, as shipped; "
+        "see bench/train_step.py)",
     )
     train.add_argument("--out", required=True, help="directory for the checkpoint")
     train.add_argument("--eval", action="store_true", help="score both held-out splits after")
@@ -82,14 +83,9 @@ def add_zoo_commands(subparsers: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace, out: Console) -> int:
-    from rolepool.zoo.train import SHIPPED_PRECISION, SHIPPED_STEPS, Recipe, train
+    from rolepool.zoo.train import shipped_recipe, train
 
-    recipe = Recipe(
-        arch=args.arch,
-        seed=args.seed,
-        steps=SHIPPED_STEPS[args.arch],
-        precision=SHIPPED_PRECISION,
-    )
+    recipe = shipped_recipe(args.arch, args.seed)
     for key in (
         "steps",
         "batch_size",

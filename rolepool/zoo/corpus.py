@@ -88,6 +88,9 @@ class Values:
         return "/".join(parts + [f"{name}.{rng.choice(P.PATH_EXTS)}"])
 
     def doc_id(self) -> str:
+        """`kb-123`, or a slug of words (`plis-woofus`) as the built-in collection names files."""
+        if self.rng.random() < 0.4:
+            return "-".join(self.pseudo() for _ in range(self.rng.randint(1, 3)))
         return f"{self.rng.choice(P.DOC_PREFIXES)}-{self.number(1, 999)}"
 
     def code(self) -> tuple[str, str]:
@@ -193,12 +196,22 @@ class Generator:
             "write_file": lambda: {"path": v.path(), "content": v.phrase(1, 4)},
             "search_docs": lambda: {"query": v.phrase(1, 3), "top_k": v.number(1, 20)},
             "read_doc": lambda: {"doc_id": v.doc_id()},
-            "write_section": lambda: {"title": v.title(), "body": v.phrase(2, 6)},
+            "write_section": lambda: {"title": v.title(), "body": self.section_body()},
         }[tool]()
         template = self.pick(P.TOOL_REQUESTS[tool])
         text = template.format(**fill)
         args = {k: val for k, val in fill.items() if "{" + k + "}" in template}
         return self.decorate(text), args, {}
+
+    def section_body(self) -> str:
+        """A section's text: a phrase, or (as a workflow's compose step asks the writer) the
+        steps' answers, `coder: The output is 42.; search: No documents match plis.`"""
+        if self.rng.random() < 0.6:
+            return self.values.phrase(2, 6)
+        from rolepool.zoo.dialogues import step_outcome
+
+        roles = self.rng.sample(WORKER_ROLES, self.rng.choice((1, 2, 2, 3)))
+        return "; ".join(step_outcome(self, role)[1] for role in roles)
 
     def single(self, role: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         tool = self.rng.choice([t for t in ROLE_TOOLS[role] if t != "finish"])

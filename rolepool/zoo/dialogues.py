@@ -1,18 +1,30 @@
 """Multi-turn conversations: a call, its tool result, then a `finish` built from the result or a
 next call. The next step is always determined by what the result says, so the scored turn has
-exactly one right answer."""
+exactly one right answer.
+
+Results have the shapes the workflow shows the models: `search_docs` lines `[id] title — snippet`
+and `read_doc` text as the built-in tools format them, a planner's step answers as the other roles
+finish (`"search: <answer>"`) or as a failed step's error, and every result cut at RESULT_CHARS
+with the runtime's marker, as `rolepool run` cuts results for the built-in pool."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from rolepool.zoo.corpus import _assistant_calls, _tool_result
+from rolepool.tools.results import format_result
+from rolepool.zoo.corpus import NO_TOOL_REPLY, REFUSAL_REPLY, _assistant_calls, _tool_result
+from rolepool.zoo.toolset import WORKER_ROLES
 
 if TYPE_CHECKING:
     from rolepool.zoo.corpus import Generator
 
 Turns = list[dict[str, Any]]
 Call = tuple[str, dict[str, Any]]
+
+RESULT_CHARS = 200
+"""Longest tool result the reference models were trained on (longer ones are cut with the
+runtime's marker); `rolepool run` cuts results to this on the built-in pool, whose models have a
+512-token context."""
 
 
 def continue_dialogue(gen: Generator, role: str) -> tuple[Turns, dict[str, Any]]:
@@ -29,7 +41,7 @@ def _finish(answer: str) -> list[Call]:
 def _exchange(turns: Turns, calls: list[Call], results: list[str], start: int) -> None:
     turns.append(_assistant_calls(calls, start))
     for i, ((name, _), content) in enumerate(zip(calls, results, strict=True)):
-        turns.append(_tool_result(start + i, name, content))
+        turns.append(_tool_result(start + i, name, format_result(content, max_chars=RESULT_CHARS)))
 
 
 def _planner(gen: Generator) -> tuple[Turns, list[Call]]:
@@ -38,12 +50,57 @@ def _planner(gen: Generator) -> tuple[Turns, list[Call]]:
     else:
         text, args, _ = gen.request("assign")
         calls = [("assign", args)]
-    results = [f"{a['role']}: {gen.values.phrase(1, 3)}" for _, a in calls]
+    steps = [step_outcome(gen, a["role"]) for _, a in calls]
     turns: Turns = [{"role": "user", "content": text}]
-    _exchange(turns, calls, results, 0)
-    last = _finish("; ".join(results))
+    _exchange(turns, calls, [shown for shown, _ in steps], 0)
+    last = _finish("; ".join(summary for _, summary in steps))
     turns.append(_assistant_calls(last, len(calls)))
     return turns, last
+
+
+def step_outcome(gen: Generator, role: str) -> tuple[str, str]:
+    """What the planner reads back from one step, and how its answer sums the step up: the
+    step's answer as `role: answer` (a tool's outcome, or the agent's reply when no tool fit or
+    the task was another role's), or a failed step's error, summed up as `role: failed`."""
+    v, rng = gen.values, gen.rng
+    if rng.random() < 0.15:
+        reason = rng.choice(STEP_FAILURES).format(role=role, detail=v.phrase(1, 3))
+        return (
+            f"ERROR: ToolError: tool 'assign': the {role} step failed: {reason}",
+            f"{role}: failed",
+        )
+    if rng.random() < 0.2:  # the step's agent answered without a tool, or sent it elsewhere
+        target = rng.choice([r for r in (*WORKER_ROLES, "planner") if r != role])
+        answer = rng.choice((NO_TOOL_REPLY, REFUSAL_REPLY.format(role=role, target=target)))
+    else:
+        answer = {
+            "coder": lambda: rng.choice(
+                (f"The output is {v.code()[1]}.", f"It failed: {rng.choice(CODE_ERRORS)}")
+            ),
+            "search": lambda: rng.choice(
+                (f"{v.doc_id()} says: {_sentence(gen)}.", f"No documents match {v.phrase(1, 3)}.")
+            ),
+            "writer": lambda: f"Added the section {v.title()}.",
+        }[role]()
+    return f"{role}: {answer}", f"{role}: {answer}"
+
+
+def _sentence(gen: Generator) -> str:
+    """A sentence of a document: words, half the time capitalised as prose is."""
+    text = gen.values.phrase(2, 6)
+    return text[0].upper() + text[1:] if gen.rng.random() < 0.5 else text
+
+
+STEP_FAILURES = (
+    "no worker could serve role '{role}': {detail}",
+    "ModelBehaviorError: the {role} agent's replies were invalid {detail}",
+    "WorkerError: worker 'moe' died: {detail}",
+)
+CODE_ERRORS = (
+    "ZeroDivisionError: division by zero",
+    "NameError: name 'x' is not defined",
+    "SyntaxError: invalid syntax",
+)
 
 
 def _coder(gen: Generator) -> tuple[Turns, list[Call]]:
@@ -73,7 +130,7 @@ def _search(gen: Generator) -> tuple[Turns, list[Call]]:
     index = 0
     if rng.random() < 0.3:
         text, args, _ = gen.request("read_doc")
-        doc_id = args["doc_id"]
+        doc_id, title = args["doc_id"], v.title()
         turns.append({"role": "user", "content": text})
     else:
         text, args, _ = gen.request("search_docs")
@@ -83,17 +140,19 @@ def _search(gen: Generator) -> tuple[Turns, list[Call]]:
             last = _finish(f"No documents match {args['query']}.")
             turns.append(_assistant_calls(last, 1))
             return turns, last
-        hits = [(v.doc_id(), v.title()) for _ in range(min(args.get("top_k", 5), 3))]
-        listing = "\n".join(f"[{d}] {t}" for d, t in hits)
+        n = rng.randint(1, min(args.get("top_k", 5), 5))
+        hits = [(v.doc_id(), v.title(), v.phrase(4, 12)) for _ in range(n)]
+        listing = "\n".join(f"[{d}] {t} — {snippet}" for d, t, snippet in hits)
         _exchange(turns, [("search_docs", args)], [listing], 0)
-        index, doc_id = 1, hits[0][0]
+        index, (doc_id, title, _) = 1, hits[0]
         if rng.random() < 0.5:
             last = [("read_doc", {"doc_id": doc_id})]
             turns.append(_assistant_calls(last, index))
             return turns, last
-    content = v.phrase(2, 6)
+    sentences = [_sentence(gen) for _ in range(rng.randint(1, 5))]
+    content = f"[{doc_id}] {title}\n\n# {title}\n\n" + " ".join(f"{s}." for s in sentences)
     _exchange(turns, [("read_doc", {"doc_id": doc_id})], [content], index)
-    last = _finish(f"{doc_id} says: {content}")
+    last = _finish(f"{doc_id} says: {sentences[0]}.")
     turns.append(_assistant_calls(last, index + 1))
     return turns, last
 
