@@ -3,14 +3,15 @@
     python bench/train_step.py             # 64 steps per arch and mode, 2 repetitions
     python bench/train_step.py --steps 128 --reps 3
 
-Both modes train the shipped recipe (bf16 autocast, batch 32, a 512-token vocabulary) from the
-same seed, on a smaller corpus (8,000 conversations, so the set-up stays short). "plain" is how
-the first checkpoints' steps ran: batches length-sorted within windows of 4 batches, SDPA
-attention for every batch, transformers' grouped experts (float32 under autocast), glibc's default
-heap. "fast" is the shipped `sort_window=16, fast_steps=True` with the tuned heap: eager attention
-up to 256 tokens wide and bf16 experts. Each mode and repetition runs in a fresh interpreter (the
-heap setting is per process), the order alternating between repetitions; a run's first 4 steps
-are discarded. The figure is training sequences per second, so less padding counts.
+Both modes train the shipped recipe (`shipped_recipe`: bf16 autocast, batch 32, a 512-token
+vocabulary) from the same seed, on a smaller corpus (8,000 conversations, so the set-up stays
+short). "plain" is how the first checkpoints' steps ran: batches length-sorted within windows of
+4 batches, SDPA attention for every batch, transformers' grouped experts (float32 under
+autocast), glibc's default heap. "fast" is the shipped `sort_window=16, fast_steps=True` with the
+tuned heap: eager attention up to 256 tokens wide and bf16 experts. Each mode and repetition runs
+in a fresh interpreter (the heap setting is per process), the order alternating between
+repetitions; a run's first 4 steps are discarded. The figure is training sequences per second,
+so less padding counts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from _common import median, table, write_result
@@ -33,19 +35,11 @@ def child(mode: str, steps: int) -> None:
     """Train each arch for `steps` steps in this process; print {arch: sequences/s} as JSON."""
     import rolepool.zoo.train as zoo_train
 
-    fast = mode == "fast"
     out = {}
     for arch in ("dense", "moe"):
-        recipe = zoo_train.Recipe(
-            arch=arch,
-            seed=1,
-            steps=zoo_train.SHIPPED_STEPS[arch],
-            precision="bf16",
-            vocab_size=512,
-            train_examples=8000,
-            sort_window=16 if fast else 4,
-            fast_steps=fast,
-        )
+        recipe = replace(zoo_train.shipped_recipe(arch, seed=1), train_examples=8000)
+        if mode == "plain":
+            recipe = replace(recipe, sort_window=4, fast_steps=False)
         stamps: list[float] = []
         zoo_train.train(
             recipe, progress=False, stop_after=steps + WARMUP_STEPS, on_step=_stamp(stamps)

@@ -323,7 +323,13 @@ def test_conversations_longer_than_the_context_are_left_out_of_training(monkeypa
     from rolepool.zoo import train as zoo_train
 
     seen: list[int] = []
-    monkeypatch.setattr(zoo_train, "batches", lambda data, r, pad: _spy(seen, data, r, pad))
+    real = zoo_train.batches
+
+    def spy(data, r, pad_id):
+        seen.extend(len(ids) for ids, _ in data)
+        return real(data, r, pad_id)
+
+    monkeypatch.setattr(zoo_train, "batches", spy)
     recipe = zoo_train.Recipe(
         steps=1,
         batch_size=2,
@@ -334,14 +340,6 @@ def test_conversations_longer_than_the_context_are_left_out_of_training(monkeypa
     zoo_train.train(recipe, progress=False)
     assert seen and max(seen) <= 120
     assert len(seen) < 300  # some were longer
-
-
-def _spy(seen, data, r, pad_id):
-    from rolepool.zoo.train import collate
-
-    seen.extend(len(ids) for ids, _ in data)
-    while True:
-        yield collate(data[: r.batch_size], pad_id)
 
 
 def test_the_recipes_vocabulary_size_sizes_the_tokenizer_and_the_model(tmp_path):

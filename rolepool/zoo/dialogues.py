@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rolepool.core import ToolError, ToolResult
+from rolepool.core.messages import tool_message
 from rolepool.tools.results import format_result
 from rolepool.zoo.corpus import NO_TOOL_REPLY, REFUSAL_REPLY, _assistant_calls, _tool_result
 from rolepool.zoo.toolset import WORKER_ROLES
@@ -65,10 +67,9 @@ def step_outcome(gen: Generator, role: str) -> tuple[str, str]:
     v, rng = gen.values, gen.rng
     if rng.random() < 0.15:
         reason = rng.choice(STEP_FAILURES).format(role=role, detail=v.phrase(1, 3))
-        return (
-            f"ERROR: ToolError: tool 'assign': the {role} step failed: {reason}",
-            f"{role}: failed",
-        )
+        error = ToolError(f"the {role} step failed: {reason}", tool="assign")
+        failed = ToolResult(call_id="", name="assign", error=f"{type(error).__name__}: {error}")
+        return tool_message(failed).content, f"{role}: failed"  # as the loop shows a tool error
     if rng.random() < 0.2:  # the step's agent answered without a tool, or sent it elsewhere
         target = rng.choice([r for r in (*WORKER_ROLES, "planner") if r != role])
         answer = rng.choice((NO_TOOL_REPLY, REFUSAL_REPLY.format(role=role, target=target)))
