@@ -3,10 +3,10 @@
     python bench/train_step.py             # 64 steps per arch and mode, 2 repetitions
     python bench/train_step.py --steps 128 --reps 3
 
-Both modes train the shipped recipe (`shipped_recipe`: bf16 autocast, batch 32, a 512-token
-vocabulary) from the same seed, on a smaller corpus (8,000 conversations, so the set-up stays
-short). "plain" is how the first checkpoints' steps ran: batches length-sorted within windows of
-4 batches, SDPA attention for every batch, transformers' grouped experts (float32 under
+Both modes train the shipped recipe (`shipped_recipe`: bf16 autocast, batches of 32 dense and 16
+MoE, a 512-token vocabulary) from the same seed, on a smaller corpus (8,000 conversations, so the
+set-up stays short). "plain" is how the first checkpoints' steps ran: batches length-sorted within
+windows of 4 batches, SDPA attention for every batch, transformers' grouped experts (float32 under
 autocast), glibc's default heap. "fast" is the shipped `sort_window=16, fast_steps=True` with the
 tuned heap: eager attention up to 256 tokens wide and bf16 experts. Each mode and repetition runs
 in a fresh interpreter (the heap setting is per process), the order alternating between
@@ -96,7 +96,8 @@ def main() -> None:
         rows.append([arch, f"{prev:.1f}", f"{new:.1f}", f"{new / prev:.2f}x"])
     markdown = table(["arch", "plain steps (seq/s)", "fast settings (seq/s)", "ratio"], rows) + (
         f"\n\nMedians of {args.reps} fresh-process runs of {args.steps} timed steps each (bf16, "
-        "512-token vocabulary, batch 32, seed 1); what differs is listed in bench/train_step.py."
+        "512-token vocabulary, the shipped batch sizes, seed 1); what differs is listed in "
+        "bench/train_step.py."
     )
     write_result("train_step", "Zoo training throughput", results, markdown)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
 from rolepool.tools import parse_tool_calls, validate_arguments
 from rolepool.zoo import checkpoint_path, list_checkpoints
-from rolepool.zoo.corpus import SPLITS, generate, user_texts
+from rolepool.zoo.corpus import LETTERS_SHARE, SPLITS, Values, generate, user_texts
 from rolepool.zoo.toolset import ROLE_TOOLS, WORKER_ROLES, openai_tools, schema, tool_spec
 
 SHIPPED = list_checkpoints()
@@ -170,6 +171,19 @@ def test_template_renders_tools_calls_and_results(tokenizer):
     ]
     coder = tokenizer.apply_chat_template(msgs[1:2], tools=openai_tools("coder"), tokenize=False)
     assert "run_python(code:str,timeout_s:int[1..60]=10)" in coder
+
+
+def test_random_letter_values_are_held_out_by_hash_and_drawn_at_their_share():
+    train, held = Values(random.Random(0), held_out=False), Values(random.Random(0), held_out=True)
+    seen = {train.letters() for _ in range(3000)}
+    unseen = {held.letters() for _ in range(3000)}
+    assert not seen & unseen
+    assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 9 for w in seen | unseen)
+    # word() draws random letters for LETTERS_SHARE of its pseudo-words.
+    drawn = []
+    train.letters = lambda: drawn.append(1) or "qzx"
+    words = [train.word(pseudo_p=0.8) for _ in range(4000)]
+    assert abs(len(drawn) / len(words) - 0.8 * LETTERS_SHARE) < 0.03
 
 
 def test_values_tokenize_the_same_in_request_and_call(tokenizer):
@@ -461,4 +475,6 @@ def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch):
         16,
         True,
     )
+    assert (shipped.batch_size, shipped.lr) == (16, 3e-3)
+    assert shipped_recipe("dense", 1).batch_size == 32
     assert (plain.vocab_size, plain.sort_window, plain.fast_steps) == (1024, 4, False)

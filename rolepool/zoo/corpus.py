@@ -1,7 +1,9 @@
 """A deterministic corpus of tool-calling conversations for the four built-in roles.
 
-Values are mostly pseudo-words ("plis woofus"): a model can only lower its loss on them by copying
-from the request, which is what makes it generalise to values it never saw. Splits:
+Values are mostly pseudo-words ("plis woofus", and random letters such as "qzhvte"): a model can
+only lower its loss on them by copying from the request, which is what makes it generalise to
+values it never saw. Random letters tokenize into single letters, as real words outside the corpus
+do; without them the models garbled such words ("budget" -> "budgal"). Splits:
 `train`; `unseen_values` (train phrasings, held-out values); `unseen_phrasings` (held-out
 templates, held-out values). Held-out values are held out by rule (pseudo-words by hash, real
 words and integers by position/residue), so no test value ever occurs in train.
@@ -10,6 +12,7 @@ words and integers by position/residue), so no test value ever occurs in train.
 from __future__ import annotations
 
 import random
+import string
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +31,8 @@ ROLE_MIX: dict[str, dict[str, float]] = {
 GREETING_REPLY = "Hello! I am the {role} agent. What should I do?"
 NO_TOOL_REPLY = "Sorry, none of my tools can do that."
 REFUSAL_REPLY = "I am the {role} agent and can't do that; ask the {target} agent."
+# Of the pseudo-word values, the share drawn as random letters (`Values.letters`).
+LETTERS_SHARE = 0.25
 
 
 @dataclass
@@ -62,8 +67,21 @@ class Values:
             if len(word) >= 3 and (zlib.crc32(word.encode()) % 8 == 0) == self.held_out:
                 return word
 
+    def letters(self) -> str:
+        """A random string of 3-9 letters: it tokenizes into single letters and rare pieces, as
+        real words and names outside the corpus do, so copying cannot lean on familiar syllables."""
+        rng = self.rng
+        while True:
+            word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9)))
+            if (zlib.crc32(word.encode()) % 8 == 0) == self.held_out:
+                return word
+
     def word(self, pseudo_p: float = 0.65) -> str:
-        return self.pseudo() if self.rng.random() < pseudo_p else self.rng.choice(self.real)
+        """A pseudo-word (`pseudo_p`; `LETTERS_SHARE` of them random letters) or a real word."""
+        draw = self.rng.random()
+        if draw < pseudo_p * LETTERS_SHARE:
+            return self.letters()
+        return self.pseudo() if draw < pseudo_p else self.rng.choice(self.real)
 
     def phrase(self, lo: int, hi: int) -> str:
         return " ".join(self.word() for _ in range(self.rng.randint(lo, hi)))
