@@ -77,8 +77,9 @@ class Recipe:
     # the default is what recipes logged before the field existed used).
     sort_window: int = 4
     # Eager attention for batches up to EAGER_ATTENTION_MAX_WIDTH wide, and under bf16 the MoE's
-    # experts in bf16: with sort_window 16, 1.7x (dense) and 1.6x (MoE) the sequences per second
-    # (bench/train_step.py). Off by default, as in recipes logged before the field existed.
+    # experts in bf16: with sort_window 16, 1.7x (dense, batch 32) and 1.2x (MoE, batch 16) the
+    # sequences per second (bench/train_step.py; 1.6x for the MoE at batch 32 before it). Off by
+    # default, as in recipes logged before the field existed.
     fast_steps: bool = False
 
 
