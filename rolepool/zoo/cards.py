@@ -76,10 +76,11 @@ copy syllables rather than arbitrary token runs. A quarter of the pseudo-word va
 random letters ("qzhvte", held out by the same hash rule), which tokenize as such words do. The
 dense recipe is unchanged (3,900 steps at batch 32). The MoE now trains on batches of 16 at lr
 3e-3 for 3,300 steps (its step costs 1.7x a dense step at batch 32; half-size batches fit 3,300
-steps in the budget): on seed 1 that scored 0.378 against 0.156 for the batch-32 recipe (2,150
-steps, trained and not shipped). (Batch 16 had lost an earlier dense probe, above.) On the new
-splits, exact call on unseen_values: dense 0.892 and 0.639, MoE 0.378 and 0.060, against run 11's
-checkpoints' 0.610 and 0.564, 0.152 and 0.102 (`rolepool zoo eval DIR`). The seeds differ mostly
+steps in the budget): it scored 0.378 (seed 1) and 0.060 (seed 2) against 0.156 and 0.048 for
+the batch-32 recipe (2,150 steps at lr 4e-3, trained and not shipped); batch 16 had lost an
+earlier dense probe (above). On the new splits, exact call on unseen_values: dense 0.892 and
+0.639, MoE 0.378 and 0.060, against run 11's checkpoints' 0.610 and 0.564, 0.152 and 0.102
+(`rolepool zoo eval DIR`). The seeds differ mostly
 in when they leave the loss plateau near 0.7 (the copy behaviour forming): dense-s1 left it near
 step 700, dense-s2 near 1,500; moe-s1 near 1,800 of 3,300 and moe-s2 never did (loss 0.26 at the
 end), which is why moe-s2 scores below its predecessor."""
