@@ -113,8 +113,8 @@ def across_seeds(dirs: list[Path]) -> dict[str, Any]:
         if log and ev:
             recipe = log["recipe"]
             run = {"name": d.name, "eval": ev, "steps": recipe["steps"]}
-            run["batch"] = recipe.get("batch_size", 32)
-            by_arch.setdefault(log["recipe"]["arch"], []).append(run)
+            run["batch"] = recipe["batch_size"]
+            by_arch.setdefault(recipe["arch"], []).append(run)
     stats: dict[str, Any] = {}
     for arch, runs in sorted(by_arch.items()):
         stats[arch] = {

@@ -64,7 +64,7 @@ class Values:
             word = "".join(
                 rng.choice(P.ONSETS) + rng.choice(P.VOWELS) + rng.choice(P.CODAS) for _ in range(n)
             )
-            if len(word) >= 3 and (zlib.crc32(word.encode()) % 8 == 0) == self.held_out:
+            if len(word) >= 3 and self._mine(word):
                 return word
 
     def letters(self) -> str:
@@ -73,8 +73,12 @@ class Values:
         rng = self.rng
         while True:
             word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 9)))
-            if (zlib.crc32(word.encode()) % 8 == 0) == self.held_out:
+            if self._mine(word):
                 return word
+
+    def _mine(self, word: str) -> bool:
+        """Whether a made-up word belongs to this split: one in eight (by hash) is held out."""
+        return (zlib.crc32(word.encode()) % 8 == 0) == self.held_out
 
     def word(self, pseudo_p: float = 0.65) -> str:
         """A pseudo-word (`pseudo_p`; `LETTERS_SHARE` of them random letters) or a real word."""
