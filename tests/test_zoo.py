@@ -331,6 +331,26 @@ def test_an_unknown_precision_is_refused_before_training():
         train(Recipe(vocab_size=100), progress=False)
     with pytest.raises(ValueError, match="sort_window"):
         train(Recipe(sort_window=0), progress=False)
+    with pytest.raises(ValueError, match="init_std"):
+        train(Recipe(init_std=0.0), progress=False)
+
+
+def test_the_recipes_init_std_sets_the_initial_weights(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rolepool.zoo.train import Recipe, train
+
+    for std in (0.02, 0.2):
+        recipe = Recipe(
+            arch="moe", train_examples=300, model_overrides=TINY, init_std=std, precision="fp32"
+        )
+        train(recipe, out=tmp_path / str(std), progress=False, stop_after=0)  # untrained
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / str(std))
+        assert model.config.initializer_range == std
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:  # embeddings, projections, experts and router
+                assert torch.std(p.float()).item() == pytest.approx(std, rel=0.15), name
 
 
 def test_conversations_longer_than_the_context_are_left_out_of_training(monkeypatch):
@@ -439,6 +459,8 @@ def test_zoo_list_command(capsys):
         ("--batch-size", "-2", "must be at least 1, not -2"),
         ("--steps", "many", "invalid integer value: 'many'"),
         ("--sort-window", "0", "must be at least 1, not 0"),
+        ("--init-std", "0", "must be above 0 and below 1, not 0.0"),
+        ("--init-std", "wide", "invalid float value: 'wide'"),
     ],
 )
 def test_zoo_train_refuses_bad_numbers_before_any_work(tmp_path, capsys, flag, value, message):
@@ -466,8 +488,12 @@ def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch):
     monkeypatch.setattr(zoo_train, "train", fake_train)
     base = ["zoo", "train", "--arch", "moe", "--quiet", "--out", str(tmp_path / "m")]
     assert main(base) == 0
-    assert main([*base, "--vocab-size", "1024", "--sort-window", "4", "--no-fast-steps"]) == 0
-    shipped, plain = seen
+    assert (
+        main([*base, "--vocab-size", "1024", "--sort-window", "4", "--no-fast-steps"])
+        + main([*base, "--init-std", "0.03"])
+        == 0
+    )
+    shipped, plain, narrow = seen
     assert shipped == shipped_recipe("moe", 1)
     assert (shipped.steps, shipped.vocab_size, shipped.sort_window, shipped.fast_steps) == (
         3300,
@@ -478,3 +504,4 @@ def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch):
     assert (shipped.batch_size, shipped.lr) == (16, 3e-3)
     assert shipped_recipe("dense", 1).batch_size == 32
     assert (plain.vocab_size, plain.sort_window, plain.fast_steps) == (1024, 4, False)
+    assert (shipped.init_std, narrow.init_std) == (0.06, 0.03)

@@ -222,6 +222,7 @@ def _command(recipe: dict[str, Any], name: str) -> str:
         f"--vocab-size {recipe.get('vocab_size', VOCAB_SIZE)} "
         f"--sort-window {recipe.get('sort_window', 4)} "  # logs before the field: windows of 4
         + ("--fast-steps " if recipe.get("fast_steps") else "--no-fast-steps ")
+        + f"--init-std {recipe.get('init_std', 0.02)} "  # logs before the field: 0.02
         + f"--out rolepool/zoo/checkpoints/{name} --eval"
     )
 

@@ -27,6 +27,17 @@ def _at_least(least: int) -> Any:
     return parse
 
 
+def _std(text: str) -> float:
+    """An argparse type: a standard deviation of initial weights, above 0 and below 1."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and below 1, not {value}")
+    return value
+
+
+_std.__name__ = "float"  # what argparse names in "invalid float value"
+
+
 def add_zoo_commands(subparsers: Any) -> None:
     zoo = subparsers.add_parser("zoo", help="the reference models: train, evaluate, list")
     cmds = zoo.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND", required=True)
@@ -62,6 +73,12 @@ def add_zoo_commands(subparsers: Any) -> None:
         help="eager attention for short batches and bf16 MoE experts (default: on, as shipped; "
         "see bench/train_step.py)",
     )
+    train.add_argument(
+        "--init-std",
+        type=_std,
+        default=None,
+        help="standard deviation of the initial weights (default: the shipped recipe's)",
+    )
     train.add_argument("--out", required=True, help="directory for the checkpoint")
     train.add_argument("--eval", action="store_true", help="score both held-out splits after")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -94,6 +111,7 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
         "vocab_size",
         "sort_window",
         "fast_steps",
+        "init_std",
     ):
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))

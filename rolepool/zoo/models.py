@@ -19,7 +19,8 @@ SHAPE: dict[str, Any] = dict(
 
 
 def make_config(arch: str, tokenizer: Any, **overrides: Any) -> Any:
-    """A config for `arch`; `overrides` shrink it for tests (e.g. `hidden_size=32`)."""
+    """A config for `arch`; `overrides` set other config fields (the recipe's
+    `initializer_range`; tests shrink the model, e.g. `hidden_size=32`)."""
     from transformers import LlamaConfig, MixtralConfig
 
     common = {
