@@ -368,3 +368,61 @@ async def test_a_successful_finish_call_ends_the_run():
     assert result.output == "1+2 is 3" and result.turns == 3
     assert log == [(1, 2), (2, 2)]  # calls beside finish in its turn still ran
     assert worker.remaining == 0
+
+
+def _fits(limit: int):
+    """A worker with a context of `limit` characters of message content (refusing longer
+    prompts as a real worker refuses prompts over its context): it reads three documents, one
+    call per turn, then answers."""
+    from rolepool.core import RequestRefused
+
+    def fn(request):
+        size = sum(len(m.content) for m in request.messages)
+        if size > limit:
+            raise RequestRefused(f"prompt of {size} does not fit the context of {limit}")
+        done = sum(m.role == "tool" for m in request.messages)
+        return call("read", doc=f"d{done}") if done < 3 else "summary"
+
+    return FunctionWorker(fn)
+
+
+@tool
+def read(doc: str) -> str:
+    """Read a document.
+
+    Args:
+        doc: its id
+    """
+    return f"{doc}: " + "x" * 100
+
+
+async def test_a_prompt_over_the_context_is_asked_again_with_the_oldest_results_elided():
+    worker = _fits(250)  # turn 4's prompt fits with two of three results elided
+    agent = Agent("reader", tools=[read])
+    async with agent.start("read d0 to d2", worker=worker) as run:
+        events = [e async for e in run.events()]
+        result = await run.result()
+    assert result.output == "summary"
+    # the transcript keeps every result whole ...
+    assert [m.content[:3] for m in result.messages if m.role == "tool"] == ["d0:", "d1:", "d2:"]
+    # ... while the last request showed the two oldest as markers and the newest whole
+    shown = [m.content for m in worker.requests[-1].messages if m.role == "tool"]
+    assert shown[:2] == ["…[elided: 104 chars, to fit the model's context]"] * 2
+    assert shown[2].startswith("d2: x")
+    asked = [e for e in events if e.type == "model.requested"]
+    assert [(e.turn, e.elided) for e in asked] == [(1, 0), (2, 0), (3, 0), (4, 0), (4, 1), (4, 2)]
+    refused = [e for e in events if e.type == "model.completed" and e.error]
+    assert len(refused) == 2 and "does not fit" in refused[0].error
+
+
+async def test_a_prompt_that_cannot_fit_even_elided_is_a_typed_refusal():
+    """The newest result (what answers the latest call) is never elided: a prompt that does not
+    fit without it fails as the worker refused it, after eliding everything older."""
+    from rolepool.core import RequestRefused
+
+    worker = _fits(150)
+    agent = Agent("reader", tools=[read])
+    with pytest.raises(RequestRefused, match="does not fit"):
+        await agent.run("read d0 to d2", worker=worker)
+    last = worker.requests[-1].messages
+    assert [m.content.startswith("…[elided") for m in last if m.role == "tool"] == [True, False]

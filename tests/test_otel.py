@@ -238,3 +238,32 @@ def test_cli_otel_switch(monkeypatch, capsys, spans):
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     main(["--otel", "trace", "list"])  # no store yet: exit 2, but OTel was switched on
     assert run_module._run_hooks
+
+
+async def test_a_request_with_elided_results_says_so_on_its_chat_span(spans):
+    from rolepool.core import RequestRefused
+
+    memory, provider = spans
+    enable_otel(provider)
+
+    @tool
+    def page(n: int) -> str:
+        """A long page.
+
+        Args:
+            n: its number
+        """
+        return f"page {n}: " + "x" * 100
+
+    def small_context(request: Request) -> str:
+        results = [m.content for m in request.messages if m.role == "tool"]
+        if sum(len(r) for r in results) > 250:
+            raise RequestRefused("prompt does not fit the context")
+        if len(results) < 3:
+            return json.dumps({"name": "page", "arguments": {"n": len(results)}})
+        return "Read them all."
+
+    await Agent("w", tools=[page]).run("read", worker=FunctionWorker(small_context))
+    chats = [s for s in memory.get_finished_spans() if s.name.startswith("chat")]
+    elided = [s.attributes.get("rolepool.request.elided") for s in chats]
+    assert elided == [None, None, None, None, 1, 2]

@@ -445,3 +445,22 @@ async def test_a_refused_request_fails_over_without_opening_the_breaker():
     assert (stats["refused"], stats["failures"], stats["breaker"]) == (5, 0, "closed")
     failovers = [e for e in events if e.type == "pool.failover"]
     assert len(failovers) == 5 and "RequestRefused" in failovers[0].error
+
+
+async def test_a_request_every_worker_refuses_is_refused_by_type():
+    """Refused by all: `RequestRefused` (the caller may shorten the prompt and ask again). One
+    worker failing for another reason makes it a plain `WorkerError`."""
+
+    def short_context(request: Request) -> str:
+        raise RequestRefused("prompt of 900 tokens does not fit the model's context of 512")
+
+    both = Pool(
+        [FunctionWorker(short_context, name="a"), FunctionWorker(short_context, name="b")], policy()
+    )
+    with pytest.raises(RequestRefused, match="no worker could serve role 'coder'.*a: .*b: "):
+        await both.complete(request())
+    mixed = Pool([FunctionWorker(short_context, name="a"), failing("b")], policy())
+    with pytest.raises(WorkerError) as error:
+        await mixed.complete(request())
+    assert not isinstance(error.value, RequestRefused)
+    assert "b is down" in str(error.value)

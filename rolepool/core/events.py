@@ -78,6 +78,8 @@ class ModelRequested(EventBase):
     turn: int
     messages: int
     tools: list[str] = Field(default_factory=list)
+    elided: int = 0
+    """Oldest tool results this request shows as a marker so the prompt fits the context."""
 
 
 class ModelCompleted(EventBase):

@@ -101,7 +101,8 @@ class Pool:
 
     async def complete(self, request: Request) -> Completion:
         """Serve `request` from the first worker that can, or raise `WorkerError` naming each
-        worker's error. Never waits on a worker whose breaker is open."""
+        worker's error (`RequestRefused` when every worker refused the request itself, e.g. a
+        prompt over each one's context). Never waits on a worker whose breaker is open."""
         policy = self._policy  # one snapshot: a concurrent set_policy must not mix two versions
         route = policy.route_for(request.role)
         if route is None:
@@ -112,6 +113,7 @@ class Pool:
         primary = route.pick(self._rng)
         order = route.attempts(primary)
         errors: list[str] = []
+        refused = 0
         for i, name in enumerate(order):
             result = await self._attempt(name, request)
             if isinstance(result, Completion):
@@ -127,6 +129,7 @@ class Pool:
                 )
                 return self._stamp(result, name, policy)
             errors.append(f"{name}: {result}")
+            refused += result.startswith(_REFUSED)
             next_name = order[i + 1] if i + 1 < len(order) else None
             if next_name is not None:
                 self._stats[name].failovers += 1
@@ -139,10 +142,13 @@ class Pool:
                     error=result,
                 )
             )
-        raise WorkerError(
+        message = (
             f"no worker could serve role {request.role!r} (policy {policy.version!r}): "
             + "; ".join(errors)
         )
+        if refused == len(order):  # the request is at fault on every worker: say so by type
+            raise RequestRefused(message)
+        raise WorkerError(message)
 
     async def health(self) -> bool:
         """Healthy while any worker is: the policy's fallbacks can still serve."""
@@ -270,7 +276,7 @@ class Pool:
             if isinstance(exc, RequestRefused):  # the request, not the worker: no breaker verdict
                 breaker.release()
                 stats.refused += 1
-                return f"RequestRefused: {exc}"
+                return f"{_REFUSED}{exc}"
             if isinstance(exc, TimeoutError) and deadline.cancel_called:
                 stats.timeouts += 1
                 error = f"no completion within request_timeout={self.request_timeout:g}s"
@@ -312,6 +318,7 @@ class Pool:
         )
 
 
+_REFUSED = "RequestRefused: "  # how `_attempt` reports a refusal
 _BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
 
 

@@ -5,6 +5,11 @@ arguments that break the schema) is never executed: its error goes back to the m
 message, and a run of consecutive invalid turns longer than `max_retries` ends the agent with
 `ModelBehaviorError`. Every step is an event, with `attempt` counting consecutive retries, so evals
 can tell first-try validity from validity after feedback.
+
+A prompt the worker refuses (`RequestRefused`: longer than the model's context) is asked again with
+the oldest tool result shown as a one-line marker, then the next oldest, until it is served or no
+result before the latest call is left to elide. The agent's transcript keeps every result whole;
+`ModelRequested.elided` says how many a request left out.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from rolepool.core import (
     Message,
     ModelBehaviorError,
     Request,
+    RequestRefused,
     RunContext,
     Sampling,
     ToolCall,
@@ -92,6 +98,7 @@ class AgentLoop:
         self.usage = Usage()
         self.messages: list[Message] = []
         self.call_spans: dict[str, str] = {}  # call id -> span id; models may reuse call ids
+        self.elided = 0  # requests show this many of the oldest tool results as a marker
 
     def _base(self) -> dict[str, object]:
         return {"run_id": self.scope.run_id, "parent_id": self.span_id, "agent": self.spec.name}
@@ -181,6 +188,34 @@ class AgentLoop:
         return None
 
     async def _ask(self, turn: int) -> Completion:
+        """The model's reply; a prompt too long for the worker is asked again with one more of the
+        oldest tool results elided, while any result before the latest call is left whole."""
+        while True:
+            try:
+                return await self._ask_once(turn)
+            except RequestRefused:
+                if self.elided >= len(self._elidable()):
+                    raise
+                self.elided += 1
+
+    def _elidable(self) -> list[int]:
+        """Indexes of the tool messages a request may elide: those before the latest assistant
+        message (what answers the latest call is what the model must see) and longer than
+        their marker."""
+        last = max((i for i, m in enumerate(self.messages) if m.role == "assistant"), default=0)
+        return [
+            i
+            for i, m in enumerate(self.messages[:last])
+            if m.role == "tool" and len(m.content) > len(_elided(m.content))
+        ]
+
+    def _prompt(self) -> list[Message]:
+        messages = list(self.messages)
+        for i in self._elidable()[: self.elided]:
+            messages[i] = messages[i].model_copy(update={"content": _elided(messages[i].content)})
+        return messages
+
+    async def _ask_once(self, turn: int) -> Completion:
         span = new_span_id()
         base = {
             "run_id": self.scope.run_id,
@@ -190,9 +225,13 @@ class AgentLoop:
             "role": self.spec.role,
             "turn": turn,
         }
-        self.scope.emit(ModelRequested(**base, messages=len(self.messages), tools=list(self.tools)))
+        self.scope.emit(
+            ModelRequested(
+                **base, messages=len(self.messages), tools=list(self.tools), elided=self.elided
+            )
+        )
         request = Request(
-            messages=list(self.messages),
+            messages=self._prompt(),
             tools=list(self.tool_specs),
             sampling=self.spec.sampling,
             role=self.spec.role,
@@ -381,6 +420,10 @@ class AgentLoop:
                 error=error,
             )
         )
+
+
+def _elided(text: str) -> str:
+    return f"…[elided: {len(text)} chars, to fit the model's context]"
 
 
 async def run_agent(

@@ -189,6 +189,8 @@ class OTelExporter:
         }
         if event.tools:
             attrs["rolepool.request.tools"] = list(event.tools)
+        if event.elided:
+            attrs["rolepool.request.elided"] = event.elided
         self._start(event, "chat", attrs, SpanKind.CLIENT)
 
     def _model_completed(self, event: ev.ModelCompleted) -> None:

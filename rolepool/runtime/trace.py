@@ -93,6 +93,8 @@ def _model_label(node: SpanNode, first: ev.ModelRequested, t0: float) -> Text:
     usage = end.usage
     out.append(f"  {end.worker or '?'} [{end.architecture}]  ")
     out.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tok  {_timing(node, t0)}")
+    if first.elided:
+        out.append(f"  ({first.elided} old results elided to fit)", style="yellow")
     if end.error:
         out.append(f"\n{_short(end.error, 200)}", style="red")
     return out
