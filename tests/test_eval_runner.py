@@ -258,3 +258,25 @@ def test_a_case_the_worker_refuses_is_a_failure_for_good(tmp_path):
         assert len(results.done()) == 3
         again = anyio.run(lambda: run_eval(cases, [Target("w", worker)], results, store=None))
     assert again.recorded == 0 and len(short_context.calls) == 3
+
+
+def test_a_case_served_after_a_refused_prompt_is_scored_on_what_the_model_replied():
+    """The loop asks a refused prompt again with old results elided: the scored attempt is the
+    reply to the shortened prompt, and the re-ask is not another turn."""
+    from rolepool.core import ToolCall
+
+    c = case()
+    for city in ("Oslo", "Rome"):  # two earlier calls with long results
+        c.messages.append(
+            Message(role="assistant", tool_calls=[ToolCall(id=city, name="get_time", arguments={})])
+        )
+        c.messages.append(Message(role="tool", tool_call_id=city, content=city * 80))
+
+    def fn(request):
+        if sum(len(m.content) for m in request.messages) > 500:
+            raise RequestRefused("prompt of 700 tokens does not fit the model's context of 512")
+        return call("get_weather", city="Paris", days=2)
+
+    line = run(c, FunctionWorker(fn))
+    assert line["error"] is None and line["turns"] == 1
+    assert len(line["attempts"]) == 1 and line["scores"]["exact"]

@@ -426,3 +426,25 @@ async def test_a_prompt_that_cannot_fit_even_elided_is_a_typed_refusal():
         await agent.run("read d0 to d2", worker=worker)
     last = worker.requests[-1].messages
     assert [m.content.startswith("…[elided") for m in last if m.role == "tool"] == [True, False]
+
+
+async def test_a_retry_never_elides_the_results_it_retries_from():
+    """After an unparseable (or invalid) reply, the results of the latest valid call are still
+    what the model must act on: a refused retry elides only older ones, then fails typed."""
+    from rolepool.core import RequestRefused
+
+    def fn(request):
+        tools = [m.content for m in request.messages if m.role == "tool"]
+        retrying = sum(m.role == "user" for m in request.messages) > 1
+        if retrying and sum(len(t) for t in tools) > 60:
+            raise RequestRefused("prompt does not fit the context")
+        if len(tools) < 2:
+            return call("read", doc=f"d{len(tools)}")
+        return '<tool_call>{"name": "read", "arguments": {'  # cut off: unparseable
+
+    worker = FunctionWorker(fn)
+    with pytest.raises(RequestRefused, match="does not fit"):
+        await Agent("reader", tools=[read]).run("read d0 and d1", worker=worker)
+    shown = [[m.content[:3] for m in r.messages if m.role == "tool"] for r in worker.requests]
+    assert shown[-1] == ["…[e", "d1:"]  # d0 elided, d1 (the latest valid call's) whole
+    assert all(s[-1] == "d1:" for s in shown if len(s) == 2)

@@ -333,6 +333,8 @@ def test_an_unknown_precision_is_refused_before_training():
         train(Recipe(sort_window=0), progress=False)
     with pytest.raises(ValueError, match="init_std"):
         train(Recipe(init_std=0.0), progress=False)
+    with pytest.raises(ValueError, match="init_std, not model_overrides"):
+        train(Recipe(model_overrides={"initializer_range": 0.1}), progress=False)
 
 
 def test_the_recipes_init_std_sets_the_initial_weights(tmp_path):

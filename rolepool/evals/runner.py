@@ -90,8 +90,8 @@ def prediction_from_events(events: Sequence[Event], error: str | None = None) ->
         if isinstance(event, ModelRequested) and turn is not None and turn.valid:
             break
         if isinstance(event, ModelCompleted):
-            if event.error:
-                break
+            if event.error:  # a refused prompt the loop asks again, shortened (or the run's end)
+                continue
             turns.append(_Turn(event.text, parse_tool_calls(event.text).calls))
         elif turn is not None and isinstance(event, ToolCallParsed):
             turn.calls.append(
@@ -214,7 +214,7 @@ def result_line(
             for a in prediction.attempts
         ],
         "error": prediction.error,
-        "turns": len(completed),
+        "turns": len({e.turn for e in completed}),  # a prompt asked again is one turn
         "latency": sum(e.latency for e in completed),
         "wall": wall,
         "started": started,

@@ -8,8 +8,8 @@ can tell first-try validity from validity after feedback.
 
 A prompt the worker refuses (`RequestRefused`: longer than the model's context) is asked again with
 the oldest tool result shown as a one-line marker, then the next oldest, until it is served or no
-result before the latest call is left to elide. The agent's transcript keeps every result whole;
-`ModelRequested.elided` says how many a request left out.
+result before the latest valid call is left to elide. The agent's transcript keeps every result
+whole; `ModelRequested.elided` says how many a request left out.
 """
 
 from __future__ import annotations
@@ -99,12 +99,19 @@ class AgentLoop:
         self.messages: list[Message] = []
         self.call_spans: dict[str, str] = {}  # call id -> span id; models may reuse call ids
         self.elided = 0  # requests show this many of the oldest tool results as a marker
+        # Messages from this index on answer the latest turn whose calls were all valid, and are
+        # never elided: what the model acts on, also while it retries an invalid reply.
+        self.kept_from = 0
 
     def _base(self) -> dict[str, object]:
         return {"run_id": self.scope.run_id, "parent_id": self.span_id, "agent": self.spec.name}
 
     async def run(self, messages: list[Message]) -> Outcome:
         self.messages = messages
+        self.kept_from = max(
+            (i for i, m in enumerate(messages) if m.role == "assistant" and m.tool_calls),
+            default=0,
+        )
         started = time.perf_counter()
         task = next((m.content for m in reversed(messages) if m.role == "user"), "")
         self.scope.emit(
@@ -181,6 +188,7 @@ class AgentLoop:
             self._spend_retry("; ".join(e for item in checked for e in item.errors))
             return None
         self.retries = 0
+        self.kept_from = len(self.messages) - len(calls) - 1  # this turn's call and its results
         for item in checked:  # a successful call to an ends_run tool (`finish`) is the answer
             result = results[item.call.id]
             if item.tool is not None and item.tool.ends_run and result.ok:
@@ -188,8 +196,8 @@ class AgentLoop:
         return None
 
     async def _ask(self, turn: int) -> Completion:
-        """The model's reply; a prompt too long for the worker is asked again with one more of the
-        oldest tool results elided, while any result before the latest call is left whole."""
+        """The model's reply; a prompt the worker refuses is asked again with one more of the
+        oldest tool results elided, while the results of the latest valid call stay whole."""
         while True:
             try:
                 return await self._ask_once(turn)
@@ -199,13 +207,12 @@ class AgentLoop:
                 self.elided += 1
 
     def _elidable(self) -> list[int]:
-        """Indexes of the tool messages a request may elide: those before the latest assistant
-        message (what answers the latest call is what the model must see) and longer than
-        their marker."""
-        last = max((i for i, m in enumerate(self.messages) if m.role == "assistant"), default=0)
+        """Indexes of the tool messages a request may elide: those before the latest turn whose
+        calls were all valid (an unparseable or invalid retry does not move that line) and
+        longer than their marker."""
         return [
             i
-            for i, m in enumerate(self.messages[:last])
+            for i, m in enumerate(self.messages[: self.kept_from])
             if m.role == "tool" and len(m.content) > len(_elided(m.content))
         ]
 

@@ -157,6 +157,8 @@ def train(
         raise ValueError(f"precision must be 'fp32' or 'bf16', not {r.precision!r}")
     if r.vocab_size < MIN_VOCAB_SIZE:
         raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE}, not {r.vocab_size}")
+    if "initializer_range" in r.model_overrides:
+        raise ValueError("set the initial weights' std with init_std, not model_overrides")
     if not 0 < r.init_std < 1:
         raise ValueError(f"init_std must be between 0 and 1, not {r.init_std}")
     if r.sort_window < 1:
@@ -166,8 +168,7 @@ def train(
     torch.manual_seed(r.seed)
     examples = generate("train", r.train_examples, seed=r.data_seed)
     tokenizer = build_tokenizer(examples, vocab_size=r.vocab_size)
-    overrides = {"initializer_range": r.init_std, **r.model_overrides}
-    config = make_config(r.arch, tokenizer, **overrides)
+    config = make_config(r.arch, tokenizer, initializer_range=r.init_std, **r.model_overrides)
     # A conversation longer than the model's context is one it can never be given: left out.
     data = [
         row for row in encode(tokenizer, examples) if len(row[0]) <= config.max_position_embeddings
