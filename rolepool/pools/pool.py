@@ -129,7 +129,7 @@ class Pool:
                 )
                 return self._stamp(result, name, policy)
             errors.append(f"{name}: {result}")
-            refused += result.startswith(_REFUSED)
+            refused += isinstance(result, _Refused)
             next_name = order[i + 1] if i + 1 < len(order) else None
             if next_name is not None:
                 self._stats[name].failovers += 1
@@ -256,7 +256,8 @@ class Pool:
     # -- internals -----------------------------------------------------------------------------
 
     async def _attempt(self, name: str, request: Request) -> Completion | str:
-        """One try on one worker: the Completion, or the error text that made it fail."""
+        """One try on one worker: the Completion, or the error text that made it fail (a
+        `_Refused` text when the worker refused the request itself)."""
         breaker, stats = self._breakers[name], self._stats[name]
         if not breaker.allow(request):
             stats.rejected += 1
@@ -276,7 +277,7 @@ class Pool:
             if isinstance(exc, RequestRefused):  # the request, not the worker: no breaker verdict
                 breaker.release()
                 stats.refused += 1
-                return f"{_REFUSED}{exc}"
+                return _Refused(f"RequestRefused: {exc}")
             if isinstance(exc, TimeoutError) and deadline.cancel_called:
                 stats.timeouts += 1
                 error = f"no completion within request_timeout={self.request_timeout:g}s"
@@ -318,7 +319,10 @@ class Pool:
         )
 
 
-_REFUSED = "RequestRefused: "  # how `_attempt` reports a refusal
+class _Refused(str):
+    """An attempt's error text when the worker refused the request (not a worker failure)."""
+
+
 _BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
 
 
