@@ -4,8 +4,9 @@
     python bench/train_step.py --steps 128 --reps 3
 
 Both modes train the shipped recipe (`shipped_recipe`: bf16 autocast, batches of 32 dense and 16
-MoE, a 512-token vocabulary) from the same seed, on a smaller corpus (8,000 conversations, so the
-set-up stays short). "plain" is how the first checkpoints' steps ran: batches length-sorted within
+MoE, a 512-token vocabulary; the MoE's own steps, without the dense phase its shipped recipe
+starts with) from the same seed, on a smaller corpus (8,000 conversations, so the set-up stays
+short). "plain" is how the first checkpoints' steps ran: batches length-sorted within
 windows of 4 batches, SDPA attention for every batch, transformers' grouped experts (float32 under
 autocast), glibc's default heap. "fast" is the shipped `sort_window=16, fast_steps=True` with the
 tuned heap: eager attention up to 256 tokens wide and bf16 experts. Each mode and repetition runs
@@ -37,7 +38,8 @@ def child(mode: str, steps: int) -> None:
 
     out = {}
     for arch in ("dense", "moe"):
-        recipe = replace(zoo_train.shipped_recipe(arch, seed=1), train_examples=8000)
+        # upcycle={}: the MoE's own steps (the shipped MoE recipe starts with dense ones)
+        recipe = replace(zoo_train.shipped_recipe(arch, seed=1), train_examples=8000, upcycle={})
         if mode == "plain":
             recipe = replace(recipe, sort_window=4, fast_steps=False)
         stamps: list[float] = []

@@ -315,6 +315,81 @@ def test_bf16_training_experts_compute_what_the_default_experts_do():
     assert experts.gate_up_proj.grad[0].abs().sum() > 0
 
 
+def test_an_upcycled_moe_computes_what_its_dense_model_computes(tokenizer):
+    """Sparse upcycling keeps the dense model's function: each expert is half the dense FFN
+    (doubled), and paired router rows make top-2 pick one of each half with weight 1/2."""
+    import torch
+
+    from rolepool.zoo.models import build_model, make_config, upcycle
+    from rolepool.zoo.tokenizer import encode
+    from rolepool.zoo.train import collate
+
+    torch.manual_seed(0)
+    dense = build_model(make_config("dense", tokenizer, initializer_range=0.1, **TINY)).eval()
+    config = make_config(
+        "moe", tokenizer, initializer_range=0.1, **dict(TINY, intermediate_size=32)
+    )
+    moe = upcycle(dense, config).eval()
+    assert moe.config.rope_parameters == dense.config.rope_parameters  # Mixtral's default differs
+    batch = collate(encode(tokenizer, generate("train", 4, seed=3)), tokenizer.pad_token_id)
+    with torch.no_grad():
+        assert torch.allclose(moe(**batch).logits, dense(**batch).logits, atol=1e-4)
+    router = moe.model.layers[1].mlp.gate.weight
+    assert torch.equal(router[:4], router[4:]) and not torch.equal(router[0], router[1])
+    with pytest.raises(ValueError, match="each half as wide as the dense FFN"):
+        upcycle(dense, make_config("moe", tokenizer, **TINY))  # experts as wide as the FFN
+
+
+@pytest.mark.slow
+def test_an_upcycled_recipe_trains_dense_then_moe_and_reproduces(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from rolepool.zoo.train import Recipe, train
+
+    recipe = Recipe(
+        arch="moe",
+        seed=2,
+        steps=5,
+        batch_size=8,
+        lr=1e-2,
+        warmup=2,
+        train_examples=300,
+        model_overrides=dict(TINY, intermediate_size=32),
+        upcycle={"steps": 6, "batch_size": 4, "lr": 2e-2},
+    )
+    seen: list[tuple[int, str, int]] = []
+
+    def on_step(step, model, tokenizer):
+        seen.append((step, type(model).__name__, model.training))
+
+    first = train(recipe, out=tmp_path / "m", progress=False, on_step=on_step)
+    assert [s for s, _, _ in seen] == list(range(1, 12))
+    assert {name for _, name, _ in seen[:6]} == {"LlamaForCausalLM"}
+    assert {name for _, name, _ in seen[6:]} == {"MixtralForCausalLM"}
+    assert len(first.losses) == 11 and first.losses == train(recipe, progress=False).losses
+    assert train(recipe, progress=False, stop_after=4).losses == first.losses[:4]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    assert model.config.num_local_experts == 8
+    log = json.loads((tmp_path / "m" / "train_log.json").read_text())
+    assert Recipe(**log["recipe"]) == recipe and len(log["losses"]) == 11
+
+
+@pytest.mark.parametrize(
+    ("upcycle", "arch", "message"),
+    [
+        ({"steps": 5}, "dense", "only a MoE can be upcycled"),
+        ({"steps": 5, "momentum": 0.9}, "moe", "not momentum"),
+        ({"lr": 1e-3}, "moe", "upcycle needs steps, at least 1, not None"),
+        ({"steps": 0}, "moe", "upcycle needs steps, at least 1, not 0"),
+    ],
+)
+def test_a_bad_upcycle_is_refused_before_training(upcycle, arch, message):
+    from rolepool.zoo.train import Recipe, train
+
+    with pytest.raises(ValueError, match=message):
+        train(Recipe(arch=arch, upcycle=upcycle), progress=False)
+
+
 def test_training_attention_follows_the_batch_width():
     from rolepool.zoo.train import EAGER_ATTENTION_MAX_WIDTH, _attention_for
 
@@ -361,9 +436,9 @@ def test_conversations_longer_than_the_context_are_left_out_of_training(monkeypa
     seen: list[int] = []
     real = zoo_train.batches
 
-    def spy(data, r, pad_id):
+    def spy(data, r, pad_id, **kwargs):
         seen.extend(len(ids) for ids, _ in data)
-        return real(data, r, pad_id)
+        return real(data, r, pad_id, **kwargs)
 
     monkeypatch.setattr(zoo_train, "batches", spy)
     recipe = zoo_train.Recipe(
@@ -476,7 +551,7 @@ def test_zoo_train_refuses_bad_numbers_before_any_work(tmp_path, capsys, flag, v
     assert not out.exists()
 
 
-def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch):
+def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch, capsys):
     import rolepool.zoo.train as zoo_train
     from rolepool.cli import main
     from rolepool.zoo.train import Recipe, TrainResult, shipped_recipe
@@ -493,17 +568,25 @@ def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch):
     assert (
         main([*base, "--vocab-size", "1024", "--sort-window", "4", "--no-fast-steps"])
         + main([*base, "--init-std", "0.03"])
+        + main([*base, "--upcycle-steps", "0"])
+        + main([*base, "--upcycle-steps", "40"])
         == 0
     )
-    shipped, plain, narrow = seen
+    shipped, plain, narrow, scratch, short = seen
     assert shipped == shipped_recipe("moe", 1)
     assert (shipped.steps, shipped.vocab_size, shipped.sort_window, shipped.fast_steps) == (
-        3300,
+        1500,
         512,
         16,
         True,
     )
-    assert (shipped.batch_size, shipped.lr) == (16, 3e-3)
+    assert (shipped.batch_size, shipped.lr) == (32, 4e-3)
     assert shipped_recipe("dense", 1).batch_size == 32
     assert (plain.vocab_size, plain.sort_window, plain.fast_steps) == (1024, 4, False)
     assert (shipped.init_std, narrow.init_std) == (0.06, 0.03)
+    assert shipped.upcycle == {"steps": 1300, "min_lr_ratio": 1.0}
+    assert scratch.upcycle == {} and short.upcycle == dict(shipped.upcycle, steps=40)
+    capsys.readouterr()
+    assert main(["zoo", "train", "--arch", "dense", "--upcycle-steps", "9", "--out", "x"]) == 2
+    assert "only a MoE is upcycled" in capsys.readouterr().err
+    assert len(seen) == 5  # refused before training

@@ -97,7 +97,24 @@ Exact call on unseen_values: dense 0.869 and 0.884, MoE 0.141 and 0.668, against
 and 0.639, 0.378 and 0.060. The wider start moved when the seeds leave the plateau (dense-s2
 near step 900 instead of 1,500, moe-s2 near 1,750 instead of never) but did not end the lottery:
 dense-s1 left it near step 800 (700 in run 12) and moe-s1 near 2,000 (1,800), so moe-s1 scores
-lower than in run 12."""
+lower than in run 12.
+
+Run 14, shipped (2026-11-27, session 9): the MoE is upcycled (sparse upcycling, as Qwen1.5-MoE
+was built). Trained from random weights, both architectures left the plateau after about the
+same number of sequences (26,000-32,000), but in the budget the MoE saw 53,000 sequences to the
+dense model's 125,000 (its steps cost more per sequence), so it spent most of its budget on the
+plateau. The MoE recipe now trains a dense Llama of the same shape (FFN 512 wide) for 1,300
+steps at batch 32, lr 4e-3 held after warmup; it leaves the plateau there (seed 1 near step 800,
+seed 2 near 1,000). `rolepool.zoo.models.upcycle` then builds the Mixtral from it: attention,
+embeddings and norms copied; each layer's FFN split into halves of 256, experts 0-3 taking the
+first half and 4-7 the second, output doubled; router rows paired (expert i and i + 4 share a
+random row), so top-2 picks one expert of each half at weight 1/2 and the MoE starts out
+computing what the dense model did (logits within 1e-5 in a test). The MoE then trains 1,500
+steps at batch 32, lr 4e-3 (fresh AdamW, warmup 100, cosine), 806-831 s in all. Exact call on
+unseen_values: moe-s1 0.861, moe-s2 0.834, against run 13's 0.141 and 0.668. With the MoE phase
+at run 12's batch 16 and lr 3e-3 (2,250 steps, trained and not shipped) the same two seeds
+scored 0.838 and 0.799. The dense recipe is unchanged. A MoE upcycled from a dense start is not a
+MoE trained from random weights: the comparison lines below say so."""
 HEADLINE = ("parse_valid", "schema_valid", "tool_name", "exact_call", "no_call", "refusal", "exact")
 
 
@@ -128,6 +145,7 @@ def across_seeds(dirs: list[Path]) -> dict[str, Any]:
             recipe = log["recipe"]
             run = {"name": d.name, "eval": ev, "steps": recipe["steps"]}
             run["batch"] = recipe["batch_size"]
+            run["upcycle"] = (recipe.get("upcycle") or {}).get("steps", 0)
             by_arch.setdefault(recipe["arch"], []).append(run)
     stats: dict[str, Any] = {}
     for arch, runs in sorted(by_arch.items()):
@@ -136,6 +154,7 @@ def across_seeds(dirs: list[Path]) -> dict[str, Any]:
             "n_seeds": len(runs),
             "steps": sorted({r["steps"] for r in runs}),
             "batch_size": sorted({r["batch"] for r in runs}),
+            "upcycle_steps": sorted({r["upcycle"] for r in runs}),
         }
         for split in SPLITS:
             for key in ("exact_call", "exact", "tool_name", "schema_valid"):
@@ -157,12 +176,19 @@ def comparison(stats: dict[str, Any]) -> list[str]:
         return ["Only one architecture has scored checkpoints; no comparison is made."]
     lines = []
     d, m = stats["dense"], stats["moe"]
-    if (d.get("steps"), d.get("batch_size")) != (m.get("steps"), m.get("batch_size")):
+    if _training(d) != _training(m):
         lines.append(
-            f"The architectures were trained with different steps and batch sizes (dense "
-            f"{d.get('steps')} steps of {d.get('batch_size')}, moe {m.get('steps')} steps of "
-            f"{m.get('batch_size')}: the same wall-clock budget), so a gap below reflects the "
-            "training each got as much as the architecture."
+            f"The architectures were trained differently (dense {_training(d)}, moe "
+            f"{_training(m)}: the same wall-clock budget), so a gap below reflects the training "
+            "each got as much as the architecture."
+        )
+    upcycled = [s for s in m.get("upcycle_steps", []) if s]
+    if upcycled:
+        lines.append(
+            f"The MoE checkpoints are upcycled: each starts from a dense model trained "
+            f"{' or '.join(map(str, upcycled))} steps within its budget, so the comparison is of "
+            "a MoE continued from a dense start against a dense model, not of a MoE trained "
+            "from random weights."
         )
     for split in SPLITS:
         key = f"{split}.exact_call"
@@ -189,6 +215,17 @@ def comparison(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _training(st: dict[str, Any]) -> str:
+    """E.g. "1300 dense + 1500 steps of 32"."""
+
+    def join(values: list[Any]) -> str:
+        return "/".join(map(str, values))
+
+    up = [s for s in st.get("upcycle_steps", []) if s]
+    first = f"{join(up)} dense + " if up else ""
+    return f"{first}{join(st.get('steps', []))} steps of {join(st.get('batch_size', []))}"
+
+
 def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path]:
     """(Re)write card.json and README.md for every checkpoint under `root`."""
     dirs = sorted(p for p in root.iterdir() if (p / "config.json").is_file())
@@ -212,6 +249,7 @@ def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path
             f"data seed {recipe['data_seed']}",
             "seed": recipe["seed"],
             "steps": recipe["steps"],
+            "upcycle_steps": (recipe.get("upcycle") or {}).get("steps", 0),
             "recipe": recipe,
             "wall_time_s": log["wall_time_s"],
             "final_loss": round(statistics.mean(losses[-50:]), 4),
@@ -237,6 +275,11 @@ def _command(recipe: dict[str, Any], name: str) -> str:
         f"--sort-window {recipe.get('sort_window', 4)} "  # logs before the field: windows of 4
         + ("--fast-steps " if recipe.get("fast_steps") else "--no-fast-steps ")
         + f"--init-std {recipe.get('init_std', 0.02)} "  # logs before the field: 0.02
+        + (
+            f"--upcycle-steps {(recipe.get('upcycle') or {}).get('steps', 0)} "
+            if recipe["arch"] == "moe"
+            else ""
+        )
         + f"--out rolepool/zoo/checkpoints/{name} --eval"
     )
 
@@ -260,9 +303,21 @@ def _markdown(card: dict[str, Any]) -> str:
                     f"{', '.join(f'{v:.3f}' for v in m['values'])} |"
                 )
     r = card["recipe"]
+    up = r.get("upcycle") or {}
+    up_batch, up_lr = up.get("batch_size", r["batch_size"]), up.get("lr", r["lr"])
+    upcycled = (
+        f"""- Upcycled: the first {up["steps"]} steps (batch {up_batch}, lr {up_lr}) train a dense
+  Llama of the same shape with an FFN twice an expert's width; its weights then start the MoE
+  (attention, embeddings and norms copied, the FFN split in halves across the experts, router
+  rows paired so the MoE first computes what the dense model did: `rolepool.zoo.models.upcycle`).
+  The steps above are the MoE's; the wall time counts both.
+"""
+        if up
+        else ""
+    )
     return f"""# {card["name"]}: tiny {card["architecture"]} tool-caller (rolepool reference model)
 
-A `{card["model_class"]}` trained from scratch by `rolepool.zoo` on the synthetic corpus of the
+A `{card["model_class"]}` trained by `rolepool.zoo` on the synthetic corpus of the
 built-in roles' tool calls (planner, coder, search, writer). It is a reference model for offline
 runs and tests: it follows the corpus' request patterns, not general instructions.
 
@@ -271,7 +326,8 @@ runs and tests: it follows the corpus' request patterns, not general instruction
 - Seed {card["seed"]}, {card["steps"]} steps, batch {r["batch_size"]}, AdamW lr {r["lr"]}
   (warmup {r["warmup"]}, cosine to {r["min_lr_ratio"]}×), precision {r.get("precision", "fp32")},
   BPE vocabulary {r.get("vocab_size", VOCAB_SIZE):,}
-- Wall time: {card["wall_time_s"]:.0f} s on 2 CPU threads; final training loss {card["final_loss"]}
+{upcycled}- Wall time: {card["wall_time_s"]:.0f} s on 2 CPU threads; final training loss \
+{card["final_loss"]}
 - Weights: {card["weights"]}
 - Reproduce: `{card["command"]}`
 

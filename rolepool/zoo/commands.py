@@ -79,6 +79,14 @@ def add_zoo_commands(subparsers: Any) -> None:
         default=None,
         help="standard deviation of the initial weights (default: the shipped recipe's)",
     )
+    train.add_argument(
+        "--upcycle-steps",
+        type=_at_least(0),
+        default=None,
+        help="MoE: train a dense model this many steps first and continue from it as the MoE "
+        "(sparse upcycling); 0 starts the MoE from random weights (default: the shipped "
+        "recipe's)",
+    )
     train.add_argument("--out", required=True, help="directory for the checkpoint")
     train.add_argument("--eval", action="store_true", help="score both held-out splits after")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -100,7 +108,7 @@ def add_zoo_commands(subparsers: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace, out: Console) -> int:
-    from rolepool.zoo.train import shipped_recipe, train
+    from rolepool.zoo.train import UPCYCLE_DEFAULTS, shipped_recipe, train
 
     recipe = shipped_recipe(args.arch, args.seed)
     for key in (
@@ -115,6 +123,14 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
     ):
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))
+    if args.upcycle_steps is not None:
+        if args.upcycle_steps and args.arch != "moe":
+            raise UserError("--upcycle-steps: only a MoE is upcycled (from a dense model)")
+        recipe.upcycle = (
+            {**(recipe.upcycle or UPCYCLE_DEFAULTS), "steps": args.upcycle_steps}
+            if args.upcycle_steps
+            else {}
+        )
     target = Path(args.out)
     result = train(recipe, out=target, progress=not args.quiet)
     out.print(
@@ -185,7 +201,8 @@ def cmd_list(args: argparse.Namespace, out: Console) -> int:
             card.get("architecture", "?"),
             f"{card.get('params_total', 0):,}",
             f"{card.get('params_active', 0):,}",
-            str(card.get("steps", "?")),
+            (f"{card['upcycle_steps']} dense + " if card.get("upcycle_steps") else "")
+            + str(card.get("steps", "?")),
             str(round(card.get("wall_time_s", 0))),
             pct("unseen_values"),
             pct("unseen_phrasings"),

@@ -1,5 +1,6 @@
 """The two reference architectures, matched on active parameters per token: a dense Llama with a
-SwiGLU FFN of width 512, and a Mixtral with 8 experts of width 256, 2 active per token."""
+SwiGLU FFN of width 512, and a Mixtral with 8 experts of width 256, 2 active per token; and
+`upcycle`, which starts such a MoE from a trained dense model."""
 
 from __future__ import annotations
 
@@ -67,3 +68,44 @@ def param_counts(model: Any) -> dict[str, int]:
 def architecture(model_or_config: Any) -> str:
     config = getattr(model_or_config, "config", model_or_config)
     return "moe" if getattr(config, "num_local_experts", None) else "dense"
+
+
+def upcycle(dense: Any, config: Any) -> Any:
+    """A MoE of `config` computing what the trained `dense` model computes (sparse upcycling).
+
+    Embeddings, attention and norms are copied. Each layer's FFN of width 2w is split in two
+    halves of width w: experts 0..n/2-1 get the first half, the others the second, their output
+    doubled. Router rows come in pairs (expert i and i + n/2 share a random row), so top-2 picks
+    one expert of each half with weight 1/2 each: the sum of the halves, the dense FFN. Training
+    then parts the pairs (their outputs, and so their router gradients, differ) and the copies
+    of a half (they get different tokens)."""
+    import torch
+
+    n, k = config.num_local_experts, config.num_experts_per_tok
+    width = dense.config.intermediate_size
+    if k != 2 or n % 2 or width != 2 * config.intermediate_size:
+        raise ValueError(
+            "upcycling needs top-2 routing over an even number of experts, each half as wide as "
+            f"the dense FFN (got top-{k} of {n}, widths {config.intermediate_size} and {width})"
+        )
+    # Attention must see the positions as the dense model did (Mixtral's default rotary base
+    # is 1e6, Llama's 1e4).
+    config.rope_parameters = dict(dense.config.rope_parameters)
+    moe = build_model(config)
+    state = {
+        name: p for name, p in dense.state_dict().items() if ".mlp." not in name
+    }  # everything but the FFNs has the same name and shape in both
+    missing = moe.load_state_dict(state, strict=False).missing_keys
+    assert all(".mlp." in name for name in missing), missing
+    half = config.intermediate_size
+    with torch.no_grad():
+        for src, dst in zip(dense.model.layers, moe.model.layers, strict=True):
+            mlp, experts, router = src.mlp, dst.mlp.experts, dst.mlp.gate
+            for e in range(n):
+                part = slice(0, half) if e < n // 2 else slice(half, width)
+                experts.gate_up_proj[e] = torch.cat(
+                    [mlp.gate_proj.weight[part], mlp.up_proj.weight[part]]
+                )
+                experts.down_proj[e] = 2 * mlp.down_proj.weight[:, part]
+            router.weight[n // 2 :] = router.weight[: n // 2]
+    return moe
