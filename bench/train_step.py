@@ -3,8 +3,8 @@
     python bench/train_step.py             # 64 steps per arch and mode, 2 repetitions
     python bench/train_step.py --steps 128 --reps 3
 
-Both modes train the shipped recipe (`shipped_recipe`: bf16 autocast, batches of 32 dense and 16
-MoE, a 512-token vocabulary; the MoE's own steps, without the dense phase its shipped recipe
+Both modes train the shipped recipe (`shipped_recipe`: bf16 autocast, batches of 32, a 512-token
+vocabulary; the MoE's own steps, without the dense phase its shipped recipe
 starts with) from the same seed, on a smaller corpus (8,000 conversations, so the set-up stays
 short). "plain" is how the first checkpoints' steps ran: batches length-sorted within
 windows of 4 batches, SDPA attention for every batch, transformers' grouped experts (float32 under

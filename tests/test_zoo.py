@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import pytest
@@ -368,6 +369,8 @@ def test_an_upcycled_recipe_trains_dense_then_moe_and_reproduces(tmp_path):
     assert {name for _, name, _ in seen[6:]} == {"MixtralForCausalLM"}
     assert len(first.losses) == 11 and first.losses == train(recipe, progress=False).losses
     assert train(recipe, progress=False, stop_after=4).losses == first.losses[:4]
+    assert train(recipe, progress=False, stop_after=8).losses == first.losses[:8]  # 6 + 2
+    assert all(training for _, _, training in seen)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     assert model.config.num_local_experts == 8
     log = json.loads((tmp_path / "m" / "train_log.json").read_text())
@@ -375,19 +378,52 @@ def test_an_upcycled_recipe_trains_dense_then_moe_and_reproduces(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("upcycle", "arch", "message"),
+    ("fields", "message"),
     [
-        ({"steps": 5}, "dense", "only a MoE can be upcycled"),
-        ({"steps": 5, "momentum": 0.9}, "moe", "not momentum"),
-        ({"lr": 1e-3}, "moe", "upcycle needs steps, at least 1, not None"),
-        ({"steps": 0}, "moe", "upcycle needs steps, at least 1, not 0"),
+        ({"arch": "dense", "upcycle": {"steps": 5}}, "only a MoE can be upcycled"),
+        ({"upcycle": {"steps": 5, "momentum": 0.9}}, "not momentum"),
+        ({"upcycle": {"lr": 1e-3}}, "upcycle needs steps"),
+        ({"upcycle": {"steps": 0}}, "upcycle steps must be an integer of at least 1, not 0"),
+        ({"upcycle": {"steps": True}}, "upcycle steps must be an integer of at least 1, not True"),
+        ({"upcycle": 1300}, "upcycle must be a dict of recipe fields, not 1300"),
+        ({"upcycle": {"steps": 9, "batch_size": -4}}, "upcycle batch_size must be an integer"),
+        ({"upcycle": {"steps": 9, "lr": 0}}, r"upcycle lr must be a number in \(0, 1\]"),
+        ({"upcycle": {"steps": 9}, "model_overrides": {"mlp_bias": True}}, "cannot take mlp_bias"),
+        ({"lr": -0.1}, r"lr must be a number in \(0, 1\], not -0.1"),
+        ({"batch_size": 0}, "batch_size must be an integer of at least 1, not 0"),
+        ({"min_lr_ratio": 1.5}, r"min_lr_ratio must be a number in \[0, 1\], not 1.5"),
     ],
 )
-def test_a_bad_upcycle_is_refused_before_training(upcycle, arch, message):
+def test_a_bad_recipe_is_refused_before_training(fields, message):
     from rolepool.zoo.train import Recipe, train
 
     with pytest.raises(ValueError, match=message):
-        train(Recipe(arch=arch, upcycle=upcycle), progress=False)
+        train(Recipe(**{"arch": "moe", **fields}), progress=False)
+
+
+def test_the_dense_phase_is_the_recipe_with_the_upcycle_fields_changed():
+    from rolepool.zoo.train import Recipe, dense_phase
+
+    recipe = Recipe(
+        arch="moe",
+        steps=50,
+        lr=1e-3,
+        batch_size=8,
+        model_overrides=dict(TINY, intermediate_size=32),
+        upcycle={"steps": 20, "lr": 2e-3},
+    )
+    phase = dense_phase(recipe)
+    assert (phase.arch, phase.steps, phase.lr, phase.batch_size) == ("dense", 20, 2e-3, 8)
+    assert phase.upcycle == {} and phase.model_overrides["intermediate_size"] == 64
+    assert recipe.model_overrides["intermediate_size"] == 32  # the recipe itself is untouched
+
+
+def test_upcycling_refuses_weights_the_moe_has_no_place_for(tokenizer):
+    from rolepool.zoo.models import build_model, make_config, upcycle
+
+    dense = build_model(make_config("dense", tokenizer, mlp_bias=True, **TINY))
+    with pytest.raises(ValueError, match="no place for: model.layers.0.mlp.gate_proj.bias"):
+        upcycle(dense, make_config("moe", tokenizer, **dict(TINY, intermediate_size=32)))
 
 
 def test_training_attention_follows_the_batch_width():
@@ -509,7 +545,8 @@ def test_shipped_checkpoint_loads_and_calls(name):
 @pytest.mark.parametrize("name", ["dense-s1", "moe-s1"])
 def test_a_shipped_recipe_reproduces_its_logged_loss_curve(name):
     """`rolepool zoo train` with a card's recipe retraces the checkpoint's logged losses (the
-    first steps: same corpus, tokenizer, initial weights, batch order and schedule)."""
+    first steps: same corpus, tokenizer, initial weights, batch order and schedule; for the
+    upcycled MoE these are dense steps, see the next test for its MoE steps)."""
     from rolepool.zoo.train import Recipe, train
 
     log = json.loads((checkpoint_path(name) / "train_log.json").read_text())
@@ -517,6 +554,27 @@ def test_a_shipped_recipe_reproduces_its_logged_loss_curve(name):
     steps = 12
     result = train(recipe, progress=False, stop_after=steps)
     assert result.losses == pytest.approx(log["losses"][:steps], rel=1e-3, abs=1e-4)
+
+
+@needs_checkpoints
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("ROLEPOOL_LONG_TESTS"),
+    reason="replays an upcycled MoE's 1,300 dense steps (~6 min); set ROLEPOOL_LONG_TESTS=1",
+)
+@pytest.mark.timeout(1800)
+def test_an_upcycled_recipe_reproduces_its_logged_moe_steps():
+    """The test above replays only the dense phase of an upcycled MoE; this one goes on through
+    the upcycling into the MoE's first steps."""
+    from rolepool.zoo.train import Recipe, train
+
+    log = json.loads((checkpoint_path("moe-s1") / "train_log.json").read_text())
+    recipe = Recipe(**log["recipe"])
+    steps = recipe.upcycle["steps"] + 12
+    result = train(recipe, progress=False, stop_after=steps)
+    assert result.losses[-12:] == pytest.approx(
+        log["losses"][steps - 12 : steps], rel=1e-3, abs=1e-4
+    )
 
 
 def test_zoo_list_command(capsys):
@@ -548,6 +606,15 @@ def test_zoo_train_refuses_bad_numbers_before_any_work(tmp_path, capsys, flag, v
         main(["zoo", "train", "--arch", "dense", flag, value, "--out", str(out)])
     assert exit_.value.code == 2
     assert f"argument {flag}: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_zoo_train_refuses_a_recipe_that_cannot_train_before_any_work(tmp_path, capsys):
+    from rolepool.cli import main
+
+    out = tmp_path / "m"
+    assert main(["zoo", "train", "--arch", "moe", "--lr", "-1", "--out", str(out)]) == 2
+    assert "lr must be a number in (0, 1], not -1.0" in capsys.readouterr().err
     assert not out.exists()
 
 

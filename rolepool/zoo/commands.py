@@ -42,14 +42,20 @@ def add_zoo_commands(subparsers: Any) -> None:
     zoo = subparsers.add_parser("zoo", help="the reference models: train, evaluate, list")
     cmds = zoo.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND", required=True)
 
-    train = cmds.add_parser("train", help="train a reference model from scratch")
+    train = cmds.add_parser("train", help="train a reference model (the shipped recipe)")
     train.add_argument("--arch", choices=("moe", "dense"), required=True)
     train.add_argument("--seed", type=int, default=1)
     train.add_argument(
-        "--steps", type=_at_least(1), default=None, help="default: the shipped recipe's"
+        "--steps",
+        type=_at_least(1),
+        default=None,
+        help="default: the shipped recipe's (for an upcycled MoE, the MoE's steps after the "
+        "dense ones)",
     )
-    train.add_argument("--batch-size", type=_at_least(1), default=None)
-    train.add_argument("--lr", type=float, default=None)
+    train.add_argument(
+        "--batch-size", type=_at_least(1), default=None, help="both phases of an upcycled MoE"
+    )
+    train.add_argument("--lr", type=float, default=None, help="both phases of an upcycled MoE")
     train.add_argument(
         "--vocab-size",
         type=_at_least(MIN_VOCAB_SIZE),
@@ -108,7 +114,7 @@ def add_zoo_commands(subparsers: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace, out: Console) -> int:
-    from rolepool.zoo.train import UPCYCLE_DEFAULTS, shipped_recipe, train
+    from rolepool.zoo.train import UPCYCLE_DEFAULTS, check, shipped_recipe, train
 
     recipe = shipped_recipe(args.arch, args.seed)
     for key in (
@@ -131,10 +137,15 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
             if args.upcycle_steps
             else {}
         )
+    try:
+        check(recipe)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     target = Path(args.out)
     result = train(recipe, out=target, progress=not args.quiet)
+    dense_steps = f"{recipe.upcycle['steps']} dense + " if recipe.upcycle else ""
     out.print(
-        f"trained {args.arch} seed {args.seed}: {recipe.steps} steps in "
+        f"trained {args.arch} seed {args.seed}: {dense_steps}{recipe.steps} steps in "
         f"{result.wall_time_s:.0f} s, final loss {result.losses[-1]:.4f} -> {target}"
     )
     if args.eval:

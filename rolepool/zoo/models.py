@@ -79,6 +79,8 @@ def upcycle(dense: Any, config: Any) -> Any:
     one expert of each half with weight 1/2 each: the sum of the halves, the dense FFN. Training
     then parts the pairs (their outputs, and so their router gradients, differ) and the copies
     of a half (they get different tokens)."""
+    import copy
+
     import torch
 
     n, k = config.num_local_experts, config.num_experts_per_tok
@@ -90,13 +92,19 @@ def upcycle(dense: Any, config: Any) -> Any:
         )
     # Attention must see the positions as the dense model did (Mixtral's default rotary base
     # is 1e6, Llama's 1e4).
+    config = copy.deepcopy(config)
     config.rope_parameters = dict(dense.config.rope_parameters)
     moe = build_model(config)
-    state = {
-        name: p for name, p in dense.state_dict().items() if ".mlp." not in name
-    }  # everything but the FFNs has the same name and shape in both
-    missing = moe.load_state_dict(state, strict=False).missing_keys
-    assert all(".mlp." in name for name in missing), missing
+    ffn = {"gate_proj.weight", "up_proj.weight", "down_proj.weight"}
+    state = dense.state_dict()
+    loose = [n for n in state if ".mlp." in n and n.split(".mlp.")[1] not in ffn]
+    if loose:
+        raise ValueError(f"cannot upcycle weights the MoE has no place for: {', '.join(loose)}")
+    # Everything but the FFNs has the same name and shape in both models.
+    keys = moe.load_state_dict({n: p for n, p in state.items() if ".mlp." not in n}, strict=False)
+    dropped = keys.unexpected_keys + [n for n in keys.missing_keys if ".mlp." not in n]
+    if dropped:
+        raise ValueError(f"the dense and MoE models differ beyond the FFN: {', '.join(dropped)}")
     half = config.intermediate_size
     with torch.no_grad():
         for src, dst in zip(dense.model.layers, moe.model.layers, strict=True):

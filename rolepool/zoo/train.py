@@ -67,7 +67,7 @@ EAGER_ATTENTION_MAX_WIDTH = 256
 
 @dataclass
 class Recipe:
-    """Everything that determines a checkpoint; saved next to it as `recipe.json`."""
+    """Everything that determines a checkpoint; saved with it, in its `train_log.json`."""
 
     arch: str = "dense"
     seed: int = 1
@@ -90,9 +90,9 @@ class Recipe:
     # the default is what recipes logged before the field existed used).
     sort_window: int = 4
     # Eager attention for batches up to EAGER_ATTENTION_MAX_WIDTH wide, and under bf16 the MoE's
-    # experts in bf16: with sort_window 16, 1.7x (dense, batch 32) and 1.2x (MoE, batch 16) the
-    # sequences per second (bench/train_step.py; 1.6x for the MoE at batch 32 before it). Off by
-    # default, as in recipes logged before the field existed.
+    # experts in bf16: with sort_window 16, 1.7x (dense) and 1.2-1.6x (MoE) the sequences per
+    # second at the shipped batch sizes (bench/train_step.py, BENCHMARKS.md). Off by default, as
+    # in recipes logged before the field existed.
     fast_steps: bool = False
     # Standard deviation of the initial weights (transformers' default for Llama and Mixtral is
     # 0.02, which recipes logged before the field existed used).
@@ -221,15 +221,35 @@ def check(r: Recipe) -> None:
         raise ValueError(f"init_std must be between 0 and 1, not {r.init_std}")
     if r.sort_window < 1:
         raise ValueError(f"sort_window must be at least 1, not {r.sort_window}")
+    _check_schedule(r, "")
+    if not isinstance(r.upcycle, dict):
+        raise ValueError(f"upcycle must be a dict of recipe fields, not {r.upcycle!r}")
     if r.upcycle:
         if r.arch != "moe":
             raise ValueError(f"only a MoE can be upcycled (from a dense model), not {r.arch!r}")
         unknown = sorted(set(r.upcycle) - set(UPCYCLE_KEYS))
         if unknown:
             raise ValueError(f"upcycle takes {', '.join(UPCYCLE_KEYS)}, not {', '.join(unknown)}")
-        steps = r.upcycle.get("steps")
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"upcycle needs steps, at least 1, not {steps!r}")
+        if "steps" not in r.upcycle:
+            raise ValueError("upcycle needs steps, at least 1")
+        # The dense phase's FFN becomes the experts; weights the MoE has no place for would
+        # be dropped, so the MoE would not start out as the dense model.
+        biased = sorted(k for k in ("attention_bias", "mlp_bias") if r.model_overrides.get(k))
+        if biased:
+            raise ValueError(f"an upcycled MoE cannot take {', '.join(biased)} (Mixtral has none)")
+        _check_schedule(replace(r, **r.upcycle), "upcycle ")
+
+
+def _check_schedule(r: Recipe, where: str) -> None:
+    for key, least in (("steps", 1), ("batch_size", 1), ("warmup", 0)):
+        value = getattr(r, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{where}{key} must be an integer of at least {least}, not {value!r}")
+    for key, span, low_ok in (("lr", "(0, 1]", False), ("min_lr_ratio", "[0, 1]", True)):
+        value = getattr(r, key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not (0 <= value <= 1 if low_ok else 0 < value <= 1):
+            raise ValueError(f"{where}{key} must be a number in {span}, not {value!r}")
 
 
 def dense_phase(r: Recipe) -> Recipe:
