@@ -241,6 +241,8 @@ TINY = dict(
     num_attention_heads=4,
     num_key_value_heads=2,
 )
+# A few quick steps on a small corpus (the tiny training tests).
+TINY_RUN = dict(batch_size=8, lr=1e-2, warmup=2, train_examples=300)
 
 
 @pytest.mark.slow
@@ -266,10 +268,7 @@ def test_tiny_training_learns_and_round_trips(arch, precision, fast, tmp_path):
         arch=arch,
         seed=5,
         steps=12,
-        batch_size=8,
-        lr=1e-2,
-        warmup=2,
-        train_examples=300,
+        **TINY_RUN,
         model_overrides=overrides,
         precision=precision,
         sort_window=16 if fast else 4,
@@ -351,10 +350,7 @@ def test_an_upcycled_recipe_trains_dense_then_moe_and_reproduces(tmp_path):
         arch="moe",
         seed=2,
         steps=5,
-        batch_size=8,
-        lr=1e-2,
-        warmup=2,
-        train_examples=300,
+        **TINY_RUN,
         model_overrides=dict(TINY, intermediate_size=32),
         upcycle={"steps": 6, "batch_size": 4, "lr": 2e-2},
     )
