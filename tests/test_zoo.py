@@ -315,6 +315,14 @@ def test_bf16_training_experts_compute_what_the_default_experts_do():
     assert experts.gate_up_proj.grad[0].abs().sum() > 0
 
 
+def test_model_overrides_reach_the_moe_settings_too(tokenizer):
+    from rolepool.zoo.models import make_config
+
+    config = make_config("moe", tokenizer, router_aux_loss_coef=0.05, num_local_experts=4)
+    assert (config.router_aux_loss_coef, config.num_local_experts) == (0.05, 4)
+    assert make_config("moe", tokenizer).router_aux_loss_coef == 0.01  # the shipped default
+
+
 def test_an_upcycled_moe_computes_what_its_dense_model_computes(tokenizer):
     """Sparse upcycling keeps the dense model's function: each expert is half the dense FFN
     (doubled), and paired router rows make top-2 pick one of each half with weight 1/2."""

@@ -37,13 +37,13 @@ def make_config(arch: str, tokenizer: Any, **overrides: Any) -> Any:
         return LlamaConfig(**common)
     if arch == "moe":
         common.setdefault("intermediate_size", 256)
-        return MixtralConfig(
+        moe = dict(
             num_local_experts=8,
             num_experts_per_tok=2,
             router_aux_loss_coef=0.01,
             router_jitter_noise=0.0,
-            **common,
         )
+        return MixtralConfig(**{**moe, **common})  # overrides win, MoE settings included
     raise ValueError(f"arch must be one of {ARCHS}, not {arch!r}")
 
 
