@@ -659,5 +659,7 @@ def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch, capsys):
     assert scratch.upcycle == {} and short.upcycle == dict(shipped.upcycle, steps=40)
     capsys.readouterr()
     assert main(["zoo", "train", "--arch", "dense", "--upcycle-steps", "9", "--out", "x"]) == 2
-    assert "only a MoE is upcycled" in capsys.readouterr().err
+    assert "only a MoE can be upcycled (from a dense model), not 'dense'" in (
+        capsys.readouterr().err
+    )
     assert len(seen) == 5  # refused before training

@@ -151,7 +151,7 @@ def across_seeds(dirs: list[Path]) -> dict[str, Any]:
             recipe = log["recipe"]
             run = {"name": d.name, "eval": ev, "steps": recipe["steps"]}
             run["batch"] = recipe["batch_size"]
-            run["upcycle"] = (recipe.get("upcycle") or {}).get("steps", 0)
+            run["upcycle"] = upcycle_steps(recipe)
             by_arch.setdefault(recipe["arch"], []).append(run)
     stats: dict[str, Any] = {}
     for arch, runs in sorted(by_arch.items()):
@@ -230,8 +230,19 @@ def _training(st: dict[str, Any]) -> str:
         return "/".join(map(str, values))
 
     up = [s for s in st.get("upcycle_steps", []) if s]
-    first = f"{join(up)} dense + " if up else ""
-    return f"{first}{join(st.get('steps', []))} steps of {join(st.get('batch_size', []))}"
+    return f"{steps_label(join(st.get('steps', [])), join(up))} steps of " + join(
+        st.get("batch_size", [])
+    )
+
+
+def upcycle_steps(recipe: dict[str, Any]) -> int:
+    """The dense steps a logged recipe trained before its MoE (0: not upcycled)."""
+    return (recipe.get("upcycle") or {}).get("steps", 0)
+
+
+def steps_label(steps: Any, upcycle: Any) -> str:
+    """E.g. "1300 dense + 1500" for an upcycled MoE, else just the steps."""
+    return f"{upcycle} dense + {steps}" if upcycle else f"{steps}"
 
 
 def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path]:
@@ -257,7 +268,7 @@ def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path
             f"data seed {recipe['data_seed']}",
             "seed": recipe["seed"],
             "steps": recipe["steps"],
-            "upcycle_steps": (recipe.get("upcycle") or {}).get("steps", 0),
+            "upcycle_steps": upcycle_steps(recipe),
             "recipe": recipe,
             "wall_time_s": log["wall_time_s"],
             "final_loss": round(statistics.mean(losses[-50:]), 4),

@@ -114,6 +114,7 @@ def add_zoo_commands(subparsers: Any) -> None:
 
 
 def cmd_train(args: argparse.Namespace, out: Console) -> int:
+    from rolepool.zoo.cards import steps_label
     from rolepool.zoo.train import UPCYCLE_DEFAULTS, check, shipped_recipe, train
 
     recipe = shipped_recipe(args.arch, args.seed)
@@ -129,9 +130,7 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
     ):
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))
-    if args.upcycle_steps is not None:
-        if args.upcycle_steps and args.arch != "moe":
-            raise UserError("--upcycle-steps: only a MoE is upcycled (from a dense model)")
+    if args.upcycle_steps is not None:  # check() refuses it for a dense model
         recipe.upcycle = (
             {**(recipe.upcycle or UPCYCLE_DEFAULTS), "steps": args.upcycle_steps}
             if args.upcycle_steps
@@ -143,9 +142,9 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
         raise UserError(str(exc)) from None
     target = Path(args.out)
     result = train(recipe, out=target, progress=not args.quiet)
-    dense_steps = f"{recipe.upcycle['steps']} dense + " if recipe.upcycle else ""
+    steps = steps_label(recipe.steps, recipe.upcycle.get("steps"))
     out.print(
-        f"trained {args.arch} seed {args.seed}: {dense_steps}{recipe.steps} steps in "
+        f"trained {args.arch} seed {args.seed}: {steps} steps in "
         f"{result.wall_time_s:.0f} s, final loss {result.losses[-1]:.4f} -> {target}"
     )
     if args.eval:
@@ -181,6 +180,7 @@ def _evaluate(model_dir: str, n: int | None, show_errors: int, out: Console) -> 
 
 def cmd_list(args: argparse.Namespace, out: Console) -> int:
     from rolepool.zoo import list_checkpoints
+    from rolepool.zoo.cards import steps_label
 
     found = list_checkpoints()
     if args.json:
@@ -212,8 +212,7 @@ def cmd_list(args: argparse.Namespace, out: Console) -> int:
             card.get("architecture", "?"),
             f"{card.get('params_total', 0):,}",
             f"{card.get('params_active', 0):,}",
-            (f"{card['upcycle_steps']} dense + " if card.get("upcycle_steps") else "")
-            + str(card.get("steps", "?")),
+            steps_label(card.get("steps", "?"), card.get("upcycle_steps")),
             str(round(card.get("wall_time_s", 0))),
             pct("unseen_values"),
             pct("unseen_phrasings"),

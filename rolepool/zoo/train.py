@@ -196,11 +196,11 @@ def train(
     bar = _progress(total, progress)
     start = time.perf_counter()
     model = None
+    report = None if on_step is None else lambda step, m: on_step(step, m, tokenizer)
     for number, (phase, config) in enumerate(zip(phases, configs, strict=True)):
         model = build_model(config) if model is None else upcycle(model, config)
         stream = batches(data, phase, tokenizer.pad_token_id, phase_number=number)
         steps = min(phase.steps, total - len(losses))
-        report = None if on_step is None else lambda step, m: on_step(step, m, tokenizer)
         _fit(phase, model, stream, steps, losses, bar, report)
     bar.close()
     result = TrainResult(losses, time.perf_counter() - start, param_counts(model))
@@ -237,7 +237,7 @@ def check(r: Recipe) -> None:
         biased = sorted(k for k in ("attention_bias", "mlp_bias") if r.model_overrides.get(k))
         if biased:
             raise ValueError(f"an upcycled MoE cannot take {', '.join(biased)} (Mixtral has none)")
-        _check_schedule(replace(r, **r.upcycle), "upcycle ")
+        _check_schedule(dense_phase(r), "upcycle ")
 
 
 def _check_schedule(r: Recipe, where: str) -> None:
