@@ -103,7 +103,7 @@ def cmd_trace_stats(args: argparse.Namespace, out: Console) -> int:
     import dataclasses
     import json
 
-    from rolepool.runtime.stats import recent_stats, render_stats
+    from rolepool.runtime.drift import recent_stats, render_stats
 
     with _store(args) as store:  # checks the store exists
         path = store.path

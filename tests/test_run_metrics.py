@@ -9,7 +9,7 @@ from rolepool import Agent, FunctionWorker, ScriptedWorker, tool
 from rolepool.core import Completion, Request, ToolCall
 from rolepool.pools.policy import Choice, Route, RoutingPolicy
 from rolepool.pools.pool import Pool
-from rolepool.runtime.metrics import RunMetrics, enable_metrics
+from rolepool.runtime.run_metrics import RunMetrics, enable_metrics
 
 pytestmark = pytest.mark.anyio
 

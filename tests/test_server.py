@@ -21,7 +21,7 @@ from serving import running
 from rolepool import FunctionWorker, ScriptedWorker
 from rolepool.cli import main
 from rolepool.core import Completion, ToolCall, Usage, WorkerError
-from rolepool.pools.metrics import stat_rows
+from rolepool.pools.server_metrics import stat_rows
 from rolepool.pools.server import create_app
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,7 @@ from rolepool.cli import main
 from rolepool.core import ConfigError
 from rolepool.core.events import ModelCompleted, ToolCallInvalid, ToolCallParsed
 from rolepool.runtime import EventStore
-from rolepool.runtime.stats import parse_duration, recent_stats
+from rolepool.runtime.drift import parse_duration, recent_stats
 
 BALANCED = [[10, 9, 11, 10, 10, 9, 11, 10]] * 4
 COLLAPSED = [[75, 1, 2, 0, 1, 0, 1, 0]] * 4

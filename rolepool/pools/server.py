@@ -48,7 +48,7 @@ from rolepool.core import (
     UserError,
     WorkerError,
 )
-from rolepool.pools.metrics import CONTENT_TYPE, ServerMetrics
+from rolepool.pools.server_metrics import CONTENT_TYPE, ServerMetrics
 from rolepool.pools.openai_wire import (
     ApiError,
     ChatRequest,

@@ -1,6 +1,6 @@
 """Run and pool metrics for code that uses the SDK directly (no `rolepool serve` in between).
 
-`rolepool serve` counts what crosses its HTTP boundary (`pools/metrics.py`). A program that runs
+`rolepool serve` counts what crosses its HTTP boundary (`pools/server_metrics.py`). A program that runs
 agents in-process has no such boundary, so this module counts from the event stream instead, the
 source of truth: one listener per run, aggregated across runs. It sees what the server cannot, the
 invalid-call rate (validation happens in the run loop) and per-role expert load.
@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from rolepool.core import Event
 from rolepool.core import events as ev
-from rolepool.pools.metrics import LATENCY_BUCKETS, RoleLabels, StatsCollector, read_stats
+from rolepool.pools.server_metrics import LATENCY_BUCKETS, RoleLabels, StatsCollector, read_stats
 from rolepool.runtime import run as run_module
 from rolepool.runtime.expert_health import summarize_expert_load
 from rolepool.runtime.stream import EventStream
