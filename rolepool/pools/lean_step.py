@@ -76,8 +76,10 @@ class _Layer:
         self.norm_in = _norm(layer.input_layernorm)
         self.norm_post = _norm(layer.post_attention_layernorm)
         mlp = layer.mlp
-        self.dense = all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
-        if self.dense:
+        # One gated feed-forward (gate, up, down) is fused here; anything else (an MoE's sparse
+        # block) is called as the module it is.
+        self.gated_ffn = all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
+        if self.gated_ffn:
             self.gate_up, self.gate_up_bias = _fuse([mlp.gate_proj, mlp.up_proj])
             self.inter = mlp.gate_proj.weight.shape[0]
             self.gate, self.up, self.down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
@@ -256,7 +258,7 @@ class LeanStep:
         rows, length = x.shape[:2]
         x = x + layer.o(attn.transpose(1, 2).reshape(rows, length, -1))
         h = F.rms_norm(x, (self.hidden,), *layer.norm_post)
-        if not layer.dense:
+        if not layer.gated_ffn:
             out = layer.mlp(h)
             return x + (out[0] if isinstance(out, tuple) else out).view(rows, length, -1)
         if fused_mlp:
