@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from rolepool.evals.stats import (
+from rolepool.evals.significance import (
     holm,
     js_divergence,
     mcnemar_exact,

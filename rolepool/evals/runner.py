@@ -34,8 +34,8 @@ from rolepool.core import (
 )
 from rolepool.core.events import ModelCompleted, ModelRequested, ToolCallInvalid, ToolCallParsed
 from rolepool.evals.cases import Attempt, Case, Prediction
-from rolepool.evals.expert_stats import merge_counts
 from rolepool.evals.results import ResultsFile
+from rolepool.evals.role_expert_load import merge_counts
 from rolepool.evals.scoring import score_case
 from rolepool.pools.worker import Worker
 from rolepool.runtime import EventStore, Limits, LoopSpec, execute, new_scope, run_agent

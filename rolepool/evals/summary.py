@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rolepool.evals.expert_stats import expert_health
-from rolepool.evals.stats import (
+from rolepool.evals.role_expert_load import expert_health
+from rolepool.evals.significance import (
     holm,
     mcnemar_exact,
     mean_sd,

@@ -1,4 +1,6 @@
-"""The statistics an eval reports, written out with `math` so every number can be checked by hand.
+"""The statistics an eval reports, written out with `math` so every number can be checked by hand:
+intervals and significance tests, plus the few descriptive numbers the summary needs
+(`percentile`, `mean_sd`, `js_divergence`).
 
 - `wilson`: the Wilson score interval for a rate. Unlike the normal approximation it stays inside
   [0, 1] and is honest at 0/n and n/n, which tiny models and small suites hit all the time.
@@ -20,6 +22,8 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from rolepool.runtime.percentiles import percentile  # noqa: F401  (re-exported: the one rule, shared with RunMetrics)
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
@@ -101,17 +105,6 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p_values[i]))
         adjusted[i] = running
     return adjusted
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The q-th percentile (0..100), linear between order statistics (numpy's default)."""
-    if not values:
-        return None
-    data = sorted(values)
-    pos = (len(data) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
 def mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:

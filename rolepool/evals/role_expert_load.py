@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from rolepool.evals.stats import js_divergence
+from rolepool.evals.significance import js_divergence
 from rolepool.runtime.expert_health import summarize_expert_load
 
 IDLE_SHARE = 0.1  # of an even share
