@@ -89,3 +89,36 @@ def test_real_chromium_renders_the_report(tmp_path):
     assert "pwned" not in dom.stdout.split("<title>")[1].split("</title>")[0]
     assert dom.stdout.count("<img") == 4
     assert "Uncaught" not in dom.stderr and "ERROR:CONSOLE" not in dom.stderr
+
+
+def test_eval_modules_import_one_way():
+    """No import cycle among rolepool/evals modules, counting imports inside functions too (the
+    report used to import report_html lazily while report_html imported the report)."""
+    import ast
+    from pathlib import Path
+
+    import rolepool.evals
+
+    package = Path(rolepool.evals.__file__).parent
+    graph = {}
+    for path in package.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "rolepool.evals":
+                names.update(f"rolepool.evals.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        graph[path.stem] = {
+            n.removeprefix("rolepool.evals.") for n in names if n.startswith("rolepool.evals.")
+        }
+
+    def reaches(start, goal, seen):
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    cycles = sorted(m for m in graph if reaches(m, m, {m}))
+    assert not cycles, f"modules on an import cycle: {cycles}"

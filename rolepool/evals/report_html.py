@@ -12,7 +12,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from rolepool.evals.report import (
+from rolepool.evals.report_tables import (
     HEADERS,
     arch_rows,
     category_rows,
