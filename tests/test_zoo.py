@@ -10,8 +10,9 @@ import pytest
 
 from rolepool.tools import parse_tool_calls, validate_arguments
 from rolepool.zoo import checkpoint_path, list_checkpoints
-from rolepool.zoo.corpus import LETTERS_SHARE, SPLITS, Values, generate, user_texts
+from rolepool.zoo.corpus import SPLITS, generate, user_texts
 from rolepool.zoo.toolset import ROLE_TOOLS, WORKER_ROLES, openai_tools, schema, tool_spec
+from rolepool.zoo.values import LETTERS_SHARE, Values
 
 SHIPPED = list_checkpoints()
 needs_checkpoints = pytest.mark.skipif(not SHIPPED, reason="no checkpoint shipped yet")

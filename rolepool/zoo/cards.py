@@ -306,8 +306,8 @@ def _command(recipe: dict[str, Any], name: str) -> str:
 
 
 def _markdown(card: dict[str, Any]) -> str:
-    def pct(v: float | None) -> str:
-        return "–" if v is None else f"{100 * v:.1f}%"
+    def pct(share: float | None) -> str:
+        return "–" if share is None else f"{100 * share:.1f}%"
 
     rows = "\n".join(
         f"| {split} | " + " | ".join(pct(card["scores"][split][k]) for k in HEADLINE) + " |"
@@ -321,12 +321,13 @@ def _markdown(card: dict[str, Any]) -> str:
                 sd = "n/a" if m["sd"] is None else f"{m['sd']:.3f}"
                 seeds.append(
                     f"| {arch} | {split} | {st['n_seeds']} | {m['mean']:.3f} | {sd} | "
-                    f"{', '.join(f'{v:.3f}' for v in m['values'])} |"
+                    f"{', '.join(f'{value:.3f}' for value in m['values'])} |"
                 )
-    r = card["recipe"]
-    up = r.get("upcycle") or {}
-    up_batch, up_lr = up.get("batch_size", r["batch_size"]), up.get("lr", r["lr"])
-    held = ", held after warmup" if up.get("min_lr_ratio", r["min_lr_ratio"]) == 1 else ""
+    recipe = card["recipe"]
+    up = recipe.get("upcycle") or {}
+    up_batch, up_lr = up.get("batch_size", recipe["batch_size"]), up.get("lr", recipe["lr"])
+    held = ", held after warmup" if up.get("min_lr_ratio", recipe["min_lr_ratio"]) == 1 else ""
+    precision, vocab_size = recipe.get("precision", "fp32"), recipe.get("vocab_size", VOCAB_SIZE)
     upcycled = (
         f"""- Upcycled: the first {up["steps"]} steps (batch {up_batch}, lr {up_lr}{held}) train a
   dense Llama of the same shape with an FFN twice an expert's width; its weights then start the MoE
@@ -345,9 +346,9 @@ runs and tests: it follows the corpus' request patterns, not general instruction
 
 - Parameters: {card["params_total"]:,} total, {card["params_active"]:,} active per token
 - Data: {card["data"]}
-- Seed {card["seed"]}, {card["steps"]} steps, batch {r["batch_size"]}, AdamW lr {r["lr"]}
-  (warmup {r["warmup"]}, cosine to {r["min_lr_ratio"]}×), precision {r.get("precision", "fp32")},
-  BPE vocabulary {r.get("vocab_size", VOCAB_SIZE):,}
+- Seed {card["seed"]}, {card["steps"]} steps, batch {recipe["batch_size"]}, AdamW lr {recipe["lr"]}
+  (warmup {recipe["warmup"]}, cosine to {recipe["min_lr_ratio"]}×), precision {precision},
+  BPE vocabulary {vocab_size:,}
 {upcycled}- Wall time: {card["wall_time_s"]:.0f} s on 2 CPU threads; final training loss \
 {card["final_loss"]}
 - Weights: {card["weights"]}

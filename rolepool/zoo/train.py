@@ -125,22 +125,24 @@ def shipped_recipe(arch: str, seed: int) -> Recipe:
     return Recipe(arch=arch, seed=seed, **fields)
 
 
-def lr_at(step: int, r: Recipe) -> float:
-    if step < r.warmup:
-        return r.lr * (step + 1) / r.warmup
-    progress = (step - r.warmup) / max(1, r.steps - r.warmup)
-    return r.lr * (r.min_lr_ratio + (1 - r.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+def lr_at(step: int, recipe: Recipe) -> float:
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    return recipe.lr * (
+        recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
 
 
 def batches(
-    data: list[tuple[list[int], list[int]]], r: Recipe, pad_id: int, phase_number: int = 0
+    data: list[tuple[list[int], list[int]]], recipe: Recipe, pad_id: int, phase_number: int = 0
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches: shuffled, then length-sorted within windows of `r.sort_window` batches
+    """Endless batches: shuffled, then length-sorted within windows of `recipe.sort_window` batches
     (whose order is shuffled again), so less of a batch is padding. An upcycled MoE's phase 1
     draws another order than its dense phase 0."""
-    rng = random.Random(r.seed + 1_000_003 * phase_number)
+    rng = random.Random(recipe.seed + 1_000_003 * phase_number)
     order: list[int] = []
-    size = r.batch_size * r.sort_window
+    size = recipe.batch_size * recipe.sort_window
     while True:
         if len(order) < size:
             fresh = list(range(len(data)))
@@ -148,7 +150,9 @@ def batches(
             order += fresh
         window, order = order[:size], order[size:]
         window.sort(key=lambda i: len(data[i][0]))
-        chunks = [window[i : i + r.batch_size] for i in range(0, len(window), r.batch_size)]
+        chunks = [
+            window[i : i + recipe.batch_size] for i in range(0, len(window), recipe.batch_size)
+        ]
         rng.shuffle(chunks)
         for chunk in chunks:
             yield collate([data[i] for i in chunk], pad_id)
@@ -168,24 +172,24 @@ def collate(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, t
 
 
 def train(
-    r: Recipe,
+    recipe: Recipe,
     out: Path | None = None,
     progress: bool = True,
     on_step: Callable[[int, Any, Any], None] | None = None,
     stop_after: int | None = None,
 ) -> TrainResult:
-    """Train per `r`; save the model (bf16 weights, float32 config) and tokenizer into `out`.
+    """Train per `recipe`; save the model (bf16 weights, float32 config) and tokenizer into `out`.
     `on_step(step, model, tokenizer)` runs after each step (e.g. a quick evaluation);
-    `stop_after` ends the run after that many steps of `r`'s schedule, counting an upcycled
+    `stop_after` ends the run after that many steps of `recipe`'s schedule, counting an upcycled
     MoE's dense steps first (to check a recipe's start against its log without training it
     all). The losses are the whole run's, dense steps first."""
-    check(r)
+    check(recipe)
     torch.set_num_threads(THREADS)
     tune_heap()  # a step's 0.1-30 MiB activations reuse heap memory instead of fresh mmaps
-    torch.manual_seed(r.seed)
-    examples = generate("train", r.train_examples, seed=r.data_seed)
-    tokenizer = build_tokenizer(examples, vocab_size=r.vocab_size)
-    phases = [dense_phase(r), r] if r.upcycle else [r]
+    torch.manual_seed(recipe.seed)
+    examples = generate("train", recipe.train_examples, seed=recipe.data_seed)
+    tokenizer = build_tokenizer(examples, vocab_size=recipe.vocab_size)
+    phases = [dense_phase(recipe), recipe] if recipe.upcycle else [recipe]
     configs = [_config(phase, tokenizer) for phase in phases]
     # A conversation longer than the model's context is one it can never be given: left out.
     limit = configs[-1].max_position_embeddings
@@ -205,60 +209,62 @@ def train(
     bar.close()
     result = TrainResult(losses, time.perf_counter() - start, param_counts(model))
     if out is not None:
-        save(model, tokenizer, r, result, Path(out))
+        save(model, tokenizer, recipe, result, Path(out))
     return result
 
 
-def check(r: Recipe) -> None:
+def check(recipe: Recipe) -> None:
     """Refuse a recipe that cannot train, before any work."""
-    if r.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', not {r.precision!r}")
-    if r.vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE}, not {r.vocab_size}")
-    if "initializer_range" in r.model_overrides:
+    if recipe.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', not {recipe.precision!r}")
+    if recipe.vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE}, not {recipe.vocab_size}")
+    if "initializer_range" in recipe.model_overrides:
         raise ValueError("set the initial weights' std with init_std, not model_overrides")
-    if not 0 < r.init_std < 1:
-        raise ValueError(f"init_std must be between 0 and 1, not {r.init_std}")
-    if r.sort_window < 1:
-        raise ValueError(f"sort_window must be at least 1, not {r.sort_window}")
-    _check_schedule(r, "")
-    if not isinstance(r.upcycle, dict):
-        raise ValueError(f"upcycle must be a dict of recipe fields, not {r.upcycle!r}")
-    if r.upcycle:
-        if r.arch != "moe":
-            raise ValueError(f"only a MoE can be upcycled (from a dense model), not {r.arch!r}")
-        unknown = sorted(set(r.upcycle) - set(UPCYCLE_KEYS))
+    if not 0 < recipe.init_std < 1:
+        raise ValueError(f"init_std must be between 0 and 1, not {recipe.init_std}")
+    if recipe.sort_window < 1:
+        raise ValueError(f"sort_window must be at least 1, not {recipe.sort_window}")
+    _check_schedule(recipe, "")
+    if not isinstance(recipe.upcycle, dict):
+        raise ValueError(f"upcycle must be a dict of recipe fields, not {recipe.upcycle!r}")
+    if recipe.upcycle:
+        if recipe.arch != "moe":
+            raise ValueError(
+                f"only a MoE can be upcycled (from a dense model), not {recipe.arch!r}"
+            )
+        unknown = sorted(set(recipe.upcycle) - set(UPCYCLE_KEYS))
         if unknown:
             raise ValueError(f"upcycle takes {', '.join(UPCYCLE_KEYS)}, not {', '.join(unknown)}")
-        if "steps" not in r.upcycle:
+        if "steps" not in recipe.upcycle:
             raise ValueError("upcycle needs steps, at least 1")
         # The dense phase's FFN becomes the experts; weights the MoE has no place for would
         # be dropped, so the MoE would not start out as the dense model.
-        biased = sorted(k for k in ("attention_bias", "mlp_bias") if r.model_overrides.get(k))
+        biased = sorted(k for k in ("attention_bias", "mlp_bias") if recipe.model_overrides.get(k))
         if biased:
             raise ValueError(f"an upcycled MoE cannot take {', '.join(biased)} (Mixtral has none)")
-        _check_schedule(dense_phase(r), "upcycle ")
+        _check_schedule(dense_phase(recipe), "upcycle ")
 
 
-def _check_schedule(r: Recipe, where: str) -> None:
+def _check_schedule(recipe: Recipe, where: str) -> None:
     for key, least in (("steps", 1), ("batch_size", 1), ("warmup", 0)):
-        value = getattr(r, key)
+        value = getattr(recipe, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{where}{key} must be an integer of at least {least}, not {value!r}")
     for key, span, low_ok in (("lr", "(0, 1]", False), ("min_lr_ratio", "[0, 1]", True)):
-        value = getattr(r, key)
+        value = getattr(recipe, key)
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not number or not (0 <= value <= 1 if low_ok else 0 < value <= 1):
             raise ValueError(f"{where}{key} must be a number in {span}, not {value!r}")
 
 
-def dense_phase(r: Recipe) -> Recipe:
-    """The dense model an upcycled MoE starts from: `r` with the `upcycle` fields changed, its
+def dense_phase(recipe: Recipe) -> Recipe:
+    """The dense model an upcycled MoE starts from: `recipe` with the `upcycle` fields changed, its
     FFN twice as wide as an expert (what `upcycle` splits)."""
-    overrides = dict(r.model_overrides)
+    overrides = dict(recipe.model_overrides)
     if "intermediate_size" in overrides:
         overrides["intermediate_size"] *= 2
-    return replace(r, arch="dense", upcycle={}, model_overrides=overrides, **r.upcycle)
+    return replace(recipe, arch="dense", upcycle={}, model_overrides=overrides, **recipe.upcycle)
 
 
 def _config(phase: Recipe, tokenizer: Any) -> Any:
@@ -268,7 +274,7 @@ def _config(phase: Recipe, tokenizer: Any) -> Any:
 
 
 def _fit(
-    r: Recipe,
+    recipe: Recipe,
     model: Any,
     stream: Iterator[dict[str, torch.Tensor]],
     steps: int,
@@ -276,12 +282,13 @@ def _fit(
     bar: _progress,
     on_step: Callable[..., None] | None,
 ) -> None:
-    """`steps` steps of `r`'s schedule on `model`, with a fresh optimizer; appends the losses."""
+    """`steps` steps of `recipe`'s schedule on `model`, with a fresh optimizer; appends the
+    losses."""
     model.train()
-    is_moe = r.arch == "moe"
+    is_moe = recipe.arch == "moe"
     inference_attention = model.config._attn_implementation
     inference_experts = getattr(model.config, "_experts_implementation", None)
-    if is_moe and r.fast_steps and r.precision == "bf16":
+    if is_moe and recipe.fast_steps and recipe.precision == "bf16":
         from transformers.integrations.moe import ExpertsInterface
 
         ExpertsInterface.register(_BF16_EXPERTS, _experts_in_bf16)
@@ -290,22 +297,22 @@ def _fit(
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": r.weight_decay},
+            {"params": decay, "weight_decay": recipe.weight_decay},
             {"params": no_decay, "weight_decay": 0},
         ],
-        lr=r.lr,
+        lr=recipe.lr,
         betas=(0.9, 0.95),
     )
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, r)
+            group["lr"] = lr_at(step, recipe)
         batch = next(stream)
-        if r.fast_steps:
+        if recipe.fast_steps:
             model.config._attn_implementation = _attention_for(batch["input_ids"].shape[1])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=r.precision == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.precision == "bf16"):
             output = model(**batch, output_router_logits=True) if is_moe else model(**batch)
         output.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(output.loss.item())
@@ -345,7 +352,7 @@ def _attention_for(width: int) -> str:
     return "eager" if width <= EAGER_ATTENTION_MAX_WIDTH else "sdpa"
 
 
-def save(model: Any, tokenizer: Any, r: Recipe, result: TrainResult, out: Path) -> None:
+def save(model: Any, tokenizer: Any, recipe: Recipe, result: TrainResult, out: Path) -> None:
     """bf16 weights keep the wheel small; the config says float32, so loading upcasts on CPU."""
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -359,7 +366,7 @@ def save(model: Any, tokenizer: Any, r: Recipe, result: TrainResult, out: Path) 
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(out)
     log = {
-        "recipe": asdict(r),
+        "recipe": asdict(recipe),
         "params": result.params,
         "wall_time_s": round(result.wall_time_s, 1),
         "losses": [round(x, 5) for x in result.losses],
