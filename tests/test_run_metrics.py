@@ -124,3 +124,19 @@ def test_breaker_state_follows_the_events():
     assert 'rolepool_breaker_open{worker="a"} 1.0' in metrics.render().decode()
     metrics.observe(BreakerChanged(run_id="r", worker="a", state="closed"))
     assert 'rolepool_breaker_open{worker="a"} 0.0' in metrics.render().decode()
+
+
+def test_latency_percentiles_interpolate_as_the_eval_summaries_do():
+    from rolepool.core.events import ModelCompleted
+    from rolepool.runtime.percentiles import percentile
+
+    latencies = [0.1, 0.2, 0.3, 0.4, 1.0]  # nearest rank would give 1.0 for p95
+    metrics = RunMetrics()
+    for latency in latencies:
+        metrics.observe(
+            ModelCompleted(run_id="r", agent="a", role="coder", turn=0, worker="w", latency=latency)
+        )
+    entry = metrics.snapshot()["workers"]["w"]["coder"]
+    assert entry["latency_p95"] == pytest.approx(0.88)  # 0.4 + 0.8 * (1.0 - 0.4)
+    for q in (50, 95, 99):
+        assert entry[f"latency_p{q}"] == percentile(latencies, q)

@@ -1,14 +1,15 @@
 """Run and pool metrics for code that uses the SDK directly (no `rolepool serve` in between).
 
-`rolepool serve` counts what crosses its HTTP boundary (`pools/server_metrics.py`). A program that runs
-agents in-process has no such boundary, so this module counts from the event stream instead, the
-source of truth: one listener per run, aggregated across runs. It sees what the server cannot, the
-invalid-call rate (validation happens in the run loop) and per-role expert load.
+`rolepool serve` counts what crosses its HTTP boundary (`pools/server_metrics.py`). A program that
+runs agents in-process has no such boundary, so this module counts from the event stream instead,
+the source of truth: one listener per run, aggregated across runs. It sees what the server cannot,
+the invalid-call rate (validation happens in the run loop) and per-role expert load.
 
-Read it two ways: `snapshot()` is a plain nested dict for code (percentiles are exact over the last
-`window` latencies of each worker and role), `render()` is Prometheus text built from the same
-counts (latency as a histogram), plus the pool's live `stats` (queue depth, batch sizes, breaker
-state) read at render time through the same rows the server exports.
+Read it two ways: `snapshot()` is a plain nested dict for code (percentiles, by the one rule in
+`percentiles.py`, are exact over the last `window` latencies of each worker and role), `render()`
+is Prometheus text built from the same counts (latency as a histogram), plus the pool's live
+`stats` (queue depth, batch sizes, breaker state) read at render time through the same rows the
+server exports.
 
 Labels come from a bounded set: worker names are the pool's, and roles go through `RoleLabels`
 (the server's rule), so an application that invents roles cannot grow the series without bound.
@@ -29,6 +30,7 @@ from rolepool.core import events as ev
 from rolepool.pools.server_metrics import LATENCY_BUCKETS, RoleLabels, StatsCollector, read_stats
 from rolepool.runtime import run as run_module
 from rolepool.runtime.expert_health import summarize_expert_load
+from rolepool.runtime.percentiles import percentile
 from rolepool.runtime.stream import EventStream
 
 
@@ -45,14 +47,6 @@ class _Series:
     calls_invalid: int = 0
     entropy_sum: float = 0.0
     entropy_n: int = 0
-
-
-def _percentile(sorted_values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile; None when there is nothing to rank."""
-    if not sorted_values:
-        return None
-    rank = max(1, -(-int(q * len(sorted_values) * 1000) // 1000))  # ceil(q * n) without float fuzz
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 class RunMetrics:
@@ -162,14 +156,13 @@ class RunMetrics:
         with self._lock:
             workers: dict[str, dict[str, Any]] = {}
             for (worker, role), s in sorted(self._series.items()):
-                ranked = sorted(s.latencies)
                 calls = s.calls_parsed + s.calls_invalid
                 workers.setdefault(worker, {})[role] = {
                     "requests": s.requests,
                     "errors": s.errors,
-                    "latency_p50": _percentile(ranked, 0.50),
-                    "latency_p95": _percentile(ranked, 0.95),
-                    "latency_p99": _percentile(ranked, 0.99),
+                    "latency_p50": percentile(s.latencies, 50),
+                    "latency_p95": percentile(s.latencies, 95),
+                    "latency_p99": percentile(s.latencies, 99),
                     "input_tokens": s.input_tokens,
                     "output_tokens": s.output_tokens,
                     "calls": calls,
