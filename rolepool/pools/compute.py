@@ -12,22 +12,13 @@ So every `TransformersWorker` in a process runs its torch work here, one job at 
 order submitted. Workers in one process compete for the same cores anyway; one thread also means
 two models never load concurrently (which can leave meta tensors behind in transformers).
 
-When the thread starts, it also tunes glibc's heap for this work (`tune_heap`). A prefill or a
-decode step allocates many short-lived tensors of 128 KiB to a few MiB. By default glibc serves
-blocks that large with a fresh `mmap` and returns freed memory above 128 KiB to the kernel, so
-every such tensor pays page faults on first touch. Measured on the shipped dense-s1 (2-core CPU,
-the 64 prefills of `bench/pool_throughput.py`, ad hoc timing): 177 ms with glibc's defaults,
-120 ms with the heap keeping blocks up to 32 MiB and trimming only above 64 MiB; setting the
-first alone gained nothing. The cost is that the process keeps up to 64 MiB of freed heap.
-`ROLEPOOL_HEAP_TUNING=0` turns it off; other C libraries are left alone.
+When the thread starts, it also tunes glibc's heap for this work (`tune_heap`, from
+`rolepool.heap`, which says why and what it measured). `ROLEPOOL_HEAP_TUNING=0` turns it off.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
-import os
-import platform
 import queue
 import threading
 from collections.abc import Callable
@@ -35,6 +26,8 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
+
+from rolepool.heap import HEAP_ENV, tune_heap
 
 __all__ = [
     "HEAP_ENV",
@@ -47,29 +40,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-HEAP_ENV = "ROLEPOOL_HEAP_TUNING"
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-_MMAP_THRESHOLD = 32 << 20  # the largest glibc accepts on 64-bit
-_TRIM_THRESHOLD = 64 << 20
-
-
-def tune_heap() -> bool:
-    """Have glibc keep blocks up to 32 MiB in its heap and trim only above 64 MiB (see the
-    module's docstring); True if it took effect. Off with `ROLEPOOL_HEAP_TUNING=0`, and a no-op
-    on other C libraries."""
-    if os.environ.get(HEAP_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-    )
 
 
 class _Thread:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from rolepool.pools.compute import tune_heap
+from rolepool.heap import tune_heap
 from rolepool.zoo.corpus import generate
 from rolepool.zoo.models import build_model, make_config, param_counts, upcycle
 from rolepool.zoo.tokenizer import MIN_VOCAB_SIZE, VOCAB_SIZE, build_tokenizer, encode
