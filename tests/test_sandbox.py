@@ -277,3 +277,35 @@ async def test_agent_run_survives_a_runaway_tool_call(tmp_path: Path) -> None:
     assert len(tool_messages) == 1
     assert tool_messages[0].content.startswith("ERROR: ToolError")
     assert "wall-clock timeout of 1s" in tool_messages[0].content
+
+
+@as_root
+async def test_cleaning_up_a_uid_never_blocks_the_event_loop(
+    ctx: RunContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rolepool.tools.builtin.sandbox import runner, uids
+
+    real_kill_uid = uids.kill_uid
+
+    def slow_kill_uid(uid: int) -> None:
+        time.sleep(0.3)  # a /proc sweep racing a fork bomb
+        real_kill_uid(uid)
+
+    monkeypatch.setattr(uids, "kill_uid", slow_kill_uid)
+    monkeypatch.setattr(runner, "kill_uid", slow_kill_uid)
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while True:
+            await anyio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        result = await run_sandboxed("print('hi')", 5, parent_dir=ctx.workspace)
+        tg.cancel_scope.cancel()
+    assert result.ok and len(gaps) > 10
+    assert max(gaps) < 0.2

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -32,74 +31,15 @@ from anyio.abc import ByteReceiveStream, ByteSendStream
 from pydantic import Field
 
 from rolepool.core import RunContext, ToolError
+from rolepool.tools.builtin.sandbox import child
+from rolepool.tools.builtin.sandbox.uids import UidPool, kill_uid
 from rolepool.tools.builtin.snapshot import snapshot_workspace
 from rolepool.tools.tool import tool
 
-# Runs inside the child, as root (or the caller) until it drops to the sandbox uid, then executes
-# the model's code read from stdin. Its first stderr line reports what it set up: the parent must
-# never claim an isolation the child could not get.
-_CHILD = r"""
-import json, os, resource, sys
-cfg = json.loads(sys.argv[1])
-code = sys.stdin.buffer.read()
-null = os.open(os.devnull, os.O_RDONLY); os.dup2(null, 0); os.close(null)
-status = {}
-try:
-    for name, soft, hard in cfg["rlimits"]:
-        resource.setrlimit(getattr(resource, name), (soft, hard))
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        flags = 0x40000000 | (0 if os.geteuid() == 0 else 0x10000000)  # NEWNET (+ NEWUSER)
-        if libc.unshare(flags) != 0:
-            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-        status["network"] = "isolated"
-    except Exception as exc:
-        status["network"] = "not isolated: unshare failed (%s)" % exc
-    uid = cfg["uid"]
-    if uid is not None:
-        # The interpreter's own files may sit under a directory the sandbox uid cannot enter
-        # (/root/.pyenv): reach them through descriptors opened while still privileged.
-        fds = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in cfg["prefixes"]}
-        os.setgroups([]); os.setgid(uid); os.setuid(uid)
-        def moved(path):
-            for prefix, fd in fds.items():
-                if isinstance(path, str) and (path == prefix or path.startswith(prefix + "/")):
-                    return "/proc/self/fd/%d%s" % (fd, path[len(prefix):])
-            return path
-        sys.path[:] = [moved(p) for p in sys.path]
-        for module in list(sys.modules.values()):
-            if isinstance(getattr(module, "__path__", None), list):
-                module.__path__[:] = [moved(p) for p in module.__path__]
-        sys.path_importer_cache.clear()
-        if os.getuid() != uid or os.geteuid() != uid:
-            raise OSError("could not drop to uid %d" % uid)
-    status["uid"] = os.getuid()
-except Exception as exc:
-    sys.stderr.write("\0SANDBOX " + json.dumps({"error": repr(exc)}) + "\n"); sys.stderr.flush()
-    os._exit(121)
-sys.stderr.write("\0SANDBOX " + json.dumps(status) + "\n"); sys.stderr.flush()
-del json, resource, cfg, status
-source = code.decode("utf-8", "replace"); del code
-import linecache
-linecache.cache["<code>"] = (len(source), None, source.splitlines(True), "<code>")
-try:
-    exec(compile(source, "<code>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-except SystemExit:
-    raise
-except BaseException as exc:
-    import traceback
-    traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
-    sys.exit(1)
-"""
-
-_STATUS_PREFIX = b"\0SANDBOX "
-_SETUP_FAILED = 121
+_CHILD = Path(child.__file__)  # run by path: see its docstring
+_STATUS_PREFIX = child.STATUS_PREFIX.encode()
 _MARKER = "--rolepool-sandbox"  # in every sandbox process's command line, to find strays
-_UIDS = range(60100, 61000)  # throwaway uids when running as root; never in /etc/passwd
-_leased: set[int] = set()
-_next_uid = [0]  # round-robin start: a just-freed uid may still own zombies that count as processes
-_lease_lock = threading.Lock()
+_UIDS = UidPool()  # as root, each run's throwaway uid
 
 
 @dataclass(frozen=True)
@@ -224,8 +164,11 @@ async def run_sandboxed(
     if parent_dir is not None:
         parent_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="sandbox-", dir=parent_dir))
-    uid = _lease_uid() if os.geteuid() == 0 else None
+    uid = None
     try:
+        if os.geteuid() == 0:
+            with anyio.CancelScope(shield=True):  # a leased uid is always released below
+                uid = await anyio.to_thread.run_sync(_UIDS.lease)
         if workspace is not None:
             await anyio.to_thread.run_sync(snapshot_workspace, workspace, workdir, uid)
         if uid is not None:
@@ -234,17 +177,15 @@ async def run_sandboxed(
     finally:
         with anyio.CancelScope(shield=True):
             if uid is not None:
-                _kill_uid(uid)
-                with _lease_lock:
-                    _leased.discard(uid)
-            shutil.rmtree(workdir, ignore_errors=True)
+                await anyio.to_thread.run_sync(_UIDS.release, uid)
+            await anyio.to_thread.run_sync(shutil.rmtree, workdir, True)
 
 
 async def _run(
     code: str, timeout_s: float, workdir: Path, uid: int | None, limits: SandboxLimits
 ) -> SandboxResult:
     config = {"rlimits": _rlimits(timeout_s, limits), "uid": uid, "prefixes": _prefixes()}
-    argv = [sys.executable, "-I", "-c", _CHILD, json.dumps(config), _MARKER]
+    argv = [sys.executable, "-I", str(_CHILD), json.dumps(config), _MARKER]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir),
            "LANG": "C.UTF-8"}  # fmt: skip
     out = _Capture(limits.keep_head, limits.keep_tail)
@@ -264,7 +205,7 @@ async def _run(
             capture.add(chunk)
             if out.total + err.total > limits.max_output_bytes:
                 capped = True
-                kill()
+                await kill()
                 return
 
     try:
@@ -274,11 +215,11 @@ async def _run(
             tg.start_soon(pump, process.stderr, err)
             with anyio.move_on_after(timeout_s) as timer:
                 await process.wait()
-            kill()  # background children die with the run; their pipes then reach EOF
+            await kill()  # background children die with the run; their pipes then reach EOF
             tg.cancel_scope.deadline = anyio.current_time() + 2
     finally:
         with anyio.CancelScope(shield=True):
-            kill()
+            await kill()
             with anyio.move_on_after(5):
                 await process.wait()
             await process.aclose()
@@ -300,7 +241,7 @@ def _result(
     """The result, with what the child said it set up (its first stderr line)."""
     status = err.status()
     setup_error = str(status["error"]) if "error" in status else None
-    if not status and code == _SETUP_FAILED:
+    if not status and code == child.SETUP_FAILED:
         setup_error = "the sandbox did not start"
     return SandboxResult(
         exit_code=code,
@@ -345,71 +286,17 @@ def _prefixes() -> list[str]:
                    sys.base_prefix})  # fmt: skip
 
 
-def _lease_uid() -> int:
-    """A uid no account and no process uses, so that every process it owns is this run's:
-    the process limit counts only them and the clean-up may kill them all."""
-    with _lease_lock:
-        busy = {uid for _, uid, _ in _processes()}  # zombies too: they count against NPROC
-        for step in range(len(_UIDS)):
-            uid = _UIDS[(_next_uid[0] + step) % len(_UIDS)]
-            if uid in _leased or uid in busy or _has_account(uid):
-                continue
-            _next_uid[0] = (_next_uid[0] + step + 1) % len(_UIDS)
-            _leased.add(uid)
-            return uid
-    raise ToolError("no free sandbox uid: too many concurrent runs", tool="run_python")
-
-
-def _has_account(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
-
-
-def _processes() -> list[tuple[int, int, bool]]:
-    """(pid, real uid, is a zombie) of every process."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
-        zombie = fields.get("State", "").strip().startswith("Z")
-        found.append((int(entry.name), int(fields.get("Uid", "-1").split()[0]), zombie))
-    return found
-
-
-def _kill_uid(uid: int) -> None:
-    """SIGKILL every process of `uid` until none is left (a fork bomb races the sweep)."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        pids = [pid for pid, owner, zombie in _processes() if owner == uid and not zombie]
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        time.sleep(0.01)
-
-
-def _killer(pid: int, uid: int | None):  # noqa: ANN202 - a small closure
+def _killer(pid: int, uid: int | None) -> Callable[[], Awaitable[None]]:
     """Kill the run's process group, and as root every process of its uid: a child that left
-    the group with setsid() still dies."""
+    the group with setsid() still dies. The uid sweep scans /proc, so it runs in a worker thread."""
 
-    def kill() -> None:
+    async def kill() -> None:
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         if uid is not None:
-            _kill_uid(uid)
+            await anyio.to_thread.run_sync(kill_uid, uid)
 
     return kill
 

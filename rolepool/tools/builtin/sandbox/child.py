@@ -1,0 +1,124 @@
+"""The sandbox's bootstrap: the child interpreter runs this file before the model's code.
+
+The parent starts `python -I <this file> CONFIG --rolepool-sandbox` with the model's code on stdin.
+It is run by path, never imported through the package: importing rolepool would load the whole
+SDK into the sandbox before the code's first line. So it uses the standard library only.
+
+It sets up what the config asks for (limits, namespaces, the uid), then reports what it got as its
+first stderr line, `\\0SANDBOX {json}`: the parent must never claim an isolation the child could
+not get. A setup failure is reported the same way and exits with `SETUP_FAILED`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+
+STATUS_PREFIX = "\0SANDBOX "
+SETUP_FAILED = 121
+CLONE_NEWNET = getattr(os, "CLONE_NEWNET", 0x40000000)
+CLONE_NEWUSER = getattr(os, "CLONE_NEWUSER", 0x10000000)
+
+
+def unshare(flags: int) -> None:
+    """`os.unshare` where Python has it (3.12+), else the libc call."""
+    if hasattr(os, "unshare"):
+        os.unshare(flags)
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(flags) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+
+
+def isolate_network() -> str:
+    """A new network namespace (with a user namespace when not root): nothing is reachable."""
+    flags = CLONE_NEWNET | (0 if os.geteuid() == 0 else CLONE_NEWUSER)
+    try:
+        unshare(flags)
+    except OSError as exc:
+        return f"not isolated: unshare failed ({exc})"
+    return "isolated"
+
+
+def drop_to(uid: int, prefixes: list[str]) -> None:
+    """Become `uid`, keeping the interpreter importable.
+
+    The interpreter's own files may sit under a directory the sandbox uid cannot enter
+    (/root/.pyenv): reach them through descriptors opened while still privileged.
+    """
+    fds = {p: os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in prefixes}
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
+
+    def moved(path: object) -> object:
+        for prefix, fd in fds.items():
+            if isinstance(path, str) and (path == prefix or path.startswith(prefix + "/")):
+                return f"/proc/self/fd/{fd}{path[len(prefix) :]}"
+        return path
+
+    sys.path[:] = [moved(p) for p in sys.path]
+    for module in list(sys.modules.values()):
+        if isinstance(getattr(module, "__path__", None), list):
+            module.__path__[:] = [moved(p) for p in module.__path__]
+    sys.path_importer_cache.clear()
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise OSError(f"could not drop to uid {uid}")
+
+
+def set_up(config: dict) -> dict[str, object]:
+    """Apply the limits, the namespaces and the uid; returns what was set up."""
+    for name, soft, hard in config["rlimits"]:
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    status: dict[str, object] = {"network": isolate_network()}
+    if config["uid"] is not None:
+        drop_to(config["uid"], config["prefixes"])
+    status["uid"] = os.getuid()
+    return status
+
+
+def report(status: dict[str, object]) -> None:
+    sys.stderr.write(STATUS_PREFIX + json.dumps(status) + "\n")
+    sys.stderr.flush()
+
+
+def run_code(code: bytes) -> None:
+    """Run the model's code as `__main__`; its traceback starts at its own first frame."""
+    source = code.decode("utf-8", "replace")
+    import linecache
+
+    linecache.cache["<code>"] = (len(source), None, source.splitlines(True), "<code>")
+    try:
+        namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        exec(compile(source, "<code>", "exec"), namespace)
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+        sys.exit(1)
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    code = sys.stdin.buffer.read()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    try:
+        status = set_up(config)
+    except Exception as exc:
+        report({"error": repr(exc)})
+        os._exit(SETUP_FAILED)
+    report(status)
+    run_code(code)
+
+
+if __name__ == "__main__":
+    main()
