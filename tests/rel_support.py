@@ -25,7 +25,9 @@ from rolepool.pools.server import bind, serve
 async def main():
     sock = bind("127.0.0.1", 0)
     print(sock.getsockname()[1], flush=True)
-    await serve(worker, sock=sock, log_level="warning", {serve_kwargs})
+    # answers to the worker's name and to "tiny", the name the tests' clients send
+    models = list(dict.fromkeys([worker.info.name, "tiny"]))
+    await serve(worker, sock=sock, log_level="warning", models=models, {serve_kwargs})
 
 anyio.run(main)
 """

@@ -11,7 +11,10 @@ from rolepool.pools.server import bind, serve
 
 @asynccontextmanager
 async def running(worker, **kwargs):
-    """`rolepool serve` over `worker` on a free loopback port; yields its base URL."""
+    """`rolepool serve` over `worker` on a free loopback port; yields its base URL. Unless told
+    otherwise it answers to the worker's name and to "tiny", the model name the tests' clients
+    send (any other name is a 404)."""
+    kwargs.setdefault("models", list(dict.fromkeys([worker.info.name, "tiny"])))
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     ready = anyio.Event()

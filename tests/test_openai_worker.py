@@ -235,7 +235,7 @@ SERVER_SCRIPT = textwrap.dedent(
     async def main():
         sock = bind("127.0.0.1", 0)
         print(sock.getsockname()[1], flush=True)
-        await serve(FunctionWorker(slow), sock=sock, log_level="warning")
+        await serve(FunctionWorker(slow), sock=sock, log_level="warning", models=["tiny"])
 
     anyio.run(main)
     """

@@ -37,7 +37,7 @@ PATHS = [
     ("GET", "/v1/chat/completions"),
     ("DELETE", "/v1/models"),
 ]
-HELLO = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+HELLO = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
 
 LEAKY_WORKER = f"""
 async def leaky(request):

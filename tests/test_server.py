@@ -21,8 +21,8 @@ from serving import running
 from rolepool import FunctionWorker, ScriptedWorker
 from rolepool.cli import main
 from rolepool.core import Completion, ToolCall, Usage, WorkerError
-from rolepool.pools.server_metrics import stat_rows
 from rolepool.pools.server import create_app
+from rolepool.pools.server_metrics import stat_rows
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +43,7 @@ async def client_for(worker, **kwargs):
 
 def error_of(response: httpx.Response) -> dict:
     body = response.json()
-    assert set(body["error"]) == {"message", "type", "param"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
     return body["error"]
 
 
@@ -84,7 +84,8 @@ async def test_chat_completion_shape_and_history_translation():
         response = await client.post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     data = response.json()
-    assert data["object"] == "chat.completion" and data["model"] == "tiny"
+    assert data["object"] == "chat.completion"
+    assert data["model"] == "scripted"  # the worker that served, not the name asked for
     assert data["choices"][0] == {
         "index": 0,
         "message": {"role": "assistant", "content": "fine"},
@@ -274,6 +275,7 @@ async def test_worker_errors_and_crashes():
         "message": "worker 'inner': model overloaded",
         "type": "worker_error",
         "param": None,
+        "code": None,
     }
     assert crash.status_code == 500
     assert "hunter2" not in crash.text and "Traceback" not in crash.text
@@ -330,7 +332,7 @@ async def test_metrics_parse_and_count():
 
 
 async def test_metrics_readable_from_python():
-    app = create_app(ScriptedWorker(["a"], name="w"))
+    app = create_app(ScriptedWorker(["a"], name="w"), models=["tiny"])
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         response = await client.post("/v1/chat/completions", json=HELLO)
@@ -478,7 +480,8 @@ fallbacks = ["dense"]
     env = {k: v for k, v in os.environ.items() if k != "ROLEPOOL_SERVE_API_KEY"}
     with cli_server(["--pool", str(pool_file)], env) as (url, banner):
         assert "serving moe, dense" in banner
-        assert [m["id"] for m in httpx.get(url + "/models").json()["data"]] == ["moe", "dense"]
+        listed = [m["id"] for m in httpx.get(url + "/models").json()["data"]]
+        assert listed == ["pool", "moe", "dense"]  # the pool (routed by policy), then each worker
         body = {"model": "moe", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
         answer = httpx.post(url + "/chat/completions", json=body, timeout=60).json()
         assert answer["rolepool"]["worker"] == "moe"

@@ -25,7 +25,7 @@ def remote_pool(url: str, model: str, *, dead_first: bool = False) -> Pool:
 async def test_workflow_over_http_with_failover(tmp_path, isolated_store):
     served = role_worker()
     async with running(served) as url:
-        pool = remote_pool(url, "scripted", dead_first=True)
+        pool = remote_pool(url, served.info.name, dead_first=True)
         result = await Workflow().run("Go.", worker=pool, workspace=tmp_path)
     assert [s["role"] for s in result.steps] == ["coder", "search"]
     assert result.steps[0]["answer"] == "5"

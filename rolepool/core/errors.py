@@ -6,6 +6,9 @@ cause: the user's input, the model's behaviour, a worker, a tool, or a limit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 
 class RolepoolError(Exception):
     """Root of every error rolepool raises on purpose."""
@@ -32,11 +35,47 @@ class ModelBehaviorError(RolepoolError):
         super().__init__(message)
 
 
-class WorkerError(RolepoolError):
-    """A model worker failed: raised, died, timed out or answered with an error."""
+AttemptKind = Literal["failed", "timeout", "refused", "busy", "open"]
 
-    def __init__(self, message: str, *, worker: str | None = None) -> None:
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One worker's try at a request that did not serve it, as a pool records it.
+
+    `kind` says whose fault it was, which is what the worker's circuit breaker counts: "failed"
+    (the worker raised) and "timeout" (no answer in time) are the worker's; "refused" (the
+    request itself could not be served: `RequestRefused` or a `UserError`), "busy" (no free slot
+    in time) and "open" (its breaker turned the request away unasked) are not. `error` is the
+    exception the try ended with (None for "open": the worker was never called)."""
+
+    worker: str
+    kind: AttemptKind
+    error: BaseException | None = None
+
+    @property
+    def counts_against_worker(self) -> bool:
+        return self.kind in ("failed", "timeout")
+
+    def __str__(self) -> str:
+        if self.error is None:
+            return f"{self.worker}: circuit breaker open"
+        return f"{self.worker}: {type(self.error).__name__}: {self.error}"
+
+
+class WorkerError(RolepoolError):
+    """A model worker failed: raised, died, timed out or answered with an error.
+
+    From a pool, `attempts` holds every worker's failed try, each with its own exception."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: str | None = None,
+        attempts: tuple[FailedAttempt, ...] = (),
+    ) -> None:
         self.worker = worker
+        self.attempts = attempts
         super().__init__(f"worker {worker!r}: {message}" if worker else message)
 
 

@@ -164,13 +164,14 @@ class ApprovalResolved(EventBase):
 class PoolRouted(EventBase):
     """A pool chose a worker for a request: the audit trail of which model and policy served it.
 
-    `choice` says how: "primary" (the role's weighted choices) or "fallback"."""
+    `choice` says how: "primary" (the role's weighted choices), "fallback", or "pinned" (the
+    request named its worker, as an HTTP client naming a model does)."""
 
     type: Literal["pool.routed"] = "pool.routed"
     role: str
     worker: str
     policy_version: str
-    choice: Literal["primary", "fallback"] = "primary"
+    choice: Literal["primary", "fallback", "pinned"] = "primary"
 
 
 class PoolFailover(EventBase):

@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rolepool.core.messages import Message, ToolCall
 
 Architecture = Literal["moe", "dense", "unknown"]
 
 
+GREEDY_BELOW = 1e-5
+"""Temperatures under this decode greedily (stored as 0), as vLLM does: dividing logits by a
+temperature near 0 overflows to inf, and sampling from inf is an error, not a sharper draw."""
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""The seeds a torch generator takes (a signed or unsigned 64-bit integer)."""
+MAX_STOP_STRINGS = 64
+
+
 class Sampling(BaseModel):
-    """Decoding settings. `temperature == 0` means greedy."""
+    """Decoding settings. `temperature == 0` means greedy.
+
+    Every field is checked here to what a worker can take, so that a client's value can never
+    make a worker fail (and be charged for it): finite numbers, seeds a generator accepts,
+    non-empty stop strings."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     temperature: float = Field(default=0.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     max_tokens: int = Field(default=256, ge=1)
-    seed: int | None = None
-    stop: list[str] = Field(default_factory=list)
+    seed: int | None = Field(default=None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    stop: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, max_length=MAX_STOP_STRINGS
+    )
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_near_zero(cls, value: float) -> float:
+        return 0.0 if value < GREEDY_BELOW else value
 
 
 class ToolSpec(BaseModel):
@@ -50,6 +71,9 @@ class Request(BaseModel):
     agent: str | None = None
     span_id: str | None = None
     """The model-call span this request belongs to, so pool events nest under it."""
+    worker: str | None = None
+    """Serve from this worker of the pool alone (by its name in the pool), as when an HTTP
+    client names a model; None lets the routing policy choose."""
 
 
 class Usage(BaseModel):

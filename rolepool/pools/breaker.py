@@ -65,6 +65,12 @@ class CircuitBreaker:
         return self._state
 
     @property
+    def rejecting(self) -> bool:
+        """Whether a request arriving now would be turned away unasked (open, cooldown not
+        over). Reading it changes nothing, unlike `allow`."""
+        return self._state == "open" and self._clock() - self._opened_at < self.settings.cooldown
+
+    @property
     def consecutive_failures(self) -> int:
         return self._failures
 

@@ -52,25 +52,29 @@ class ApiError(Exception):
         *,
         worker: str | None = None,
         worker_failure: bool = False,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.type = type_
         self.param = param
+        self.code = code
         self.worker = worker
         self.worker_failure = worker_failure
 
     @property
     def status_label(self) -> str:
         """The `status` label on the request counter."""
-        return {400: "bad_request", 413: "too_large", 499: "client_closed", 504: "timeout"}.get(
-            self.status, self.type
-        )
+        labels = {400: "bad_request", 404: "not_found", 413: "too_large", 499: "client_closed"}
+        return (labels | {504: "timeout"}).get(self.status, self.type)
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """Strict, as the OpenAI API is: `"n": "1"`, `"stream": "yes"` or `"max_tokens": true` are
+    refused with a 400 naming the field, not coerced."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class FunctionCall(_Wire):
@@ -255,10 +259,12 @@ def _text_or_none(value: Any) -> str | None:
 # -- answers -------------------------------------------------------------------------------------
 
 
-def chat_completion(completion: Completion, model: str | None, *, parse_calls: bool) -> dict:
-    """The OpenAI `chat.completion` object for a worker's answer. With `parse_calls` (the request
-    offered tools), calls the model wrote as text become `tool_calls`, as vLLM's tool parsers do;
-    text that fails to parse is returned as content for the client's own feedback loop."""
+def chat_completion(completion: Completion, served_by: str, *, parse_calls: bool) -> dict:
+    """The OpenAI `chat.completion` object for a worker's answer; its `model` is `served_by`,
+    the name of the worker that served (never just what the client asked for). With
+    `parse_calls` (the request offered tools), calls the model wrote as text become
+    `tool_calls`, as vLLM's tool parsers do; text that fails to parse is returned as content for
+    the client's own feedback loop."""
     calls, text = completion.tool_calls or [], utf8_safe(completion.text)
     if not calls and parse_calls:
         parsed = parse_tool_calls(text)
@@ -275,7 +281,7 @@ def chat_completion(completion: Completion, model: str | None, *, parse_calls: b
         "id": "chatcmpl-" + uuid.uuid4().hex,
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": model or completion.model,
+        "model": served_by,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": {
             "prompt_tokens": usage.prompt_tokens,

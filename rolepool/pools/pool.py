@@ -24,6 +24,7 @@ import anyio
 from rolepool.core import (
     Completion,
     ConfigError,
+    FailedAttempt,
     Request,
     RequestRefused,
     UserError,
@@ -100,36 +101,27 @@ class Pool:
         return self._info
 
     async def complete(self, request: Request) -> Completion:
-        """Serve `request` from the first worker that can, or raise `WorkerError` naming each
-        worker's error (`RequestRefused` when every worker refused the request itself, e.g. a
-        prompt over each one's context). Never waits on a worker whose breaker is open."""
+        """Serve `request` from the first worker that can, or raise `WorkerError` whose
+        `attempts` hold each worker's failure (`RequestRefused` when every worker refused the
+        request itself, e.g. a prompt over each one's context). Never waits on a worker whose
+        breaker is open. `request.worker` pins the request to that worker alone."""
         policy = self._policy  # one snapshot: a concurrent set_policy must not mix two versions
-        route = policy.route_for(request.role)
-        if route is None:
-            raise ConfigError(
-                f"no route for role {request.role!r} and no default route",
-                where=f"policy {policy.version!r}",
-            )
-        primary = route.pick(self._rng)
-        order = route.attempts(primary)
-        errors: list[str] = []
-        refused = 0
+        primary, order = self._order(request, policy)
+        failures: list[FailedAttempt] = []
         for i, name in enumerate(order):
             result = await self._attempt(name, request)
             if isinstance(result, Completion):
-                choice = "primary" if name == primary else "fallback"
                 emit(
                     PoolRouted(
                         **_ids(request),
                         role=request.role or "",
                         worker=name,
                         policy_version=policy.version,
-                        choice=choice,
+                        choice=_choice(request, name, primary),
                     )
                 )
                 return self._stamp(result, name, policy)
-            errors.append(f"{name}: {result}")
-            refused += isinstance(result, _Refused)
+            failures.append(result)
             next_name = order[i + 1] if i + 1 < len(order) else None
             if next_name is not None:
                 self._stats[name].failovers += 1
@@ -139,20 +131,41 @@ class Pool:
                     role=request.role or "",
                     from_worker=name,
                     to_worker=next_name,
-                    error=result,
+                    error=_failure_text(result),
                 )
             )
         message = (
             f"no worker could serve role {request.role!r} (policy {policy.version!r}): "
-            + "; ".join(errors)
+            + "; ".join(f"{f.worker}: {_failure_text(f)}" for f in failures)
         )
-        if refused == len(order):  # the request is at fault on every worker: say so by type
-            raise RequestRefused(message)
-        raise WorkerError(message)
+        if all(f.kind == "refused" for f in failures):  # the request is at fault on every worker
+            raise RequestRefused(message, attempts=tuple(failures)) from failures[-1].error
+        raise WorkerError(message, attempts=tuple(failures)) from failures[-1].error
+
+    def _order(self, request: Request, policy: RoutingPolicy) -> tuple[str, list[str]]:
+        """The primary worker and every worker to try, in order."""
+        if request.worker is not None:
+            if request.worker not in self._workers:
+                raise UserError(
+                    f"no worker named {request.worker!r} in the pool; "
+                    f"it has {sorted(self._workers)}"
+                )
+            return request.worker, [request.worker]
+        route = policy.route_for(request.role)
+        if route is None:
+            raise ConfigError(
+                f"no route for role {request.role!r} and no default route",
+                where=f"policy {policy.version!r}",
+            )
+        primary = route.pick(self._rng)
+        return primary, route.attempts(primary)
 
     async def health(self) -> bool:
-        """Healthy while any worker is: the policy's fallbacks can still serve."""
-        return any((await self.health_by_worker()).values())
+        """Healthy while any worker is healthy and its breaker would let a request through: the
+        policy's fallbacks can still serve. (A pool whose breakers are all open serves nothing
+        but 'circuit breaker open', so it must not call itself healthy.)"""
+        healthy = await self.health_by_worker()
+        return any(up and not self._breakers[name].rejecting for name, up in healthy.items())
 
     async def health_by_worker(self) -> dict[str, bool]:
         """Each worker's own health check, run concurrently and bounded so one hung worker does
@@ -255,13 +268,15 @@ class Pool:
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _attempt(self, name: str, request: Request) -> Completion | str:
-        """One try on one worker: the Completion, or the error text that made it fail (a
-        `_Refused` text when the worker refused the request itself)."""
+    async def _attempt(self, name: str, request: Request) -> Completion | FailedAttempt:
+        """One try on one worker: the Completion, or the failure with its exception. Only the
+        worker's own faults (it raised, or gave no answer in time) count on its breaker: a
+        request the worker refused, or bad input the worker reported as such (`UserError`),
+        says nothing about the worker, so one client's bad requests cannot open breakers."""
         breaker, stats = self._breakers[name], self._stats[name]
         if not breaker.allow(request):
             stats.rejected += 1
-            return "circuit breaker open"
+            return FailedAttempt(name, "open")
         limiter: AbstractAsyncContextManager[Any] = self._limiters.get(name) or nullcontext()
         reached = False
         try:
@@ -270,28 +285,34 @@ class Pool:
                     reached = True
                     completion = await self._call(name, request, stats)
         except Exception as exc:
-            if isinstance(exc, TimeoutError) and deadline.cancel_called and not reached:
-                # Queued behind the concurrency limit: the worker is busy, not broken.
-                breaker.release()
-                return f"no free slot within request_timeout={self.request_timeout:g}s"
-            if isinstance(exc, RequestRefused):  # the request, not the worker: no breaker verdict
-                breaker.release()
-                stats.refused += 1
-                return _Refused(f"RequestRefused: {exc}")
-            if isinstance(exc, TimeoutError) and deadline.cancel_called:
-                stats.timeouts += 1
-                error = f"no completion within request_timeout={self.request_timeout:g}s"
+            failure = self._judge(name, exc, timed_out=deadline.cancel_called, reached=reached)
+            if failure.counts_against_worker:
+                breaker.record_failure(_failure_text(failure), request)
             else:
-                error = f"{type(exc).__name__}: {exc}"
-            stats.failures += 1
-            breaker.record_failure(error, request)
-            return error
+                breaker.release()
+            return failure
         except BaseException:
             breaker.release()  # cancelled from outside: no verdict on the worker
             raise
         stats.successes += 1
         breaker.record_success(request)
         return completion
+
+    def _judge(self, name: str, exc: Exception, *, timed_out: bool, reached: bool) -> FailedAttempt:
+        """Whose fault a failed try was (see `FailedAttempt`), counted in the worker's stats."""
+        stats = self._stats[name]
+        limit = f"request_timeout={self.request_timeout or 0:g}s"  # only read after a timeout
+        if isinstance(exc, TimeoutError) and timed_out and not reached:
+            # Queued behind the concurrency limit: the worker is busy, not broken.
+            return FailedAttempt(name, "busy", TimeoutError(f"no free slot within {limit}"))
+        if isinstance(exc, RequestRefused | UserError):
+            stats.refused += 1
+            return FailedAttempt(name, "refused", exc)
+        stats.failures += 1
+        if isinstance(exc, TimeoutError) and timed_out:
+            stats.timeouts += 1
+            return FailedAttempt(name, "timeout", TimeoutError(f"no completion within {limit}"))
+        return FailedAttempt(name, "failed", exc)
 
     async def _call(self, name: str, request: Request, stats: WorkerStats) -> Completion:
         stats.requests += 1
@@ -319,8 +340,19 @@ class Pool:
         )
 
 
-class _Refused(str):
-    """An attempt's error text when the worker refused the request (not a worker failure)."""
+def _failure_text(failure: FailedAttempt) -> str:
+    """What the failover event and the final error say about one failed try."""
+    if failure.kind == "open":
+        return "circuit breaker open"
+    if failure.kind in ("busy", "timeout"):  # the error is the pool's own TimeoutError
+        return str(failure.error)
+    return f"{type(failure.error).__name__}: {failure.error}"
+
+
+def _choice(request: Request, served: str, primary: str) -> str:
+    if request.worker is not None:
+        return "pinned"
+    return "primary" if served == primary else "fallback"
 
 
 _BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}

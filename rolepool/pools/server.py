@@ -48,7 +48,6 @@ from rolepool.core import (
     UserError,
     WorkerError,
 )
-from rolepool.pools.server_metrics import CONTENT_TYPE, ServerMetrics
 from rolepool.pools.openai_wire import (
     ApiError,
     ChatRequest,
@@ -58,6 +57,8 @@ from rolepool.pools.openai_wire import (
     sse_events,
     to_request,
 )
+from rolepool.pools.pool import Pool
+from rolepool.pools.server_metrics import CONTENT_TYPE, ServerMetrics
 from rolepool.pools.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -75,12 +76,16 @@ class _JSONResponse(JSONResponse):
         return compact.encode("utf-8")
 
 
-def error_body(message: str, type_: str, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param}}
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def _error(status: int, message: str, type_: str, param: str | None = None) -> _JSONResponse:
-    return _JSONResponse(error_body(message, type_, param), status_code=status)
+def _error(
+    status: int, message: str, type_: str, param: str | None = None, code: str | None = None
+) -> _JSONResponse:
+    return _JSONResponse(error_body(message, type_, param, code), status_code=status)
 
 
 class _Guard:
@@ -136,7 +141,12 @@ class _Service:
         self.worker = worker
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
-        self.models = models or [worker.info.name]
+        self.pool_workers = set(worker.workers) if isinstance(worker, Pool) else set()
+        listed = models or list(getattr(worker, "workers", None) or [worker.info.name])
+        # A pool answers to its own name too (routed by its policy), listed first.
+        self.models = list(
+            dict.fromkeys([worker.info.name, *listed] if self.pool_workers else listed)
+        )
         self.request_timeout = request_timeout
         self.metrics = ServerMetrics(worker)
 
@@ -146,20 +156,21 @@ class _Service:
         try:
             chat = ChatRequest.parse(await self._read_json(http))
             request = to_request(chat, http.headers.get(ROLE_HEADER))
+            request.worker = self._pinned_worker(chat.model)
             role = self.metrics.role_label(request.role)
             self.metrics.in_flight.inc()
             try:
                 completion = await self._complete(http, request)
             finally:
                 self.metrics.in_flight.dec()
-            body = chat_completion(completion, chat.model, parse_calls=bool(request.tools))
+            served_by = completion.worker or default_worker
+            body = chat_completion(completion, served_by, parse_calls=bool(request.tools))
         except ApiError as exc:
             self._count(default_worker, role, exc.status_label, started)
             if exc.worker_failure:
                 worker = exc.worker or default_worker
                 self.metrics.failures.labels(worker=worker, kind=exc.type).inc()
-            return _error(exc.status, self._redact(exc.message), exc.type, exc.param)
-        served_by = completion.worker or default_worker
+            return _error(exc.status, self._redact(exc.message), exc.type, exc.param, exc.code)
         self._count(served_by, role, "ok", started)
         for kind in ("prompt", "completion"):
             tokens = getattr(completion.usage, f"{kind}_tokens")
@@ -168,6 +179,19 @@ class _Service:
             events = sse_events(body, include_usage=chat.wants_stream_usage)
             return StreamingResponse(iter(events), media_type="text/event-stream")
         return _JSONResponse(body)
+
+    def _pinned_worker(self, model: str | None) -> str | None:
+        """The pool worker a request's `model` names (served by it alone), or None to route by
+        policy: no model, the pool's own name, or a listed alias. Any other name is a 404, as the
+        OpenAI API answers, rather than a reply from some other model labelled as the one asked
+        for."""
+        if model in self.pool_workers:
+            return model
+        if model is None or model in self.models:
+            return None
+        listed = ", ".join(self.models)
+        message = f"model {model!r} does not exist here; GET /v1/models lists: {listed}"
+        raise ApiError(404, message, param="model", code="model_not_found")
 
     async def _read_json(self, http: HTTPRequest) -> Any:
         """The body, counted as it streams in (chunked bodies have no Content-Length to check)."""
