@@ -19,6 +19,7 @@ from rolepool.core import (
     UserError,
     WorkerError,
 )
+from rolepool.core.version import VERSION
 from rolepool.pools import (
     FunctionWorker,
     OpenAIWorker,
@@ -32,7 +33,7 @@ from rolepool.runtime import EventStore, Limits, Run, RunResult
 from rolepool.runtime.approval import ApprovalRequest, Decision
 from rolepool.tools import Tool, tool
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 
 def __getattr__(name: str) -> object:
