@@ -22,16 +22,12 @@ import anyio
 
 from rolepool.core import (
     Completion,
-    LimitExceeded,
     MaxTurnsExceeded,
     Message,
     ModelBehaviorError,
     Request,
     RequestRefused,
-    RunContext,
     Sampling,
-    ToolCall,
-    ToolResult,
     Usage,
     new_span_id,
 )
@@ -41,17 +37,13 @@ from rolepool.core.events import (
     ModelCompleted,
     ModelRequested,
     ToolCallInvalid,
-    ToolCallParsed,
-    ToolFinished,
-    ToolStarted,
 )
 from rolepool.core.messages import assistant, system, tool_message, user
 from rolepool.pools.worker import Worker
-from rolepool.runtime.approval import ApprovalRequest, ask_approval
-from rolepool.runtime.failures import clean_completion, first_leaf, unique_ids, worker_error
+from rolepool.runtime.failures import clean_completion, unique_ids, worker_error
 from rolepool.runtime.run import Outcome, RunScope
+from rolepool.runtime.tool_calls import InvalidCall, ToolCalls, ValidCall
 from rolepool.tools.parsing import parse_tool_calls
-from rolepool.tools.results import format_result
 from rolepool.tools.tool import Tool
 
 
@@ -70,14 +62,6 @@ class LoopSpec:
     """Names of other roles' tools: calling one is `forbidden` rather than `unknown_tool`."""
 
 
-@dataclass
-class _Checked:
-    call: ToolCall
-    tool: Tool | None
-    kind: str | None = None  # None = valid; else the ToolCallInvalid kind
-    errors: list[str] = field(default_factory=list)
-
-
 class AgentLoop:
     """One agent's turns inside a run. Use `run_agent` rather than this class."""
 
@@ -88,6 +72,14 @@ class AgentLoop:
         self.span_id = new_span_id()
         self.parent_id = parent_id
         self.tools = {t.name: t for t in spec.tools}
+        self.tool_calls = ToolCalls(
+            scope,
+            agent=spec.name,
+            role=spec.role,
+            parent_id=self.span_id,
+            tools=self.tools,
+            forbidden=spec.forbidden_tools,
+        )
         # once per agent, not per turn (`Tool.spec()` copies the schema); requests share them
         self.tool_specs = [t.spec() for t in spec.tools]
         self.max_turns = spec.max_turns or scope.limits.max_turns
@@ -97,7 +89,6 @@ class AgentLoop:
         self.retries = 0  # consecutive invalid turns so far
         self.usage = Usage()
         self.messages: list[Message] = []
-        self.call_spans: dict[str, str] = {}  # call id -> span id; models may reuse call ids
         self.elided = 0  # requests show this many of the oldest tool results as a marker
         # Messages from this index on answer the latest turn whose calls were all valid, and are
         # never elided: what the model acts on, also while it retries an invalid reply.
@@ -171,27 +162,21 @@ class AgentLoop:
                 return None
         if not calls:
             return text.strip()
-        checked = [self._check(call) for call in calls]
+        checked = [self.tool_calls.check(call, self.retries) for call in calls]
+        valid = [item for item in checked if isinstance(item, ValidCall)]
+        invalid = [item for item in checked if isinstance(item, InvalidCall)]
         self.messages.append(assistant(text.strip(), tool_calls=calls))
-        results = await self._execute([c for c in checked if c.kind is None])
-        for item in checked:
-            if item.kind is not None:
-                results[item.call.id] = ToolResult(
-                    call_id=item.call.id,
-                    name=item.call.name,
-                    error="invalid call, not executed: "
-                    + "; ".join(item.errors)
-                    + ". Fix the call and try again.",
-                )
+        results = await self.tool_calls.run(valid)
+        results |= {item.call.id: item.result() for item in invalid}
         self.messages.extend(tool_message(results[c.id]) for c in calls)
-        if any(item.kind is not None for item in checked):
-            self._spend_retry("; ".join(e for item in checked for e in item.errors))
+        if invalid:
+            self._spend_retry("; ".join(e for item in invalid for e in item.errors))
             return None
         self.retries = 0
         self.kept_from = len(self.messages) - len(calls) - 1  # this turn's call and its results
-        for item in checked:  # a successful call to an ends_run tool (`finish`) is the answer
+        for item in valid:  # a successful call to an ends_run tool (`finish`) is the answer
             result = results[item.call.id]
-            if item.tool is not None and item.tool.ends_run and result.ok:
+            if item.tool.ends_run and result.ok:
                 return result.content
         return None
 
@@ -278,45 +263,6 @@ class AgentLoop:
         self.scope.add_usage(completion.usage)
         return completion
 
-    def _check(self, call: ToolCall) -> _Checked:
-        span = self.call_spans[call.id] = new_span_id()
-        tool = self.tools.get(call.name)
-        if tool is None:
-            kind = "forbidden" if call.name in self.spec.forbidden_tools else "unknown_tool"
-            reason = (
-                f"tool {call.name!r} belongs to another role"
-                if kind == "forbidden"
-                else f"there is no tool named {call.name!r}"
-            )
-            item = _Checked(call, None, kind, [f"{reason}; available: {', '.join(self.tools)}"])
-        else:
-            issues = tool.validate(call.arguments)
-            item = _Checked(call, tool, "schema" if issues else None, [str(i) for i in issues])
-        if item.kind is None:
-            self.scope.emit(
-                ToolCallParsed(
-                    **self._base(),
-                    span_id=span,
-                    call_id=call.id,
-                    tool=call.name,
-                    arguments=call.arguments,
-                    attempt=self.retries,
-                )
-            )
-        else:
-            self.scope.emit(
-                ToolCallInvalid(
-                    **self._base(),
-                    span_id=span,
-                    call_id=call.id,
-                    tool=call.name,
-                    kind=item.kind,
-                    errors=item.errors,
-                    attempt=self.retries,
-                )
-            )
-        return item
-
     def _reject_unparseable(self, text: str, problem: str) -> None:
         self.scope.emit(
             ToolCallInvalid(
@@ -345,88 +291,6 @@ class AgentLoop:
                 attempts=self.retries,
                 last_error=problem,
             )
-
-    async def _execute(self, checked: list[_Checked]) -> dict[str, ToolResult]:
-        """Run the valid calls of one turn concurrently; every call gets a result. A limit hit
-        inside a tool (a workflow step over budget) ends the run, unwrapped from the group."""
-        results: dict[str, ToolResult] = {}
-        if len(checked) == 1 and checked[0].tool is not None:  # the common case: no task group
-            await self._run_tool(checked[0].call, checked[0].tool, results)
-            return results
-        try:
-            async with anyio.create_task_group() as tg:
-                for item in checked:
-                    assert item.tool is not None
-                    tg.start_soon(self._run_tool, item.call, item.tool, results)
-        except BaseExceptionGroup as group:
-            raise first_leaf(group) from None
-        return results
-
-    async def _approved(self, call: ToolCall, span: str, results: dict[str, ToolResult]) -> bool:
-        """Ask the run's approver; a refused call gets its tool error and closes its span."""
-        request = ApprovalRequest(
-            run_id=self.scope.run_id,
-            agent=self.spec.name,
-            role=self.spec.role,
-            tool=call.name,
-            call_id=call.id,
-            arguments=dict(call.arguments),
-        )
-        decision = await ask_approval(self.scope.approver, request, self.scope.emit, span)
-        if decision.approved:
-            return True
-        error = f"not executed: the call was refused ({decision.reason or 'no reason given'})"
-        results[call.id] = ToolResult(call_id=call.id, name=call.name, error=error)
-        self.scope.emit(
-            ToolFinished(**self._base(), span_id=span, call_id=call.id, tool=call.name, error=error)
-        )
-        return False
-
-    async def _run_tool(self, call: ToolCall, tool: Tool, results: dict[str, ToolResult]) -> None:
-        span = self.call_spans[call.id]
-        if tool.needs_approval and not await self._approved(call, span, results):
-            return
-        self.scope.emit(ToolStarted(**self._base(), span_id=span, call_id=call.id, tool=call.name))
-        timeout = tool.timeout or self.scope.limits.tool_timeout
-        ctx = RunContext(
-            run_id=self.scope.run_id,
-            agent=self.spec.name,
-            role=self.spec.role,
-            call_id=call.id,
-            workspace=self.scope.workspace,
-            deps=self.scope.deps,
-            extra={"span_id": span},  # a workflow step nests its agent under this call
-        )
-        started = time.perf_counter()
-        content, error = "", None
-        try:
-            with anyio.move_on_after(timeout) as timer:
-                value = await tool.call(call.arguments, ctx)
-                content = format_result(value, max_chars=self.scope.limits.max_result_chars)
-            if timer.cancel_called:  # also when the tool swallowed its cancellation and returned
-                content, error = "", f"timed out after {timeout:g}s"
-        except LimitExceeded as exc:  # the run's limits end the run, even from inside a tool
-            self._finish_tool(call, span, started, "", f"{type(exc).__name__}: {exc}")
-            raise
-        except (Exception, SystemExit) as exc:  # a failing tool is reported, never fatal
-            error = f"{type(exc).__name__}: {exc}"
-        results[call.id] = ToolResult(call_id=call.id, name=call.name, content=content, error=error)
-        self._finish_tool(call, span, started, content, error)
-
-    def _finish_tool(
-        self, call: ToolCall, span: str, started: float, content: str, error: str | None
-    ) -> None:
-        self.scope.emit(
-            ToolFinished(
-                **self._base(),
-                span_id=span,
-                call_id=call.id,
-                tool=call.name,
-                duration=time.perf_counter() - started,
-                result=content[:2000],
-                error=error,
-            )
-        )
 
 
 def _elided(text: str) -> str:
