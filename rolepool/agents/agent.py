@@ -16,7 +16,7 @@ from rolepool.core import ConfigError, Sampling, UserError
 from rolepool.pools.worker import Worker
 from rolepool.runtime import Limits, LoopSpec, Run, RunResult, execute, new_scope, run_agent, start
 from rolepool.runtime.approval import Approver
-from rolepool.runtime.run import Body, Outcome, RunScope, StoreOption
+from rolepool.runtime.run import Body, BodyResult, RunScope, StoreOption
 from rolepool.tools.tool import Tool
 from rolepool.tools.tool import tool as make_tool
 
@@ -74,7 +74,7 @@ class Agent:
         )
 
     def _body(self, task: str, worker: Worker) -> Body:
-        async def body(scope: RunScope) -> Outcome:
+        async def body(scope: RunScope) -> BodyResult:
             return await run_agent(self.spec(), task, worker, scope)
 
         return body

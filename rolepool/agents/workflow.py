@@ -41,7 +41,7 @@ from rolepool.runtime import Limits, LoopSpec, Run, RunResult, RunScope, execute
 from rolepool.runtime.approval import Approver
 from rolepool.runtime.limits import StepLimitExceeded
 from rolepool.runtime.loop import run_agent
-from rolepool.runtime.run import Outcome, StoreOption
+from rolepool.runtime.run import BodyResult, StoreOption
 from rolepool.runtime.store import default_store_path
 from rolepool.tools.builtin.assign import assign_tool
 from rolepool.tools.builtin.report import report_path
@@ -197,7 +197,7 @@ class _WorkflowRun:
         self.plan = ""
         self.limiter = anyio.CapacityLimiter(flow.concurrency)
 
-    async def body(self, scope: RunScope) -> Outcome:
+    async def body(self, scope: RunScope) -> BodyResult:
         assign = assign_tool(self.dispatch, self.flow.worker_roles)
         plan = await run_agent(self.flow.spec(PLANNER, assign), self.task, self.worker, scope)
         self.plan = plan.output
@@ -207,7 +207,7 @@ class _WorkflowRun:
         limit = min(MAX_COMPOSE_CHARS, scope.limits.max_result_chars)
         compose = COMPOSE_TEMPLATE.format(title=self.flow.compose_title, body=_clip(body, limit))
         written = await run_agent(self.flow.spec(WRITER), compose, self.worker, scope)
-        return Outcome(output=written.output, messages=written.messages, turns=written.turns)
+        return BodyResult(output=written.output, messages=written.messages, turns=written.turns)
 
     async def dispatch(self, ctx: RunContext, role: str, task: str) -> str:
         """Run one step (the bound `assign`); its answer is what the planner reads back."""

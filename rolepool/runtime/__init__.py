@@ -2,16 +2,16 @@
 
 from rolepool.runtime.limits import Limits
 from rolepool.runtime.loop import LoopSpec, run_agent
-from rolepool.runtime.run import Outcome, Run, RunResult, RunScope, execute, new_scope, start
+from rolepool.runtime.run import BodyResult, Run, RunResult, RunScope, execute, new_scope, start
 from rolepool.runtime.store import EventStore, RunSummary, default_store_path
 from rolepool.runtime.stream import EventStream, Subscription
 
 __all__ = [
+    "BodyResult",
     "EventStore",
     "EventStream",
     "Limits",
     "LoopSpec",
-    "Outcome",
     "Run",
     "RunResult",
     "RunScope",

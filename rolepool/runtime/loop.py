@@ -41,7 +41,7 @@ from rolepool.core.events import (
 from rolepool.core.messages import assistant, system, tool_message, user
 from rolepool.pools.worker import Worker
 from rolepool.runtime.failures import clean_completion, unique_ids, worker_error
-from rolepool.runtime.run import Outcome, RunScope
+from rolepool.runtime.run import BodyResult, RunScope
 from rolepool.runtime.tool_calls import InvalidCall, ToolCalls, ValidCall
 from rolepool.tools.parsing import parse_tool_calls
 from rolepool.tools.tool import Tool
@@ -97,7 +97,7 @@ class AgentLoop:
     def _base(self) -> dict[str, object]:
         return {"run_id": self.scope.run_id, "parent_id": self.span_id, "agent": self.spec.name}
 
-    async def run(self, messages: list[Message]) -> Outcome:
+    async def run(self, messages: list[Message]) -> BodyResult:
         self.messages = messages
         self.kept_from = max(
             (i for i, m in enumerate(messages) if m.role == "assistant" and m.tool_calls),
@@ -122,7 +122,7 @@ class AgentLoop:
             for turn in range(1, self.max_turns + 1):
                 output = await self._turn(turn)
                 if output is not None:
-                    return Outcome(output=output, messages=self.messages, turns=turn)
+                    return BodyResult(output=output, messages=self.messages, turns=turn)
             raise MaxTurnsExceeded(
                 f"agent {self.spec.name!r} reached max_turns={self.max_turns} "
                 "without a final answer"
@@ -304,7 +304,7 @@ async def run_agent(
     scope: RunScope,
     *,
     parent_id: str | None = None,
-) -> Outcome:
+) -> BodyResult:
     """Run one agent to its final answer inside `scope`."""
     if isinstance(task, str):
         messages = [system(spec.instructions), user(task)] if spec.instructions else [user(task)]

@@ -59,6 +59,9 @@ def resolve_store(store: StoreOption) -> EventStore | None:
 
 
 class RunResult(BaseModel):
+    """What a finished run hands its caller: the body's answer plus the run's own accounting (its
+    id, the tokens every agent of the run used, and how long the run took)."""
+
     run_id: str
     output: str
     messages: list[Message] = Field(default_factory=list)
@@ -67,8 +70,9 @@ class RunResult(BaseModel):
     duration: float = 0.0
 
 
-class Outcome(BaseModel):
-    """What the body of a run (an agent loop or a workflow) hands back to `execute`."""
+class BodyResult(BaseModel):
+    """What a run's `Body` (an agent loop or a workflow) hands back to `execute`, which adds the
+    run's id, usage and duration to make the `RunResult`."""
 
     output: str
     messages: list[Message] = Field(default_factory=list)
@@ -113,7 +117,7 @@ class RunScope:
             )
 
 
-Body = Callable[[RunScope], Awaitable[Outcome]]
+Body = Callable[[RunScope], Awaitable[BodyResult]]
 
 
 async def execute(
@@ -148,7 +152,7 @@ async def execute(
     deadline = scope.limits.deadline
     try:
         with anyio.move_on_after(deadline) as timer, emitting(scope.emit):
-            outcome = await body(scope)
+            answer = await body(scope)
         if timer.cancelled_caught:
             raise DeadlineExceeded(f"run exceeded its deadline of {deadline:g}s")
     except anyio.get_cancelled_exc_class() as exc:
@@ -162,7 +166,7 @@ async def execute(
         RunFinished(
             run_id=scope.run_id,
             span_id=scope.span_id,
-            output=outcome.output,
+            output=answer.output,
             usage=scope.usage,
             duration=duration,
         )
@@ -170,10 +174,10 @@ async def execute(
     scope.stream.close()
     return RunResult(
         run_id=scope.run_id,
-        output=outcome.output,
-        messages=outcome.messages,
+        output=answer.output,
+        messages=answer.messages,
         usage=scope.usage,
-        turns=outcome.turns,
+        turns=answer.turns,
         duration=duration,
     )
 
