@@ -9,6 +9,10 @@ cycle hides. A new top-level part must be placed in `MAY_IMPORT` on purpose."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import rolepool
@@ -164,3 +168,52 @@ def test_the_checks_see_lazy_cycles_relative_imports_and_wrong_directions(tmp_pa
         "rolepool.extra: part 'extra' has no place in the import order",
         "rolepool.zoo.train imports rolepool.pools.worker",
     ]
+
+
+INSTALLED_WITH = {"pydantic_core": "pydantic"}
+"""Modules that come with a declared distribution, pinned by it to the exact version it needs."""
+
+
+def _declared() -> set[str]:
+    project = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["project"]
+    extras = [req for group in project["optional-dependencies"].values() for req in group]
+    return {
+        _normalise(re.match(r"[\w.-]+", req).group()) for req in project["dependencies"] + extras
+    }
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def undeclared_imports(root: Path, declared: set[str]) -> list[str]:
+    """Third-party modules imported under `root` whose distribution pyproject.toml does not list
+    (a dependency that only arrives through another one can vanish with its next release)."""
+    distributions = importlib.metadata.packages_distributions()
+    missing = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for top in {name.split(".")[0] for name in names}:
+                if top in sys.stdlib_module_names or top == root.name:
+                    continue
+                top = INSTALLED_WITH.get(top, top)
+                candidates = {_normalise(d) for d in distributions.get(top, [top])}
+                if not candidates & declared:
+                    missing.add(f"{top} ({path.relative_to(root.parent)})")
+    return sorted(missing)
+
+
+def test_every_third_party_import_is_declared():
+    assert undeclared_imports(ROOT, _declared()) == []
+
+
+def test_an_undeclared_import_is_reported(tmp_path):
+    package = _write(tmp_path, {"rolepool/__init__.py": "import json\n\nimport tqdm\n"})
+    assert undeclared_imports(package, {"anyio"}) == ["tqdm (rolepool/__init__.py)"]
+    assert undeclared_imports(package, {"tqdm"}) == []
