@@ -267,7 +267,7 @@ async def test_a_roles_case_through_the_real_loop_renders_as_training_data(roles
 
     from rolepool.pools.testing import ScriptedWorker
     from rolepool.pools.transformers_worker import _chat_messages
-    from rolepool.runtime import LoopSpec, new_scope, run_agent
+    from rolepool.runtime import LoopInputs, new_scope, run_agent
     from rolepool.tools.tool import Tool
     from rolepool.zoo import checkpoint_path
 
@@ -283,7 +283,7 @@ async def test_a_roles_case_through_the_real_loop_renders_as_training_data(roles
         example = examples[split][int(index)]
         tools = [Tool(t["name"], t["description"], t["parameters"], None) for t in case.tools]
         worker = ScriptedWorker(["done"])
-        spec = LoopSpec(name="eval", role=case.role or "assistant", instructions="", tools=tools)
+        spec = LoopInputs(name="eval", role=case.role or "assistant", instructions="", tools=tools)
         await run_agent(spec, case.messages, worker, new_scope(store=False))
         request = worker.requests[0]
         served = _rendered(

@@ -114,11 +114,11 @@ async def test_retries_reset_after_a_valid_turn():
 
 
 async def test_unknown_and_forbidden_tools_are_not_executed():
-    from rolepool.runtime import LoopSpec, new_scope, run_agent
+    from rolepool.runtime import LoopInputs, new_scope, run_agent
 
     log: list = []
     worker = ScriptedWorker([call("rm_rf", path="/"), call("deploy"), "ok"])
-    spec = LoopSpec(
+    spec = LoopInputs(
         name="a",
         role="writer",
         instructions="",

@@ -84,7 +84,7 @@ CHILD = textwrap.dedent(
     async def main():
         scope = new_scope(store=EventStore(sys.argv[1]))
         scope.stream.add_listener(lambda e: print("EMITTED", e.seq, e.type, flush=True))
-        await execute(scope, "crash me", lambda s: run_agent(agent.spec(), "crash me", worker, s))
+        await execute(scope, "crash me", lambda s: run_agent(agent.loop_inputs(), "crash me", worker, s))
 
     anyio.run(main)
     """

@@ -14,7 +14,16 @@ import anyio
 
 from rolepool.core import ConfigError, Sampling, UserError
 from rolepool.pools.worker import Worker
-from rolepool.runtime import Limits, LoopSpec, Run, RunResult, execute, new_scope, run_agent, start
+from rolepool.runtime import (
+    Limits,
+    LoopInputs,
+    Run,
+    RunResult,
+    execute,
+    new_scope,
+    run_agent,
+    start,
+)
 from rolepool.runtime.approval import Approver
 from rolepool.runtime.run import Body, BodyResult, RunScope, StoreOption
 from rolepool.tools.tool import Tool
@@ -62,8 +71,8 @@ class Agent:
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, role={self.role!r}, tools={[t.name for t in self.tools]})"
 
-    def spec(self) -> LoopSpec:
-        return LoopSpec(
+    def loop_inputs(self) -> LoopInputs:
+        return LoopInputs(
             name=self.name,
             role=self.role,
             instructions=self.instructions,
@@ -75,7 +84,7 @@ class Agent:
 
     def _body(self, task: str, worker: Worker) -> Body:
         async def body(scope: RunScope) -> BodyResult:
-            return await run_agent(self.spec(), task, worker, scope)
+            return await run_agent(self.loop_inputs(), task, worker, scope)
 
         return body
 

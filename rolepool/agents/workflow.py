@@ -37,7 +37,7 @@ from rolepool.core import (
     new_run_id,
 )
 from rolepool.pools.worker import Worker
-from rolepool.runtime import Limits, LoopSpec, Run, RunResult, RunScope, execute, new_scope, start
+from rolepool.runtime import Limits, LoopInputs, Run, RunResult, RunScope, execute, new_scope, start
 from rolepool.runtime.approval import Approver
 from rolepool.runtime.limits import StepLimitExceeded
 from rolepool.runtime.loop import run_agent
@@ -171,8 +171,8 @@ class Workflow:
         )
         return _WorkflowRun(self, task, worker, scope), scope
 
-    def spec(self, role: str, assign: Tool | None = None) -> LoopSpec:
-        """The loop spec of the role's agent inside this workflow: approval marks applied, the
+    def loop_inputs(self, role: str, assign: Tool | None = None) -> LoopInputs:
+        """The loop inputs of the role's agent inside this workflow: approval marks applied, the
         planner's `assign` bound to the run (`assign`), the other roles' tools forbidden."""
         agent = self.agents[role]
         tools = [t for t in agent.tools if not (assign is not None and t.name == "assign")]
@@ -184,7 +184,7 @@ class Workflow:
         if role != PLANNER:
             others.add("assign")
         return dataclasses.replace(
-            agent.spec(), tools=tuple(tools), forbidden_tools=frozenset(others - own)
+            agent.loop_inputs(), tools=tuple(tools), forbidden_tools=frozenset(others - own)
         )
 
 
@@ -199,14 +199,16 @@ class _WorkflowRun:
 
     async def body(self, scope: RunScope) -> BodyResult:
         assign = assign_tool(self.dispatch, self.flow.worker_roles)
-        plan = await run_agent(self.flow.spec(PLANNER, assign), self.task, self.worker, scope)
+        plan = await run_agent(
+            self.flow.loop_inputs(PLANNER, assign), self.task, self.worker, scope
+        )
         self.plan = plan.output
         if WRITER not in self.flow.agents:
             return plan
         body = "; ".join(_answers(self.steps)) or self.plan.strip() or self.task
         limit = min(MAX_COMPOSE_CHARS, scope.limits.max_result_chars)
         compose = COMPOSE_TEMPLATE.format(title=self.flow.compose_title, body=_clip(body, limit))
-        written = await run_agent(self.flow.spec(WRITER), compose, self.worker, scope)
+        written = await run_agent(self.flow.loop_inputs(WRITER), compose, self.worker, scope)
         return BodyResult(output=written.output, messages=written.messages, turns=written.turns)
 
     async def dispatch(self, ctx: RunContext, role: str, task: str) -> str:
@@ -228,7 +230,7 @@ class _WorkflowRun:
         try:
             async with self.limiter:
                 outcome = await run_agent(
-                    self.flow.spec(role),
+                    self.flow.loop_inputs(role),
                     message,
                     self.worker,
                     self.scope,

@@ -38,7 +38,7 @@ from rolepool.evals.results import ResultsFile
 from rolepool.evals.role_expert_load import merge_counts
 from rolepool.evals.scoring import score_case
 from rolepool.pools.worker import Worker
-from rolepool.runtime import EventStore, Limits, LoopSpec, execute, new_scope, run_agent
+from rolepool.runtime import EventStore, Limits, LoopInputs, execute, new_scope, run_agent
 from rolepool.tools.parsing import parse_tool_calls
 from rolepool.tools.tool import Tool
 
@@ -139,7 +139,7 @@ async def run_case(
     events: list[Event] = []
     scope = new_scope(store=store if store is not None else False, limits=limits)
     scope.stream.add_listener(events.append)
-    spec = LoopSpec(
+    spec = LoopInputs(
         name=f"eval-{case.role or 'any'}",
         role=case.role or "assistant",
         instructions="",

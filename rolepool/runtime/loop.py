@@ -48,7 +48,7 @@ from rolepool.tools.tool import Tool
 
 
 @dataclass(frozen=True)
-class LoopSpec:
+class LoopInputs:
     """What the loop needs from an agent; `agents.Agent` builds it."""
 
     name: str
@@ -65,26 +65,26 @@ class LoopSpec:
 class AgentLoop:
     """One agent's turns inside a run. Use `run_agent` rather than this class."""
 
-    def __init__(self, spec: LoopSpec, worker: Worker, scope: RunScope, parent_id: str) -> None:
-        self.spec = spec
+    def __init__(self, inputs: LoopInputs, worker: Worker, scope: RunScope, parent_id: str) -> None:
+        self.inputs = inputs
         self.worker = worker
         self.scope = scope
         self.span_id = new_span_id()
         self.parent_id = parent_id
-        self.tools = {t.name: t for t in spec.tools}
+        self.tools = {t.name: t for t in inputs.tools}
         self.tool_calls = ToolCalls(
             scope,
-            agent=spec.name,
-            role=spec.role,
+            agent=inputs.name,
+            role=inputs.role,
             parent_id=self.span_id,
             tools=self.tools,
-            forbidden=spec.forbidden_tools,
+            forbidden=inputs.forbidden_tools,
         )
         # once per agent, not per turn (`Tool.spec()` copies the schema); requests share them
-        self.tool_specs = [t.spec() for t in spec.tools]
-        self.max_turns = spec.max_turns or scope.limits.max_turns
+        self.tool_specs = [t.spec() for t in inputs.tools]
+        self.max_turns = inputs.max_turns or scope.limits.max_turns
         self.max_retries = (
-            spec.max_retries if spec.max_retries is not None else scope.limits.max_retries
+            inputs.max_retries if inputs.max_retries is not None else scope.limits.max_retries
         )
         self.retries = 0  # consecutive invalid turns so far
         self.usage = Usage()
@@ -95,7 +95,7 @@ class AgentLoop:
         self.kept_from = 0
 
     def _base(self) -> dict[str, object]:
-        return {"run_id": self.scope.run_id, "parent_id": self.span_id, "agent": self.spec.name}
+        return {"run_id": self.scope.run_id, "parent_id": self.span_id, "agent": self.inputs.name}
 
     async def run(self, messages: list[Message]) -> BodyResult:
         self.messages = messages
@@ -110,8 +110,8 @@ class AgentLoop:
                 run_id=self.scope.run_id,
                 span_id=self.span_id,
                 parent_id=self.parent_id,
-                agent=self.spec.name,
-                role=self.spec.role,
+                agent=self.inputs.name,
+                role=self.inputs.role,
                 task=task,
             )
         )
@@ -124,7 +124,7 @@ class AgentLoop:
                 if output is not None:
                     return BodyResult(output=output, messages=self.messages, turns=turn)
             raise MaxTurnsExceeded(
-                f"agent {self.spec.name!r} reached max_turns={self.max_turns} "
+                f"agent {self.inputs.name!r} reached max_turns={self.max_turns} "
                 "without a final answer"
             )
         except BaseException as exc:
@@ -136,8 +136,8 @@ class AgentLoop:
                     run_id=self.scope.run_id,
                     span_id=self.span_id,
                     parent_id=self.parent_id,
-                    agent=self.spec.name,
-                    role=self.spec.role,
+                    agent=self.inputs.name,
+                    role=self.inputs.role,
                     output=output,
                     turns=turn,
                     usage=self.usage,
@@ -213,8 +213,8 @@ class AgentLoop:
             "run_id": self.scope.run_id,
             "span_id": span,
             "parent_id": self.span_id,
-            "agent": self.spec.name,
-            "role": self.spec.role,
+            "agent": self.inputs.name,
+            "role": self.inputs.role,
             "turn": turn,
         }
         self.scope.emit(
@@ -225,10 +225,10 @@ class AgentLoop:
         request = Request(
             messages=self._prompt(),
             tools=list(self.tool_specs),
-            sampling=self.spec.sampling,
-            role=self.spec.role,
+            sampling=self.inputs.sampling,
+            role=self.inputs.role,
             run_id=self.scope.run_id,
-            agent=self.spec.name,
+            agent=self.inputs.name,
             span_id=span,
         )
         started = time.perf_counter()
@@ -286,7 +286,7 @@ class AgentLoop:
         self.retries += 1
         if self.retries > self.max_retries:
             raise ModelBehaviorError(
-                f"agent {self.spec.name!r}: {self.retries} consecutive invalid replies "
+                f"agent {self.inputs.name!r}: {self.retries} consecutive invalid replies "
                 f"(max_retries={self.max_retries}); last problem: {problem}",
                 attempts=self.retries,
                 last_error=problem,
@@ -298,7 +298,7 @@ def _elided(text: str) -> str:
 
 
 async def run_agent(
-    spec: LoopSpec,
+    inputs: LoopInputs,
     task: str | list[Message],
     worker: Worker,
     scope: RunScope,
@@ -307,8 +307,10 @@ async def run_agent(
 ) -> BodyResult:
     """Run one agent to its final answer inside `scope`."""
     if isinstance(task, str):
-        messages = [system(spec.instructions), user(task)] if spec.instructions else [user(task)]
+        messages = (
+            [system(inputs.instructions), user(task)] if inputs.instructions else [user(task)]
+        )
     else:
         messages = list(task)
-    loop = AgentLoop(spec, worker, scope, parent_id or scope.span_id)
+    loop = AgentLoop(inputs, worker, scope, parent_id or scope.span_id)
     return await loop.run(messages)
