@@ -309,3 +309,42 @@ async def test_cleaning_up_a_uid_never_blocks_the_event_loop(
         tg.cancel_scope.cancel()
     assert result.ok and len(gaps) > 10
     assert max(gaps) < 0.2
+
+
+@as_root
+async def test_held_descriptors_do_not_walk_up_to_closed_directories(
+    ctx: RunContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As root the child holds descriptors to the interpreter's prefixes; `..` from one of them
+    # must not reach a world-readable file under a directory the sandbox may not enter.
+    from rolepool.tools.builtin.sandbox import runner
+
+    closed = tmp_path / "closed"  # like /root above /root/.pyenv/versions/3.11
+    prefix = closed / "open" / "prefix"
+    prefix.mkdir(parents=True)
+    (closed / "open" / "secret.txt").write_text("behind a closed door")
+    (closed / "open" / "secret.txt").chmod(0o644)
+    closed.chmod(0o700)
+    real_prefixes = runner._prefixes
+    monkeypatch.setattr(runner, "_prefixes", lambda: [*real_prefixes(), str(prefix)])
+    code = (
+        "import os\n"
+        f"fd = next(n for n in range(3, 64) if os.path.exists(f'/proc/self/fd/{{n}}') and\n"
+        f"          os.readlink(f'/proc/self/fd/{{n}}') == {str(prefix)!r})\n"
+        "def through_proc():\n"
+        "    return open(f'/proc/self/fd/{fd}/../secret.txt').read()\n"
+        "def through_openat():\n"
+        "    up = os.open('..', os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)\n"
+        "    return os.read(os.open('secret.txt', os.O_RDONLY, dir_fd=up), 100)\n"
+        "def through_o_path():\n"
+        "    up = os.open('..', os.O_PATH, dir_fd=fd)\n"
+        "    return os.read(os.open('secret.txt', os.O_RDONLY, dir_fd=up), 100)\n"
+        "for attempt in (through_proc, through_openat, through_o_path):\n"
+        "    try:\n"
+        "        print('READ', attempt())\n"
+        "    except PermissionError as exc:\n"
+        "        print('refused', exc.errno)\n"
+    )
+    text = await _run(ctx, code)
+    assert "closed door" not in text
+    assert text.count("refused 13") == 3

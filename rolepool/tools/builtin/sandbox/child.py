@@ -11,10 +11,13 @@ not get. A setup failure is reported the same way and exits with `SETUP_FAILED`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import resource
 import sys
+from collections.abc import Callable
+from types import ModuleType
 
 STATUS_PREFIX = "\0SANDBOX "
 SETUP_FAILED = 121
@@ -71,11 +74,54 @@ def drop_to(uid: int, prefixes: list[str]) -> None:
         raise OSError(f"could not drop to uid {uid}")
 
 
+def load_confine() -> ModuleType:
+    """`confine.py` beside this file, loaded by path under a private name (see the docstring)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confine.py")
+    spec = importlib.util.spec_from_file_location("_rolepool_sandbox_confine", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def confine_files(config: dict, confine: ModuleType) -> str:
+    """Landlock: reads only beneath the interpreter's and the system's files, reads and writes
+    only beneath the working directory; a `..` from anything held open leads nowhere else."""
+    landlock = confine.Landlock()
+    for path in config["read_only"]:
+        landlock.allow(path, confine.READ)
+    for path in config["read_write"]:
+        landlock.allow(path, landlock.rights)
+    for path in ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"):
+        landlock.allow(path, confine.FILE_RIGHTS & ~confine.EXECUTE)
+    landlock.enforce()
+    return f"confined (Landlock ABI {landlock.abi})"
+
+
+def guarded(
+    status: dict[str, object], name: str, allow_weak: bool, step: Callable[[], str]
+) -> None:
+    """Run one isolation step; without it the run is refused unless the user accepted weaker
+    isolation, and then the status says loudly what is missing."""
+    try:
+        status[name] = step()
+    except OSError as exc:
+        if not allow_weak:
+            raise OSError(
+                f"{name} isolation unavailable ({exc}); refusing to run "
+                f"(set ROLEPOOL_SANDBOX_ALLOW_WEAK=1 to run without it)"
+            ) from exc
+        status[name] = f"NOT ENFORCED: {exc}"
+
+
 def set_up(config: dict) -> dict[str, object]:
-    """Apply the limits, the namespaces and the uid; returns what was set up."""
+    """Apply the limits, the namespaces, the confinement and the uid; returns what was set up."""
     for name, soft, hard in config["rlimits"]:
         resource.setrlimit(getattr(resource, name), (soft, hard))
     status: dict[str, object] = {"network": isolate_network()}
+    confine = load_confine()
+    weak = config["allow_weak"]
+    guarded(status, "filesystem", weak, lambda: confine_files(config, confine))
     if config["uid"] is not None:
         drop_to(config["uid"], config["prefixes"])
     status["uid"] = os.getuid()

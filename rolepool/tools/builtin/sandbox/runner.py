@@ -40,6 +40,10 @@ _CHILD = Path(child.__file__)  # run by path: see its docstring
 _STATUS_PREFIX = child.STATUS_PREFIX.encode()
 _MARKER = "--rolepool-sandbox"  # in every sandbox process's command line, to find strays
 _UIDS = UidPool()  # as root, each run's throwaway uid
+ALLOW_WEAK = "ROLEPOOL_SANDBOX_ALLOW_WEAK"  # "1": run where the kernel lacks an isolation, loudly
+# Read-only for the code besides the interpreter's prefixes: programs, shared libraries, the
+# loader's cache, the time zone. Not /etc as a whole (/etc/passwd), not /proc, not /home.
+_SYSTEM_FILES = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime")
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,14 @@ async def run_sandboxed(
 async def _run(
     code: str, timeout_s: float, workdir: Path, uid: int | None, limits: SandboxLimits
 ) -> SandboxResult:
-    config = {"rlimits": _rlimits(timeout_s, limits), "uid": uid, "prefixes": _prefixes()}
+    config = {
+        "rlimits": _rlimits(timeout_s, limits),
+        "uid": uid,
+        "prefixes": _prefixes(),
+        "read_only": [*_prefixes(), *_SYSTEM_FILES],
+        "read_write": [str(workdir)],
+        "allow_weak": os.environ.get(ALLOW_WEAK) == "1",
+    }
     argv = [sys.executable, "-I", str(_CHILD), json.dumps(config), _MARKER]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir),
            "LANG": "C.UTF-8"}  # fmt: skip

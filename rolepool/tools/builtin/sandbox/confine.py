@@ -1,0 +1,109 @@
+"""Kernel confinement for the sandbox's child, by direct system calls: Landlock, seccomp, mounts.
+
+The child's bootstrap loads this file by path (standard library only, like `child.py`); the
+parent and the tests import it to ask what the kernel offers. Each call raises `OSError` when the
+kernel refuses, so the bootstrap can refuse the run or, when the user accepted it, say what is
+missing. Numbers are the kernel's UAPI (linux/landlock.h, linux/seccomp.h, linux/filter.h).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import stat
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+_LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
+_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+
+# Landlock file-system rights (bit n) and the ABI that added each.
+EXECUTE, WRITE_FILE, READ_FILE, READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+TRUNCATE, IOCTL_DEV = 1 << 14, 1 << 15
+READ = EXECUTE | READ_FILE | READ_DIR
+FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV  # what a file rule may hold
+_SCOPE_ABSTRACT_UNIX_SOCKET, _SCOPE_SIGNAL = 1 << 0, 1 << 1
+
+
+def _check(result: int) -> int:
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    return result
+
+
+def _syscall(number: int, *args: int | bytes | None) -> int:
+    cargs = [ctypes.c_char_p(a) if isinstance(a, bytes) else ctypes.c_long(a or 0) for a in args]
+    return _check(_libc.syscall(ctypes.c_long(number), *cargs))
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version the kernel offers this process; 0 when it has none."""
+    try:
+        return _syscall(_LANDLOCK_CREATE_RULESET, None, 0, 1)  # LANDLOCK_CREATE_RULESET_VERSION
+    except OSError:
+        return 0
+
+
+def all_rights(abi: int) -> int:
+    """Every file-system right this ABI can restrict: REFER from 2, TRUNCATE 3, IOCTL_DEV 5."""
+    rights = (1 << 13) - 1
+    for version, right in ((2, 1 << 13), (3, TRUNCATE), (5, IOCTL_DEV)):
+        if abi >= version:
+            rights |= right
+    return rights
+
+
+class Landlock:
+    """A ruleset under construction: every handled right is denied except beneath its rules.
+
+    Where the ABI has scopes (6+), abstract Unix sockets and signals are also confined to the
+    sandbox's own Landlock domain. Rules are added by path while still privileged; `enforce`
+    then restricts this process and every child for good.
+    """
+
+    def __init__(self) -> None:
+        self.abi = landlock_abi()
+        if self.abi < 1:
+            raise OSError("Landlock is not available (kernel too old, or not in the LSM list)")
+        self.rights = all_rights(self.abi)
+        self.scoped = self.abi >= 6
+        attr = struct.pack("=QQQ", self.rights, 0, _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL)
+        size = 8 if self.abi < 4 else 16 if self.abi < 6 else 24
+        self._fd = _syscall(_LANDLOCK_CREATE_RULESET, attr[:size], size, 0)
+
+    def allow(self, path: str, rights: int) -> None:
+        """Allow `rights` beneath `path` (a directory) or on it (a file); a missing path is
+        skipped: there is nothing to reach there."""
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                rights &= FILE_RIGHTS
+            rule = struct.pack("=Qi", rights & self.rights, fd)  # landlock_path_beneath_attr
+            _syscall(_LANDLOCK_ADD_RULE, self._fd, 1, rule, 0)  # LANDLOCK_RULE_PATH_BENEATH
+        finally:
+            os.close(fd)
+
+    def enforce(self) -> None:
+        no_new_privileges()
+        try:
+            _syscall(_LANDLOCK_RESTRICT_SELF, self._fd, 0)
+        finally:
+            os.close(self._fd)
+
+
+def no_new_privileges() -> None:
+    """No setuid binary or file capability can raise privileges again (needed by both filters)."""
+    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+
+
+def describe() -> str:
+    """A one-line summary of what this module can use here, for logs and test skips."""
+    abi = landlock_abi()
+    return f"Landlock ABI {abi} on {platform.machine()}" if abi else "no Landlock"
