@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 
 import anyio
 import httpx
@@ -166,6 +168,59 @@ def test_request_size_is_limited_declared_chunked_and_nested():
             assert nested.status_code == 400, nested.text
             assert "JSON" in nested.json()["error"]["message"]
             assert client.post("/v1/chat/completions", json=HELLO).status_code == 200
+            metrics = client.get("/metrics").text
+    # both kinds of oversized body are counted alike: rejected, never as answered requests
+    assert 'rolepool_rejected_requests_total{reason="too_large"} 2.0' in metrics
+    assert 'status="too_large"' not in metrics
+
+
+SLOW_WORKER = """
+import time
+def slow(request):
+    time.sleep(2)  # longer than the read deadline: answering time is not reading time
+    return "slow but fine"
+worker = FunctionWorker(slow, name="slow")
+"""
+
+
+def read_until_closed(sock: socket.socket, limit: float = 30) -> bytes:
+    sock.settimeout(limit)
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
+
+
+def test_idle_and_slow_connections_are_closed_at_the_read_deadline():
+    """The pass held 250 idle connections open for 40 s. Now each request must arrive whole
+    within read_timeout; the time the server spends answering does not count."""
+    with server_process(SLOW_WORKER, "read_timeout=1.0") as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port))) for _ in range(50)]
+        answers = [read_until_closed(s) for s in idle]  # returns once the server closes
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers[0]
+
+        trickle = socket.create_connection((host, int(port)))
+        request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+        trickle.settimeout(30)
+        closed = False
+        for byte in request * 20:  # a header byte every 0.1 s: ~13 s in all if never cut off
+            try:
+                trickle.send(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            if select.select([trickle], [], [], 0)[0]:  # the server answered (408) or closed
+                closed = True
+                break
+            time.sleep(0.1)
+        assert closed, "a request sent a byte at a time was never cut off"
+
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            answer = client.post("/v1/chat/completions", json=HELLO)
+        assert answer.status_code == 200, answer.text
+        for s in [*idle, trickle]:
+            s.close()
 
 
 def test_errors_and_server_logs_never_carry_the_key():

@@ -59,6 +59,7 @@ from rolepool.pools.openai_wire import (
 )
 from rolepool.pools.pool import Pool
 from rolepool.pools.server_metrics import CONTENT_TYPE, ServerMetrics
+from rolepool.pools.server_protocol import READ_TIMEOUT, protocol_with_read_timeout
 from rolepool.pools.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,8 @@ class _Service:
             served_by = completion.worker or default_worker
             body = chat_completion(completion, served_by, parse_calls=bool(request.tools))
         except ApiError as exc:
-            self._count(default_worker, role, exc.status_label, started)
+            if exc.status != 413:  # counted as rejected, like a declared size over the limit
+                self._count(default_worker, role, exc.status_label, started)
             if exc.worker_failure:
                 worker = exc.worker or default_worker
                 self.metrics.failures.labels(worker=worker, kind=exc.type).inc()
@@ -366,8 +368,14 @@ async def serve(
     request_timeout: float | None = 600.0,
     log_level: str = "info",
     graceful_timeout: float = 5.0,
+    read_timeout: float = READ_TIMEOUT,
+    max_connections: int = 1024,
 ) -> None:
     """Serve until cancelled (or SIGINT/SIGTERM); `ready` is set once connections are accepted.
+
+    A client has `read_timeout` seconds to send each whole request (slow or idle connections
+    are closed: see `server_protocol`); past `max_connections` open connections, requests get
+    503 at once instead of piling up.
 
     Pass `sock` (from `bind(host, 0)`) to serve on a port chosen by the OS. Cancelling this
     coroutine shuts the server down: in-flight requests get `graceful_timeout` seconds.
@@ -384,6 +392,8 @@ async def serve(
     sock = sock or bind(host, port)
     config = uvicorn.Config(
         app,
+        http=protocol_with_read_timeout(read_timeout),
+        limit_concurrency=max_connections,
         lifespan="off",
         log_level=log_level,
         access_log=False,
