@@ -15,8 +15,9 @@ import torch
 from test_transformers_worker import PROMPTS, _relive, gather, req
 
 from rolepool.core import Message, Request, Sampling
-from rolepool.pools.batching import Pending, cut_row
+from rolepool.pools.batching import Job
 from rolepool.pools.decode import Decoder, supports
+from rolepool.pools.generate_fallback import cut_row
 from rolepool.pools.transformers_worker import TransformersWorker
 
 pytestmark = pytest.mark.anyio
@@ -52,22 +53,22 @@ def loaded(model) -> TransformersWorker:
     return worker
 
 
-def pending(worker: TransformersWorker, request: Request) -> Pending:
+def make_job(worker: TransformersWorker, request: Request) -> Job:
     ids = worker._prompt_ids(request)
-    return Pending(request, ids, worker._max_tokens(request, len(ids)))
+    return Job(request, ids, worker._max_tokens(request, len(ids)))
 
 
-def drain(decoder: Decoder, new: list[Pending], yield_now=lambda: False) -> dict:
+def drain(decoder: Decoder, new: list[Job], yield_now=lambda: False) -> dict:
     done = {}
     while new or decoder.active:
         for row in decoder.run(new, yield_now):
             assert row.error is None, row.error
-            done[id(row.pending)] = row
+            done[id(row.job)] = row
         new = []
     return done
 
 
-def generate_alone(worker: TransformersWorker, p: Pending) -> list[int]:
+def generate_alone(worker: TransformersWorker, p: Job) -> list[int]:
     """`model.generate` on the prompt alone, cut like the worker cuts (EOS, max_tokens, stop)."""
     ids = torch.tensor([p.prompt_ids])
     with torch.inference_mode():
@@ -79,7 +80,7 @@ def generate_alone(worker: TransformersWorker, p: Pending) -> list[int]:
             eos_token_id=worker._eos,
             pad_token_id=worker._pad,
         )
-    tokens, _ = cut_row(out[0, ids.shape[1] :].tolist(), p, worker._eos, worker._decode)
+    tokens, _ = cut_row(out[0, ids.shape[1] :].tolist(), p, worker._eos, worker._detokenize)
     return tokens
 
 
@@ -100,7 +101,7 @@ def requests_for(texts: list[str], **sampling) -> list[Request]:
 async def test_greedy_rows_equal_generate_token_for_token(name, models):
     worker = loaded(models.get(name, name))
     texts = PROMPTS if "lively" in name else TOOLISH * 2
-    rows = [pending(worker, r) for r in requests_for(texts)]
+    rows = [make_job(worker, r) for r in requests_for(texts)]
     assert len({len(p.prompt_ids) for p in rows}) > 3, "prompts of mixed lengths"
     done = drain(worker._decoder, rows)
     for p in rows:
@@ -112,10 +113,10 @@ async def test_greedy_rows_equal_generate_token_for_token(name, models):
 @pytest.mark.parametrize("name", ["lively-dense", "lively-moe"])
 async def test_stop_strings_cut_rows_where_generate_output_is_cut(name, models):
     worker = loaded(models[name])
-    probe = pending(worker, requests_for(PROMPTS[1:2], max_tokens=12)[0])
-    full = worker._decode(generate_alone(worker, probe))
+    probe = make_job(worker, requests_for(PROMPTS[1:2], max_tokens=12)[0])
+    full = worker._detokenize(generate_alone(worker, probe))
     stops = [full[4:6], full[len(full) // 2 : len(full) // 2 + 3], "never-in-text"]
-    rows = [pending(worker, requests_for(PROMPTS[1:2], max_tokens=12, stop=[s])[0]) for s in stops]
+    rows = [make_job(worker, requests_for(PROMPTS[1:2], max_tokens=12, stop=[s])[0]) for s in stops]
     done = drain(worker._decoder, rows)
     for p, stop in zip(rows, stops, strict=True):
         row = done[id(p)]
@@ -129,9 +130,9 @@ async def test_stop_strings_cut_rows_where_generate_output_is_cut(name, models):
 async def test_rows_admitted_while_others_decode_match_generate(name, models):
     worker = loaded(models[name])
     decoder = worker._decoder
-    first = [pending(worker, r) for r in requests_for(PROMPTS[:3], max_tokens=20)]
+    first = [make_job(worker, r) for r in requests_for(PROMPTS[:3], max_tokens=20)]
     # The second wave holds a prompt longer than the running batch: the batch is re-padded.
-    later = [pending(worker, r) for r in requests_for([PROMPTS[2] * 2, "x", PROMPTS[4]])]
+    later = [make_job(worker, r) for r in requests_for([PROMPTS[2] * 2, "x", PROMPTS[4]])]
     steps = 0
 
     def after_three_steps() -> bool:
@@ -139,7 +140,7 @@ async def test_rows_admitted_while_others_decode_match_generate(name, models):
         steps += 1
         return steps > 3
 
-    done = {id(r.pending): r for r in decoder.run(first, after_three_steps)}
+    done = {id(r.job): r for r in decoder.run(first, after_three_steps)}
     assert decoder.active == 3 and not done
     widths = [decoder.batch.width]
     done |= drain(decoder, later, lambda: widths.append(decoder.batch.width) or False)
@@ -150,7 +151,7 @@ async def test_rows_admitted_while_others_decode_match_generate(name, models):
         config = worker.config
         for p in first + later:
             row = done[id(p)]
-            alone = drain(decoder, [pending(worker, p.request)])
+            alone = drain(decoder, [make_job(worker, p.request)])
             assert row.expert_load == next(iter(alone.values())).expert_load
             processed = len(p.prompt_ids) + len(row.tokens) - 1
             assert [sum(layer) for layer in row.expert_load] == [
@@ -163,13 +164,13 @@ async def test_padding_no_row_needs_is_trimmed(lively_dense):
     decoder = worker._decoder
     long, short = requests_for([PROMPTS[2] * 2, "x"], max_tokens=30)
     long.sampling.max_tokens = 2
-    rows = [pending(worker, long), pending(worker, short)]
+    rows = [make_job(worker, long), make_job(worker, short)]
     decoder.run(rows, lambda: False)  # the long row leaves after 2 tokens
     assert decoder.active == 1
     # The short row's prompt and its first token (fed back); its second is not fed yet.
     assert decoder.batch.width == len(rows[1].prompt_ids) + 1
     assert len(decoder.batch.rows[0].tokens) == 2
-    assert int(decoder.batch.pad[0]) == 0
+    assert int(decoder.batch.pad_lengths[0]) == 0
 
 
 @pytest.mark.parametrize("name", ["lively-dense", "lively-moe"])
@@ -178,17 +179,17 @@ async def test_a_row_leaving_mid_batch_is_replaced_by_the_last_row(name, models)
     decoder = worker._decoder
     # Admitted shortest prompt first; the first row leaves first, the last row takes its place.
     texts = ["x", "plan the work and assign a coder", PROMPTS[4]]
-    rows = [pending(worker, r) for r in requests_for(texts, max_tokens=20)]
+    rows = [make_job(worker, r) for r in requests_for(texts, max_tokens=20)]
     rows[0].max_tokens, rows[2].max_tokens = 3, 12
-    done = {id(r.pending): r for r in decoder.run(rows, lambda: False)}
+    done = {id(r.job): r for r in decoder.run(rows, lambda: False)}
     assert list(done) == [id(rows[0])]
-    assert [row.pending for row in decoder.batch.rows] == [rows[2], rows[1]]
+    assert [row.job for row in decoder.batch.rows] == [rows[2], rows[1]]
     done |= drain(decoder, [])
     for p in rows:
         assert done[id(p)].tokens == generate_alone(worker, p)
     if name == "lively-moe":
         for p in rows:
-            again = pending(worker, p.request)
+            again = make_job(worker, p.request)
             again.max_tokens = p.max_tokens
             assert done[id(p)].expert_load == drain(decoder, [again])[id(again)].expert_load
 
@@ -196,17 +197,17 @@ async def test_a_row_leaving_mid_batch_is_replaced_by_the_last_row(name, models)
 async def test_with_deliver_rows_are_handed_over_as_they_leave_and_decoding_goes_on(lively_dense):
     worker = loaded(lively_dense)
     decoder = worker._decoder
-    rows = [pending(worker, r) for r in requests_for(PROMPTS[:5])]  # max_tokens 6, 9, 12, ...
+    rows = [make_job(worker, r) for r in requests_for(PROMPTS[:5])]  # max_tokens 6, 9, 12, ...
     handed: list[list] = []
     left = decoder.run(rows, lambda: False, handed.append)
     assert left == [] and decoder.active == 0
     assert len(handed) > 1, "rows were handed over in several steps of one run"
-    done = {id(row.pending): row for batch in handed for row in batch}
+    done = {id(row.job): row for batch in handed for row in batch}
     assert set(done) == {id(p) for p in rows}
     for p in rows:
         assert done[id(p)].tokens == generate_alone(worker, p)
     # A run still stops when asked to, with the remaining rows in flight.
-    rows = [pending(worker, r) for r in requests_for(PROMPTS[:2], max_tokens=30)]
+    rows = [make_job(worker, r) for r in requests_for(PROMPTS[:2], max_tokens=30)]
     assert decoder.run(rows, lambda: True, handed.append) == [] and decoder.active == 2
 
 
@@ -214,19 +215,19 @@ async def test_seeded_rows_do_not_depend_on_their_partners(lively_moe):
     worker = loaded(lively_moe)
     decoder = worker._decoder
 
-    def seeded(seed: int) -> Pending:
+    def seeded(seed: int) -> Job:
         r = requests_for([PROMPTS[2]], max_tokens=12, temperature=1.3, seed=seed)[0]
-        return pending(worker, r)
+        return make_job(worker, r)
 
     alone = [drain(decoder, [p])[id(p)].tokens for p in (seeded(1), seeded(2))]
     assert alone[0] != alone[1]
-    partners = [pending(worker, r) for r in requests_for(PROMPTS[:4], temperature=0.9, top_p=0.8)]
-    mixed = [seeded(2), *partners, seeded(1), pending(worker, req(PROMPTS[5]))]
+    partners = [make_job(worker, r) for r in requests_for(PROMPTS[:4], temperature=0.9, top_p=0.8)]
+    mixed = [seeded(2), *partners, seeded(1), make_job(worker, req(PROMPTS[5]))]
     done = drain(decoder, mixed)
     assert [done[id(mixed[-2])].tokens, done[id(mixed[0])].tokens] == alone
     # top_p so small that only the most likely token survives: sampling equals greedy.
-    narrow = pending(worker, requests_for([PROMPTS[1]], temperature=2.0, top_p=1e-6)[0])
-    greedy = pending(worker, requests_for([PROMPTS[1]])[0])
+    narrow = make_job(worker, requests_for([PROMPTS[1]], temperature=2.0, top_p=1e-6)[0])
+    greedy = make_job(worker, requests_for([PROMPTS[1]])[0])
     both = drain(decoder, [narrow, greedy])
     assert both[id(narrow)].tokens == both[id(greedy)].tokens
 

@@ -7,24 +7,27 @@ leaves the batch at once, and requests that arrive meanwhile join between two st
 give `model.generate`'s tokens. Models whose cache the engine cannot drive (sliding-window or
 hybrid attention) are served by shared, left-padded `generate` calls instead. For MoE models the
 experts' routing is recorded with forward hooks (`rolepool.pools.expert_load` says why hooks and
-not a replay forward).
+not a replay forward). Models come from a local directory only (`rolepool.pools.local_model`).
 
-Models come from a local directory only (`local_files_only=True`): a worker must never reach a hub
-behind the user's back, and an offline machine must fail with a clear `ConfigError`, not a network
-timeout.
+The worker's lifetime: `async with TransformersWorker(...) as worker:` runs its batching loop in a
+task group that block owns, and ends it (failing whatever is still queued or decoding) when the
+block ends. A worker nobody entered starts the loop on its first request and keeps it until
+`aclose()` or the end of the event loop (`rolepool.pools.batching` says how). A request goes
+through as one `Job`: queued, running (prefilled and decoded on the compute thread), abandoned if
+its caller gives up, finished with its completion or error.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio
+import anyio.abc
 import torch
 
 from rolepool.core import (
@@ -37,55 +40,21 @@ from rolepool.core import (
     WorkerInfo,
 )
 from rolepool.pools import compute
-from rolepool.pools.batching import Batcher, Pending, group_key
-from rolepool.pools.decode import Decoder, Done, supports
-from rolepool.pools.expert_load import (
-    ExpertRecorder,
-    architecture_of,
-    experts_per_token,
-    moe_param_counts,
+from rolepool.pools.batching import Batcher, Job
+from rolepool.pools.decode import Decoder, Done, Finish, supports
+from rolepool.pools.expert_load import ExpertRecorder, architecture_of, experts_per_token
+from rolepool.pools.generate_fallback import generate_rows, group_key
+from rolepool.pools.local_model import (
+    eos_ids,
+    load_config_and_tokenizer,
+    load_weights,
+    model_dir,
+    param_counts,
+    pick_dtype,
+    weights_version,
 )
-from rolepool.pools.generate_fallback import generate_rows
 
 __all__ = ["TransformersWorker"]
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _model_dir(model: str | Path) -> Path:
-    """A local directory, or the name of a shipped reference model (`moe-s1` or `zoo:moe-s1`)."""
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        from rolepool.zoo import CHECKPOINTS, list_checkpoints
-
-        name = str(model).removeprefix("zoo:")
-        if "/" not in name and (CHECKPOINTS / name / "config.json").is_file():
-            return CHECKPOINTS / name
-        shipped = ", ".join(c["name"] for c in list_checkpoints()) or "none"
-        raise ConfigError(
-            f"{str(model)!r} is neither a local model directory nor a shipped reference model "
-            f"({shipped}); TransformersWorker loads config, weights and tokenizer from disk and "
-            "never downloads from a hub",
-            where="model",
-        )
-    if not (path / "config.json").is_file():
-        raise ConfigError(f"{str(path)!r} has no config.json", where="model")
-    return path
-
-
-def _weights_version(path: Path) -> str:
-    """sha256 over the weight files (names and bytes): same weights, same version."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES))
-    if not files:
-        raise ConfigError(f"{str(path)!r} holds no weight files", where="model")
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:12]
 
 
 def _chat_messages(request: Request) -> list[dict[str, Any]]:
@@ -118,25 +87,10 @@ class TransformersWorker:
         expert_telemetry: bool = True,
         max_new_tokens_cap: int = 1024,
     ) -> None:
-        from transformers import AutoConfig, AutoTokenizer
-
-        self.path = _model_dir(model)
-        try:
-            self.config = AutoConfig.from_pretrained(self.path, local_files_only=True)
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        except (OSError, ValueError, KeyError) as exc:
-            raise ConfigError(
-                f"cannot load config/tokenizer from {str(self.path)!r}: {exc}", where="model"
-            ) from exc
-        # The context limit is enforced per request (`RequestRefused`, naming both lengths), so
-        # the tokenizer's own "longer than the maximum" warning would only repeat it on stderr.
-        self.tokenizer.model_max_length = sys.maxsize
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ConfigError(
-                f"the tokenizer in {str(self.path)!r} has no chat template", where="model"
-            )
+        self.path = model_dir(model)
+        self.config, self.tokenizer = load_config_and_tokenizer(self.path)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = self._pick_dtype(dtype)
+        self.dtype = pick_dtype(dtype, self.device, self.config)
         self.expert_telemetry = expert_telemetry
         self.max_new_tokens_cap = max_new_tokens_cap
         self._architecture = architecture or architecture_of(self.config)
@@ -153,42 +107,16 @@ class TransformersWorker:
             max_batch_size=max_batch_size,
             max_wait_s=max_wait_ms / 1000,
             in_flight=lambda: self._decoder.active if self._decoder is not None else 0,
+            on_stop=self._fail_in_flight,
             on_new_loop=lambda: self._decoder.reset() if self._decoder is not None else None,
         )
+        self._task_group: anyio.abc.TaskGroup | None = None
         self._counts: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
         self._generate_seconds = 0.0
-        self._eos = self._eos_ids()
+        self._eos = eos_ids(self.path, self.config, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self._pad = pad if pad is not None else self._eos[0]
-
-    def _eos_ids(self) -> list[int]:
-        """End-of-sequence ids: generation_config.json wins (chat models often list several
-        there), then the model config, then the tokenizer."""
-        from transformers import GenerationConfig
-
-        try:
-            eos = GenerationConfig.from_pretrained(self.path, local_files_only=True).eos_token_id
-        except OSError:
-            eos = None
-        for candidate in (eos, self.config.eos_token_id, self.tokenizer.eos_token_id):
-            if candidate is not None:
-                return list(candidate) if isinstance(candidate, (list, tuple)) else [candidate]
-        raise ConfigError(f"{str(self.path)!r} defines no eos_token_id", where="model")
-
-    def _pick_dtype(self, dtype: str | None) -> torch.dtype:
-        if dtype is None:
-            # CPUs are slow at bf16/fp16 matmuls and fp32 keeps batched == unbatched exactly.
-            if self.device == "cpu":
-                return torch.float32
-            saved = getattr(self.config, "dtype", None)
-            saved = getattr(torch, saved, None) if isinstance(saved, str) else saved
-            return saved if isinstance(saved, torch.dtype) else torch.float32
-        if dtype not in _DTYPES:
-            raise ConfigError(
-                f"dtype must be one of {sorted(_DTYPES)}, not {dtype!r}", where="dtype"
-            )
-        return _DTYPES[dtype]
 
     # -- info and lifecycle -------------------------------------------------------------------
 
@@ -199,20 +127,15 @@ class TransformersWorker:
         return self._info
 
     def _build_info(self) -> WorkerInfo:
-        """Parameter counts come from a weightless (meta-device) copy, so `info` is exact before
-        the weights are loaded."""
-        from transformers import AutoModelForCausalLM
-
-        with torch.device("meta"):
-            skeleton = AutoModelForCausalLM.from_config(self.config)
-        total, active = moe_param_counts(skeleton, experts_per_token(self.config))
+        """Exact before the weights are loaded (`local_model.param_counts`)."""
+        total, active = param_counts(self.config)
         return WorkerInfo(
             name=self._name,
             model=self.path.name,
             architecture=self._architecture,
             total_params=total,
             active_params=active,
-            version=_weights_version(self.path),
+            version=weights_version(self.path),
         )
 
     @property
@@ -245,23 +168,15 @@ class TransformersWorker:
             await compute.run_sync(self._load_sync)
 
     def _load_sync(self) -> None:
-        from transformers import AutoModelForCausalLM
-
         with self._load_lock:
             if self._model is not None:
                 return
             self.info  # noqa: B018 - hash the weights in this thread, not the event loop
-            kwargs: dict[str, Any] = {"local_files_only": True, "dtype": self.dtype}
-            if getattr(self.config, "_experts_implementation", None) == "batched_mm":
-                kwargs["experts_implementation"] = "grouped_mm"  # batched_mm is ~80x slower on CPU
             try:
-                model = AutoModelForCausalLM.from_pretrained(self.path, **kwargs)
-            except Exception as exc:  # corrupt or mismatched weights: OSError, SafetensorError...
+                model = load_weights(self.path, self.config, self.dtype, self.device)
+            except ConfigError:
                 self._load_failed = True
-                raise ConfigError(
-                    f"cannot load weights from {str(self.path)!r}: {exc}", where="model"
-                ) from exc
-            model.to(self.device).eval()
+                raise
             if self.expert_telemetry and self._architecture == "moe":
                 self._recorder = ExpertRecorder.attach(model, experts_per_token(self.config))
             if supports(model):
@@ -269,7 +184,7 @@ class TransformersWorker:
                     model,
                     eos=self._eos,
                     pad=self._pad,
-                    decode=self._decode,
+                    detokenize=self._detokenize,
                     recorder=self._recorder,
                     device=self.device,
                 )
@@ -279,17 +194,51 @@ class TransformersWorker:
         """Loaded, or loadable as far as we know: the weights are loaded on first use."""
         return self._model is not None or (not self._load_failed and self.path.is_dir())
 
+    async def __aenter__(self) -> TransformersWorker:
+        """Serve in a task group this `async with` owns, until the block ends. The weights are
+        still loaded on first use (or by `load()`)."""
+        if self._batcher.serving:
+            raise RuntimeError(
+                f"worker {self._name!r} is already serving on this event loop (entered, or "
+                "started by a request made outside `async with`)"
+            )
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        try:
+            await group.start(self._batcher.serve)
+        except BaseException as exc:
+            await group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        self._task_group = group
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        group, self._task_group = self._task_group, None
+        try:
+            await self.aclose()
+        except BaseException as exc:  # the task group is exited however closing went
+            if group is not None:
+                await group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return await group.__aexit__(*exc_info) if group is not None else None
+
     async def aclose(self) -> None:
+        """Stop serving: requests still queued or decoding fail with a `WorkerError`. Safe to
+        call more than once; a later request starts serving again."""
         self._closing = True  # a decode loop returns at its next step
         try:
-            await self._batcher.aclose()
+            await self._batcher.stop()
         finally:
             self._closing = False
-        if self._decoder is not None:  # rows still decoding when the batching task stopped
-            rows = [p for p in self._decoder.pendings() if not p.done.is_set()]
+        self._fail_in_flight()
+
+    def _fail_in_flight(self) -> None:
+        """Rows still decoding when the batching loop stopped: nobody will step them again."""
+        if self._decoder is not None:
+            jobs = self._decoder.jobs()
             self._decoder.reset()
-            for pending in rows:
-                pending.resolve(error=WorkerError("worker closed while the request ran"))
+            for job in jobs:
+                job.finish(WorkerError("worker closed while the request ran"))
 
     # -- serving ------------------------------------------------------------------------------
 
@@ -320,29 +269,25 @@ class TransformersWorker:
         arrived = time.perf_counter()
         await self.load()
         prompt_ids = self._prompt_ids(request)
-        pending = Pending(
-            request, prompt_ids, self._max_tokens(request, len(prompt_ids)), arrived=arrived
+        job = Job(
+            request, prompt_ids, self._max_tokens(request, len(prompt_ids)), arrived_at=arrived
         )
         self._counts["requests"] += 1
-        self._batcher.submit(pending)
+        self._batcher.serve_detached()  # a no-op when serving (entered, or started before)
+        self._batcher.submit(job)
         try:
-            await pending.done.wait()
+            return await job.wait()
         finally:
-            if not pending.done.is_set():
+            if job.state != "finished":
                 self._counts["cancelled"] += 1
-                if not self._batcher.discard(pending):
-                    pending.cancelled = True  # the engine drops the row at its next step
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+                self._batcher.abandon(job)
 
     def _yield_now(self) -> bool:
         """Stop decoding for now: requests wait to be admitted here, other work (another
         worker's) waits for the compute thread, or the worker is closing."""
         return self._closing or self._batcher.admission_waiting() or compute.jobs_waiting()
 
-    async def _run_batch(self, batch: list[Pending]) -> None:
+    async def _run_batch(self, batch: list[Job]) -> None:
         if self._decoder is None:
             await self._run_groups(batch)
             return
@@ -359,14 +304,14 @@ class TransformersWorker:
         try:
             done = await compute.run_sync(self._decoder.run, batch, self._yield_now, deliver)
         except BaseException as exc:
-            rows = [*batch, *self._decoder.pendings()]
+            jobs = [*batch, *self._decoder.jobs()]
             self._decoder.reset()
-            rows = [p for p in rows if not p.done.is_set()]
+            jobs = [job for job in jobs if job.state != "finished"]
             if isinstance(exc, Exception):
-                self._fail(rows, exc)
+                self._fail(jobs, exc)
             else:  # cancelled: the worker is closing
-                for pending in rows:
-                    pending.resolve(error=WorkerError("worker closed while the request ran"))
+                for job in jobs:
+                    job.finish(WorkerError("worker closed while the request ran"))
             raise
         now = time.perf_counter()
         self._generate_seconds += now - start
@@ -375,36 +320,34 @@ class TransformersWorker:
     def _finish_rows(self, rows: list[Done], now: float) -> None:
         """Resolve the callers of rows that left the engine at `now`."""
         for row in rows:
-            if row.pending.done.is_set():  # already failed (the worker closing)
+            if row.job.state == "finished":  # already failed (the worker closing)
                 continue
             if row.error is not None:
-                self._fail([row.pending], row.error)
-            elif row.finish:  # "" = its caller gave up: nobody waits for a result
+                self._fail([row.job], row.error)
+            elif row.finish != "abandoned":  # an abandoned row's caller waits for nothing
                 self._resolve(
-                    row.pending,
-                    self._completion(row.pending, row.tokens, row.finish, row.expert_load),
-                    now,
+                    row.job, self._completion(row.job, row.tokens, row.finish, row.expert_load), now
                 )
 
-    def _fail(self, rows: list[Pending], exc: BaseException) -> None:
-        self._counts["failed_requests"] += len(rows)
-        for pending in rows:  # one exception object per caller: tracebacks differ
+    def _fail(self, jobs: list[Job], exc: BaseException) -> None:
+        self._counts["failed_requests"] += len(jobs)
+        for job in jobs:  # one exception object per caller: tracebacks differ
             error = WorkerError(f"generate failed: {exc!r}", worker=self._name)
             error.__cause__ = exc
-            pending.resolve(error=error)
+            job.finish(error)
 
-    def _resolve(self, pending: Pending, completion: Completion, now: float) -> None:
-        completion.latency = now - pending.arrived
+    def _resolve(self, job: Job, completion: Completion, now: float) -> None:
+        completion.latency = now - job.arrived_at
         self._counts["prompt_tokens"] += completion.usage.prompt_tokens
         self._counts["completion_tokens"] += completion.usage.completion_tokens
-        pending.resolve(result=completion)
+        job.finish(completion)
 
-    async def _run_groups(self, batch: list[Pending]) -> None:
+    async def _run_groups(self, batch: list[Job]) -> None:
         """The `generate` path, for models the decode engine does not serve (`decode.supports`):
         one padded `generate` per sampling group."""
-        groups: dict[Any, list[Pending]] = {}
-        for pending in batch:
-            groups.setdefault(group_key(pending.request.sampling, pending), []).append(pending)
+        groups: dict[Any, list[Job]] = {}
+        for job in batch:
+            groups.setdefault(group_key(job.request.sampling, job), []).append(job)
         for group in groups.values():
             self._counts["generate_calls"] += 1
             self._batch_sizes[len(group)] += 1
@@ -416,10 +359,10 @@ class TransformersWorker:
                 continue
             now = time.perf_counter()
             self._generate_seconds += now - start
-            for pending, completion in zip(group, results, strict=True):
-                self._resolve(pending, completion, now)
+            for job, completion in zip(group, results, strict=True):
+                self._resolve(job, completion, now)
 
-    def _generate(self, rows: list[Pending]) -> list[Completion]:
+    def _generate(self, rows: list[Job]) -> list[Completion]:
         """One left-padded `generate` over `rows` (same sampling group); runs in a thread."""
         kept = generate_rows(
             self._model,
@@ -431,23 +374,23 @@ class TransformersWorker:
             recorder=self._recorder,
         )
         return [
-            self._completion(p, tokens, finish, load)
-            for p, (tokens, finish, load) in zip(rows, kept, strict=True)
+            self._completion(job, tokens, finish, load)
+            for job, (tokens, finish, load) in zip(rows, kept, strict=True)
         ]
 
-    def _decode(self, tokens: list[int]) -> str:
+    def _detokenize(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def _completion(
-        self, pending: Pending, tokens: list[int], finish: str, load: list[list[int]] | None
+        self, job: Job, tokens: list[int], finish: Finish, load: list[list[int]] | None
     ) -> Completion:
-        text = self._decode(tokens)
+        text = self._detokenize(tokens)
         if finish == "stop":
-            cuts = [text.find(s) for s in pending.request.sampling.stop if s in text]
+            cuts = [text.find(s) for s in job.request.sampling.stop if s in text]
             text = text[: min(cuts)] if cuts else text
         return Completion(
             text=text,
-            usage=Usage(prompt_tokens=len(pending.prompt_ids), completion_tokens=len(tokens)),
+            usage=Usage(prompt_tokens=len(job.prompt_ids), completion_tokens=len(tokens)),
             worker=self._name,
             model=self.info.model,
             architecture=self._architecture,
