@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import textwrap
 import pytest
 
 from rolepool.core import ConfigError
-from rolepool.core.events import RunFinished, RunStarted, ToolFinished
+from rolepool.core.events import ModelRequested, RunFinished, RunStarted, ToolFinished
 from rolepool.runtime import EventStore, default_store_path
 
 
@@ -40,6 +41,38 @@ def test_round_trip_and_listing(tmp_path):
     assert store.find_run("nope") == []
     # WAL, so readers in other processes never block the writer
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_events_stored_before_a_field_rename_still_load(tmp_path):
+    """`ModelRequested.messages` (a count) became `message_count`; stored rows keep the old name."""
+    path = tmp_path / "e.db"
+    store = EventStore(path)
+    old_body = json.dumps(
+        {
+            "type": "model.requested",
+            "run_id": "run_old",
+            "span_id": "s1",
+            "seq": 0,
+            "ts": 1.0,
+            "agent": "a",
+            "role": "coder",
+            "turn": 1,
+            "messages": 3,
+            "tools": ["add"],
+        }
+    )
+    store._db.execute(
+        "INSERT INTO events (run_id, seq, type, ts, span_id, parent_id, body)"
+        " VALUES ('run_old', 0, 'model.requested', 1.0, 's1', NULL, ?)",
+        (old_body,),
+    )
+    store.append(
+        ModelRequested(run_id="run_new", seq=0, agent="a", role="coder", turn=1, message_count=5)
+    )
+    old, new = store.events("run_old")[0], store.events("run_new")[0]
+    assert isinstance(old, ModelRequested) and old.message_count == 3 and old.tools == ["add"]
+    assert isinstance(new, ModelRequested) and new.message_count == 5
+    assert '"message_count":5' in new.model_dump_json()
 
 
 def test_default_path_follows_env(monkeypatch, tmp_path):

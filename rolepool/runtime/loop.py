@@ -219,7 +219,7 @@ class AgentLoop:
         }
         self.scope.emit(
             ModelRequested(
-                **base, messages=len(self.messages), tools=list(self.tools), elided=self.elided
+                **base, message_count=len(self.messages), tools=list(self.tools), elided=self.elided
             )
         )
         request = Request(

@@ -175,7 +175,7 @@ class OTelExporter:
             "gen_ai.conversation.id": event.run_id,
             "rolepool.role": event.role,
             "rolepool.turn": event.turn,
-            "rolepool.request.messages": event.messages,
+            "rolepool.request.messages": event.message_count,
         }
         if event.tools:
             attrs["rolepool.request.tools"] = list(event.tools)
