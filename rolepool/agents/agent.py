@@ -146,7 +146,7 @@ class Agent:
 def sync_run(run: Callable[..., Awaitable[R]], task: str, **kwargs: Any) -> R:
     """Call an async `run(task, **kwargs)` from code without an event loop of its own."""
     try:
-        asyncio.get_running_loop()
+        asyncio.get_running_loop()  # also sees a loop outside any task; see docs/design-notes.md
     except RuntimeError:
         return anyio.run(partial(run, task, **kwargs))
     raise UserError("run_sync() was called inside a running event loop; use `await ....run(...)`")

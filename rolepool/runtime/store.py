@@ -114,7 +114,8 @@ class EventStore:
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the event store: {exc}", where=str(self.path)) from exc
         self._lock = threading.Lock()
-        # events waiting for their group commit, per event loop (a loop runs in one thread)
+        # events waiting for their group commit, per event loop (a loop runs in one thread);
+        # asyncio rather than anyio here: docs/design-notes.md says why
         self._pending: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
 
     def append(self, event: Event) -> None:
