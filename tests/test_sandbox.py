@@ -348,3 +348,86 @@ async def test_held_descriptors_do_not_walk_up_to_closed_directories(
     text = await _run(ctx, code)
     assert "closed door" not in text
     assert text.count("refused 13") == 3
+
+
+async def test_unix_sockets_outside_the_sandbox_are_unreachable(ctx: RunContext) -> None:
+    # Host services on Unix sockets in a world-writable directory: a stream socket, a datagram
+    # socket (reached with sendto, also from a socketpair) and an abstract one.
+    import socket
+    import tempfile
+    import threading
+
+    place = Path(tempfile.mkdtemp(prefix="rolepool-sock-", dir="/tmp"))
+    place.chmod(0o777)
+    stream_path, dgram_path = str(place / "stream"), str(place / "dgram")
+    abstract = f"\0rolepool-test-{os.getpid()}"
+    received: list[bytes] = []
+    servers = []
+    for address in (stream_path, abstract):
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(address)
+        server.listen()
+        server.settimeout(0.2)
+        servers.append(server)
+    os.chmod(stream_path, 0o777)
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(dgram_path)
+    os.chmod(dgram_path, 0o777)
+    dgram.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve(server: socket.socket) -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                received.append(conn.recv(10))
+                conn.sendall(b"pong")
+
+    threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    code = (
+        "import socket\n"
+        "def stream(address):\n"
+        "    s = socket.socket(socket.AF_UNIX)\n"
+        "    s.settimeout(2)\n"
+        "    s.connect(address)\n"
+        "    s.sendall(b'ping')\n"
+        "    return s.recv(10)\n"
+        "def dgram():\n"
+        "    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b'ping', "
+        f"{dgram_path!r})\n"
+        "def pair():\n"
+        "    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+        f"    a.sendto(b'ping', {dgram_path!r})\n"
+        f"for name, attempt in (('path', lambda: stream({stream_path!r})), ('dgram', dgram),\n"
+        f"                      ('pair', pair), ('abstract', lambda: stream({abstract!r}))):\n"
+        "    try:\n"
+        "        print('REACHED', name, attempt())\n"
+        "    except OSError as exc:\n"
+        "        print('refused', name, type(exc).__name__)\n"
+        "a, b = socket.socketpair()\n"
+        "a.sendall(b'own pair')\n"
+        "print(b.recv(10))\n"
+    )
+    try:
+        text = await _run(ctx, code)
+        try:
+            received.append(dgram.recv(10))
+        except OSError:
+            pass
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        for sock in (*servers, dgram):
+            sock.close()
+        for path in (stream_path, dgram_path):
+            os.unlink(path)
+        place.rmdir()
+    assert "REACHED" not in text and received == []
+    assert text.count("refused") == 4
+    assert "b'own pair'" in text  # a socketpair inside the sandbox still works (asyncio needs it)

@@ -98,6 +98,13 @@ def confine_files(config: dict, confine: ModuleType) -> str:
     return f"confined (Landlock ABI {landlock.abi})"
 
 
+def forbid_unix_sockets(confine: ModuleType) -> str:
+    """A network namespace does not hide Unix sockets named by a path: a seccomp filter refuses
+    to create one that could reach outside (see `confine.forbid_unix_sockets`)."""
+    confine.forbid_unix_sockets()
+    return "refused (seccomp)"
+
+
 def guarded(
     status: dict[str, object], name: str, allow_weak: bool, step: Callable[[], str]
 ) -> None:
@@ -122,6 +129,7 @@ def set_up(config: dict) -> dict[str, object]:
     confine = load_confine()
     weak = config["allow_weak"]
     guarded(status, "filesystem", weak, lambda: confine_files(config, confine))
+    guarded(status, "unix_sockets", weak, lambda: forbid_unix_sockets(confine))
     if config["uid"] is not None:
         drop_to(config["uid"], config["prefixes"])
     status["uid"] = os.getuid()

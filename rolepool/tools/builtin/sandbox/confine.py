@@ -40,6 +40,12 @@ def _syscall(number: int, *args: int | bytes | None) -> int:
     return _check(_libc.syscall(ctypes.c_long(number), *cargs))
 
 
+def _prctl(option: int, arg2: int, arg3: int | bytes) -> None:
+    third = ctypes.c_char_p(arg3) if isinstance(arg3, bytes) else ctypes.c_ulong(arg3)
+    zero = ctypes.c_ulong(0)
+    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), third, zero, zero))
+
+
 def landlock_abi() -> int:
     """The Landlock ABI version the kernel offers this process; 0 when it has none."""
     try:
@@ -98,9 +104,59 @@ class Landlock:
             os.close(self._fd)
 
 
+# seccomp: (audit arch, socket, socketpair) per machine; io_uring_setup is 425 on both.
+_ARCHES = {"x86_64": (0xC000003E, 41, 53), "aarch64": (0xC00000B7, 198, 199)}
+_IO_URING_SETUP = 425
+_AF_UNIX, _SOCK_DGRAM, _EACCES = 1, 2, 13
+_ALLOW, _KILL, _DENY = 0x7FFF0000, 0x80000000, 0x00050000 | _EACCES  # SECCOMP_RET_*
+_LD, _JEQ, _JGE, _AND, _RET = 0x20, 0x15, 0x35, 0x54, 0x06  # BPF ld/jeq/jge/and/ret, K forms
+
+
+def _unix_socket_filter(machine: str) -> list[tuple[int, int, int, int]]:
+    """The BPF program: refuse to create a Unix socket that could reach a path or an abstract
+    name (`socket(AF_UNIX, ...)`, a datagram `socketpair`, whose `sendto` takes an address) and
+    io_uring (it creates sockets without these system calls); allow everything else. A stream
+    `socketpair` stays: it reaches only itself, and asyncio needs one."""
+    arch, socket_nr, socketpair_nr = _ARCHES[machine]
+    x32 = machine == "x86_64"
+    return [
+        (_LD, 0, 0, 4),  # 0: seccomp_data.arch
+        (_JEQ, 1, 0, arch),
+        (_RET, 0, 0, _KILL),  # 2: another ABI (i386 entry points): no way around the filter
+        (_LD, 0, 0, 0),  # 3: seccomp_data.nr
+        (_JGE, 11, 0, 0x40000000) if x32 else (_JEQ, 0, 0, 0),  # 4: x32 numbers: refuse
+        (_JEQ, 10, 0, _IO_URING_SETUP),
+        (_JEQ, 7, 0, socket_nr),  # 6: to 14
+        (_JEQ, 1, 0, socketpair_nr),  # 7: to 9
+        (_RET, 0, 0, _ALLOW),
+        (_LD, 0, 0, 16),  # 9: socketpair's args[0], the domain
+        (_JEQ, 0, 6, _AF_UNIX),  # not Unix: allow
+        (_LD, 0, 0, 24),  # 11: args[1], the type with its flags
+        (_AND, 0, 0, 0xF),
+        (_JEQ, 2, 3, _SOCK_DGRAM),  # 13: a datagram pair: refuse
+        (_LD, 0, 0, 16),  # 14: socket's args[0], the domain
+        (_JEQ, 0, 1, _AF_UNIX),
+        (_RET, 0, 0, _DENY),  # 16
+        (_RET, 0, 0, _ALLOW),  # 17
+    ]
+
+
+def forbid_unix_sockets() -> None:
+    """Install the filter for this process and its children (after `no_new_privileges`)."""
+    machine = platform.machine()
+    if machine not in _ARCHES:
+        raise OSError(f"no seccomp filter for {machine}")
+    program = _unix_socket_filter(machine)
+    filters = b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+    buffer = ctypes.create_string_buffer(filters, len(filters))
+    fprog = struct.pack("@HP", len(program), ctypes.addressof(buffer))  # sock_fprog
+    no_new_privileges()
+    _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog)
+
+
 def no_new_privileges() -> None:
     """No setuid binary or file capability can raise privileges again (needed by both filters)."""
-    _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0)
 
 
 def describe() -> str:
