@@ -62,7 +62,7 @@ async def eval_once(worker: TransformersWorker, name: str, cases: list[Any]) -> 
             start = time.perf_counter()
             await run_eval(cases, [Target(name, worker)], results, store=store)
             seconds = time.perf_counter() - start
-            turns = sum(r["turns"] for r in results.records)
+            turns = sum(r.turns for r in results.records)
         store.close()
     return {"seconds": seconds, "model_calls": turns}
 

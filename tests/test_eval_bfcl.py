@@ -53,7 +53,7 @@ def _score(case: Case, *calls: tuple[str, dict]) -> dict:
 
 
 def _exact(case: Case, *calls: tuple[str, dict]) -> bool:
-    return _score(case, *calls)["exact"]
+    return _score(case, *calls).exact
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -114,10 +114,10 @@ def test_replaying_the_ground_truth_is_exact_on_every_case(suites, name):
             records = [{"id": case.id, "text": "None of these functions can answer that."}]
         for record in records:
             scores = score_case(case, prediction_from_replay(case, record))
-            assert scores["exact"], (case.id, record)
-            assert scores["json_valid"] and scores["false_call"] in (None, False)
+            assert scores.exact, (case.id, record)
+            assert scores.json_valid and scores.false_call in (None, False)
             if case.expects_call:
-                assert scores["parsed"] and scores["name_correct"]
+                assert scores.parsed and scores.name_correct
 
 
 # -- hand-made wrong answers ---------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_required_optional_and_extra_arguments(suites):
     assert not _exact(triangle, (name, {"base": 10, "height": 5, "colour": "red"}))  # extra
     assert not _exact(triangle, ("calculate_area", {"base": 10, "height": 5}))  # wrong name
     scores = _score(triangle, ("calculate_area", {"base": 10, "height": 5}))
-    assert scores["parsed"] and not scores["name_correct"] and not scores["schema_valid"]
+    assert scores.parsed and not scores.name_correct and not scores.schema_valid
 
 
 @needs_bfcl
@@ -204,7 +204,7 @@ def test_parallel_calls_match_in_any_order_but_count_must_agree(suites):
     assert not _exact(spotify, swift, swift)
     crossed = ("spotify.play", {"artist": "Taylor Swift", "duration": 15})
     assert not _exact(spotify, crossed, ("spotify.play", {"artist": "Maroon 5", "duration": 20}))
-    assert _score(spotify, swift, swift)["name_correct"]
+    assert _score(spotify, swift, swift).name_correct
 
 
 @needs_bfcl
@@ -247,12 +247,12 @@ def test_any_call_on_an_irrelevance_case_fails(suites):
     case = suites["bfcl-irrelevance"][0]
     tool = case.tools[0]["name"]
     scores = _score(case, (tool, {"weight": 70.0, "height": 1.75}))
-    assert scores["exact"] is False and scores["false_call"] is True
-    assert scores["no_call_correct"] is False and scores["parsed"] is None
+    assert scores.exact is False and scores.false_call is True
+    assert scores.no_call_correct is False and scores.parsed is None
     text = score_case(case, prediction_from_replay(case, {"id": case.id, "text": "I can't."}))
-    assert text["exact"] and text["no_call_correct"] and text["false_call"] is False
+    assert text.exact and text.no_call_correct and text.false_call is False
     attempt = prediction_from_replay(case, {"id": case.id, "text": '{"name": "x", "arguments": '})
-    assert not score_case(case, attempt)["no_call_correct"]  # a broken call is not abstaining
+    assert not score_case(case, attempt).no_call_correct  # a broken call is not abstaining
 
 
 # -- BFCL data beyond the shared sample ----------------------------------------------------------
@@ -353,7 +353,7 @@ def test_nested_structures_match_through_every_level(tmp_path):
         {**good, "label": "Costs"},
     ):
         assert not _exact(case, ("plot.make", {"series": [bad]})), bad
-    assert _score(case, ("plot.make", {"series": [good]}))["schema_valid"]
+    assert _score(case, ("plot.make", {"series": [good]})).schema_valid
     # `dpi` is in the schema but not in the key: any value of the right type will do.
     assert _exact(case, ("plot.make", {"series": [good], "dpi": 300}))
     assert not _exact(case, ("plot.make", {"series": [good], "dpi": True}))
@@ -405,9 +405,9 @@ def test_a_prediction_without_attempts_fails_what_applies(tmp_path):
     _bfcl_files(tmp_path, [entry], [{"id": "simple_python_0", "ground_truth": [{"f": {"a": [1]}}]}])
     (case,) = load_suite("bfcl-simple", bfcl_dir=tmp_path).cases
     scores = score_case(case, Prediction(error="WorkerError: down"))
-    assert scores["exact"] is False and scores["parsed"] is False
-    assert scores["no_call_correct"] is None
+    assert scores.exact is False and scores.parsed is False
+    assert scores.no_call_correct is None
     right = Prediction.model_validate(
         {"attempts": [{"calls": [ToolCall(name="f", arguments={"a": 1})]}]}
     )
-    assert score_case(case, right)["exact"]
+    assert score_case(case, right).exact

@@ -321,7 +321,7 @@ def test_roles_scores_agree_with_the_zoo_scorer_on_real_model_outputs():
         for index, (example, output) in enumerate(zip(examples, outputs, strict=True)):
             case = cases[f"roles/{split}/{index:04d}"]
             mine = score_case(case, prediction_from_replay(case, {"id": case.id, "text": output}))
-            verdicts.append((case.id, evaluate.score_item(example, output)["exact"], mine["exact"]))
+            verdicts.append((case.id, evaluate.score_item(example, output)["exact"], mine.exact))
     assert [(i, zoo) for i, zoo, _ in verdicts] == [(i, mine) for i, _, mine in verdicts]
     assert {zoo for _, zoo, _ in verdicts} == {True, False}  # both verdicts are exercised
 

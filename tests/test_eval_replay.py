@@ -106,19 +106,19 @@ def test_text_goes_through_the_run_loops_parser(text):
     (attempt,) = prediction.attempts
     assert attempt.text == text and attempt.parse_error is None and not attempt.invalid
     assert [(c.name, c.arguments) for c in attempt.calls] == [("read_doc", {"doc_id": "KB-17"})]
-    assert score_case(CASE, prediction)["exact"]
+    assert score_case(CASE, prediction).exact
 
 
 def test_unparseable_empty_and_invalid_outputs():
     broken = _predict({"text": '<tool_call>{"name": "read_doc", "arguments": {"doc_id": }'})
     assert broken.final.parse_error and "hermes" in broken.final.parse_error
-    assert not broken.final.calls and not score_case(CASE, broken)["json_valid"]
+    assert not broken.final.calls and not score_case(CASE, broken).json_valid
     empty = _predict({"text": "   "})
     assert empty.final.parse_error == "the reply was empty"
     invalid = _predict({"tool_calls": [{"name": "read_doc", "arguments": {"doc_id": 17}}]})
     assert invalid.final.invalid == ["read_doc: $.doc_id: 17 is not of type 'string'"]
     scores = score_case(CASE, invalid)
-    assert scores["schema_valid"] is False and scores["name_correct"] is True
+    assert scores.schema_valid is False and scores.name_correct is True
     unknown = _predict({"tool_calls": [{"name": "open_doc", "arguments": {"doc_id": "KB-17"}}]})
     assert "no tool named 'open_doc'" in unknown.final.invalid[0]
 
@@ -132,7 +132,7 @@ def test_native_calls_are_taken_as_they_are_with_their_prose():
     )
     (attempt,) = prediction.attempts
     assert attempt.text == "Opening it." and len(attempt.calls) == 1
-    assert score_case(CASE, prediction)["exact"]
+    assert score_case(CASE, prediction).exact
 
 
 def test_a_replay_file_end_to_end(tmp_path):
@@ -149,4 +149,4 @@ def test_a_replay_file_end_to_end(tmp_path):
     scores = score_case(CASE, prediction_from_replay(CASE, record))
     # The missing closing tag is forgiven at the end of the text, as in the run loop; the
     # case compares strings exactly, so "kb-17" is not "KB-17".
-    assert scores["parsed"] and scores["schema_valid"] and not scores["exact"]
+    assert scores.parsed and scores.schema_valid and not scores.exact

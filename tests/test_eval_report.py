@@ -10,6 +10,7 @@ from test_eval_stats import record
 from test_viewer import run_chromium
 
 from rolepool.evals.report import markdown_report, terminal_report, write_reports
+from rolepool.evals.result_line import AttemptRecord, CallRecord
 from rolepool.evals.summary import build_summary
 
 XSS = '<script>document.title="pwned"</script><img src=x onerror="alert(1)">'
@@ -31,10 +32,8 @@ def records():
                 latency=0.2 + (i % 9) / 10,
                 load=LOAD if arch == "moe" else None,
             )
-            r["attempts"] = [
-                {"text": f"model said {XSS}", "calls": [], "parse_error": None, "invalid": []}
-            ]
-            r["calls"] = [{"name": "x", "arguments": {"q": XSS}}]
+            r.attempts = [AttemptRecord(text=f"model said {XSS}")]
+            r.calls = [CallRecord(name="x", arguments={"q": XSS})]
             out.append(r)
     return out
 

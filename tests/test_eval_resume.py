@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from rolepool.core import UserError
+from rolepool.evals.result_line import ResultLine
 from rolepool.evals.results import ResultsFile, load_results
+from rolepool.evals.scoring import Scores
 
 
-def line(i: int, worker: str = "w") -> dict:
-    return {"suite": "s", "case": f"c{i}", "worker": worker, "scores": {"exact": True}}
+def line(i: int, worker: str = "w") -> ResultLine:
+    return ResultLine(suite="s", case=f"c{i}", worker=worker, scores=Scores(exact=True))
 
 
 def test_append_then_reopen_keeps_every_line(tmp_path):
@@ -28,7 +30,7 @@ def test_append_then_reopen_keeps_every_line(tmp_path):
     with ResultsFile(tmp_path) as results:
         assert results.done() == {("s", f"c{i}", "w") for i in range(3)}
         assert results.repaired == 0
-    assert [r["case"] for r in load_results(tmp_path)] == ["c0", "c1", "c2"]
+    assert [r.case for r in load_results(tmp_path)] == ["c0", "c1", "c2"]
 
 
 def test_torn_last_line_is_set_aside_and_the_file_cut_back(tmp_path):
@@ -43,13 +45,13 @@ def test_torn_last_line_is_set_aside_and_the_file_cut_back(tmp_path):
         assert results.repaired == len(b'{"suite": "s", "case": "c2", "wor')
         assert len(results.records) == 2
         results.append(line(2))
-    assert path.read_bytes() == good + (json.dumps(line(2), separators=(",", ":")) + "\n").encode()
+    assert path.read_bytes() == good + (line(2).to_json() + "\n").encode()
     assert b'"case": "c2", "wor' in (tmp_path / "results.torn").read_bytes()
 
 
 def test_a_corrupt_complete_line_is_an_error_naming_it(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_text(json.dumps(line(0)) + "\nnot json\n" + json.dumps(line(1)) + "\n")
+    path.write_text(line(0).to_json() + "\nnot json\n" + line(1).to_json() + "\n")
     with pytest.raises(UserError, match=r"results\.jsonl:2: not a JSON line"):
         ResultsFile(tmp_path).open()
     path.write_text(json.dumps({"hello": 1}) + "\n")
@@ -117,7 +119,7 @@ def finish(out: Path, capsys) -> str:
 
 
 def keys(path: Path) -> list[tuple]:
-    return [(r["suite"], r["case"], r["worker"]) for r in load_results(path.parent)]
+    return [(r.suite, r.case, r.worker) for r in load_results(path.parent)]
 
 
 def test_kill_9_mid_run_then_resume(tmp_path, capsys):

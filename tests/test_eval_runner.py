@@ -10,8 +10,10 @@ import pytest
 
 from rolepool.core import Completion, Message, Request, RequestRefused, WorkerError
 from rolepool.evals.cases import Case, ExpectedCall
+from rolepool.evals.result_line import ResultLine
 from rolepool.evals.results import ResultsFile
 from rolepool.evals.runner import Target, run_case, run_eval
+from rolepool.evals.scoring import Scores
 from rolepool.pools.testing import FunctionWorker, ScriptedWorker
 from rolepool.runtime import EventStore, Limits
 
@@ -63,10 +65,12 @@ def run(c, worker, store=None, limits=None):
 def test_valid_call_first_try_ends_the_run_after_one_turn():
     worker = ScriptedWorker([call("get_weather", city="Paris", days=2)], architecture="dense")
     line = run(case(), worker)
-    assert line["scores"]["exact"] and line["scores"]["schema_valid_first_try"]
-    assert line["turns"] == 1 and len(line["attempts"]) == 1 and line["error"] is None
-    assert line["calls"] == [{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}]
-    assert line["architecture"] == "dense" and line["worker"] == "w"
+    assert line.scores.exact and line.scores.schema_valid_first_try
+    assert line.turns == 1 and len(line.attempts) == 1 and line.error is None
+    assert [c.model_dump() for c in line.calls] == [
+        {"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}
+    ]
+    assert line.architecture == "dense" and line.worker == "w"
     assert worker.remaining == 0
 
 
@@ -75,15 +79,15 @@ def test_invalid_call_is_retried_by_the_loop_and_both_attempts_are_kept():
         [call("get_weather", city="Paris", days="two"), call("get_weather", city="Paris", days=2)]
     )
     line = run(case(), worker)
-    first, final = line["attempts"]
-    assert first["invalid"] and "days" in first["invalid"][0]
+    first, final = line.attempts
+    assert first.invalid and "days" in first.invalid[0]
     # the invalid call's arguments are recovered from the text, in the order the loop saw them
-    assert first["calls"] == [
+    assert [c.model_dump() for c in first.calls] == [
         {"name": "get_weather", "arguments": {"city": "Paris", "days": "two"}}
     ]
-    assert final["invalid"] == [] and line["turns"] == 2
-    scores = line["scores"]
-    assert scores["schema_valid_first_try"] is False and scores["schema_valid"] and scores["exact"]
+    assert final.invalid == [] and line.turns == 2
+    scores = line.scores
+    assert scores.schema_valid_first_try is False and scores.schema_valid and scores.exact
     # the retry saw the validation error as a tool message
     assert any(m.role == "tool" and "days" in m.content for m in worker.requests[1].messages)
 
@@ -91,9 +95,9 @@ def test_invalid_call_is_retried_by_the_loop_and_both_attempts_are_kept():
 def test_unparseable_until_the_retry_budget_runs_out():
     worker = ScriptedWorker(['<tool_call>{"name": "get_weather", "arguments": {"city": '] * 3)
     line = run(case(), worker, limits=Limits(max_retries=2))
-    assert len(line["attempts"]) == 3 and all(a["parse_error"] for a in line["attempts"])
-    assert line["error"].startswith("ModelBehaviorError")
-    assert line["scores"]["json_valid"] is False and line["scores"]["exact"] is False
+    assert len(line.attempts) == 3 and all(a.parse_error for a in line.attempts)
+    assert line.error.startswith("ModelBehaviorError")
+    assert line.scores.json_valid is False and line.scores.exact is False
 
 
 def test_no_call_case_answered_in_text():
@@ -101,8 +105,8 @@ def test_no_call_case_answered_in_text():
         case(expected=[], text="Tell me a joke."),
         ScriptedWorker(["I can only look up weather and time."]),
     )
-    assert line["scores"]["no_call_correct"] and line["scores"]["exact"]
-    assert line["scores"]["false_call"] is False and line["calls"] == []
+    assert line.scores.no_call_correct and line.scores.exact
+    assert line.scores.false_call is False and line.calls == []
 
 
 def test_parallel_calls_in_another_order_match():
@@ -117,7 +121,7 @@ def test_parallel_calls_in_another_order_match():
         ]
     )
     line = run(case(expected=expected), ScriptedWorker([text]))
-    assert line["scores"]["exact"] and len(line["calls"]) == 2
+    assert line.scores.exact and len(line.calls) == 2
 
 
 def test_native_tool_calls_from_an_openai_style_worker():
@@ -128,7 +132,7 @@ def test_native_tool_calls_from_an_openai_style_worker():
             tool_calls=[ToolCall(name="get_weather", arguments={"city": "Paris", "days": 2})]
         )
     )
-    assert run(case(), worker)["scores"]["exact"]
+    assert run(case(), worker).scores.exact
 
 
 def test_worker_failure_is_recorded_not_raised():
@@ -136,8 +140,8 @@ def test_worker_failure_is_recorded_not_raised():
         raise WorkerError("connection refused", worker="w")
 
     line = run(case(), FunctionWorker(down))
-    assert line["error"].startswith("WorkerError") and line["attempts"] == []
-    assert line["scores"]["exact"] is False
+    assert line.error.startswith("WorkerError") and line.attempts == []
+    assert line.scores.exact is False
 
 
 def test_run_eval_writes_lines_to_its_own_store_and_skips_done_cases(tmp_path, isolated_store):
@@ -150,7 +154,7 @@ def test_run_eval_writes_lines_to_its_own_store_and_skips_done_cases(tmp_path, i
 
     store = EventStore(tmp_path / "out" / "events.db")
     with ResultsFile(tmp_path / "out") as results:
-        results.append({"suite": "t", "case": "c0", "worker": "w", "scores": {}})
+        results.append(ResultLine(suite="t", case="c0", worker="w", scores=Scores()))
         seen = []
         ran = anyio.run(
             lambda: run_eval(
@@ -191,15 +195,15 @@ def test_tiny_models_batch_and_report_expert_load(tmp_path, tiny_dense_dir, tiny
 
     records = anyio.run(main)
     assert len(records) == 12
-    assert not [r["error"] for r in records if r["error"]]
+    assert not [r.error for r in records if r.error]
     assert max(dense.stats["batch_sizes"]) > 1 and max(moe.stats["batch_sizes"]) > 1
     for r in records:
-        assert r["turns"] >= 1 and r["usage"]["completion_tokens"] > 0
-        if r["worker"] == "tiny-moe":
-            assert r["architecture"] == "moe"
-            assert len(r["expert_load"]) == 2 and len(r["expert_load"][0]) == 4
+        assert r.turns >= 1 and r.usage.completion_tokens > 0
+        if r.worker == "tiny-moe":
+            assert r.architecture == "moe"
+            assert len(r.expert_load) == 2 and len(r.expert_load[0]) == 4
         else:
-            assert r["architecture"] == "dense" and r["expert_load"] is None
+            assert r.architecture == "dense" and r.expert_load is None
 
 
 def test_worker_failures_are_recorded_and_retried_on_the_next_run(tmp_path):
@@ -220,8 +224,8 @@ def test_worker_failures_are_recorded_and_retried_on_the_next_run(tmp_path):
         )
         assert counts.recorded == 4 and len(counts.worker_errors) == 2
         assert "server went away" in counts.worker_errors[0]
-        failed = [r for r in results.records if r["error_kind"] == "worker"]
-        assert len(failed) == 2 and all(r["scores"]["exact"] is False for r in failed)
+        failed = [r for r in results.records if r.error_kind == "worker"]
+        assert len(failed) == 2 and all(r.scores.exact is False for r in failed)
         assert len(results.done()) == 2  # the failed two are not done
         healthy = FunctionWorker(lambda r: call("get_weather", city="Paris", days=2))
         again = anyio.run(lambda: run_eval(cases, [Target("w", healthy)], results, store=None))
@@ -229,7 +233,7 @@ def test_worker_failures_are_recorded_and_retried_on_the_next_run(tmp_path):
     with ResultsFile(tmp_path) as results:
         assert len(results.records) == 6  # nothing rewritten: the failures stay in the file
         latest = results.latest()
-        assert len(latest) == 4 and all(r["error"] is None for r in latest)
+        assert len(latest) == 4 and all(r.error is None for r in latest)
         assert len(results.done()) == 4
 
 
@@ -253,8 +257,8 @@ def test_a_case_the_worker_refuses_is_a_failure_for_good(tmp_path):
         )
         assert counts.recorded == 3 and counts.worker_errors == []
         assert len(counts.refused) == 1 and "context of 512" in counts.refused[0]
-        refused = [r for r in results.records if r["error_kind"] == "refused"]
-        assert len(refused) == 1 and refused[0]["scores"]["exact"] is False
+        refused = [r for r in results.records if r.error_kind == "refused"]
+        assert len(refused) == 1 and refused[0].scores.exact is False
         assert len(results.done()) == 3
         again = anyio.run(lambda: run_eval(cases, [Target("w", worker)], results, store=None))
     assert again.recorded == 0 and len(short_context.calls) == 3
@@ -278,5 +282,5 @@ def test_a_case_served_after_a_refused_prompt_is_scored_on_what_the_model_replie
         return call("get_weather", city="Paris", days=2)
 
     line = run(c, FunctionWorker(fn))
-    assert line["error"] is None and line["turns"] == 1
-    assert len(line["attempts"]) == 1 and line["scores"]["exact"]
+    assert line.error is None and line.turns == 1
+    assert len(line.attempts) == 1 and line.scores.exact

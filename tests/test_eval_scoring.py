@@ -63,7 +63,7 @@ def _attempt(
 
 
 def _scores(case, *attempts, error=None):
-    return score_case(case, Prediction(attempts=list(attempts), error=error))
+    return score_case(case, Prediction(attempts=list(attempts), error=error)).model_dump()
 
 
 def test_every_metric_is_reported_and_none_means_not_applicable():

@@ -129,35 +129,38 @@ def test_mean_sd_and_divergence():
 
 
 # -- summary.json -------------------------------------------------------------------------------
+from rolepool.evals.result_line import ResultLine  # noqa: E402
 from rolepool.evals.summary import build_summary  # noqa: E402
 
 
 def record(worker, arch, i, exact, *, role="coder", category="single", latency=1.0, load=None):
     call_case = category != "no_call"
-    return {
-        "suite": "s",
-        "case": f"c{i:03d}",
-        "worker": worker,
-        "model": worker,
-        "architecture": arch,
-        "role": role,
-        "category": category,
-        "scores": {
-            "exact": exact,
-            "name_correct": exact if call_case else None,
-            "json_valid": True,
-            "schema_valid": True if call_case else None,
-            "schema_valid_first_try": True if call_case else None,
-            "no_call_correct": None if call_case else exact,
-            "parsed": True if call_case else None,
-            "false_call": None if call_case else not exact,
-        },
-        "latency": latency,
-        "started": 100.0 + i,
-        "ended": 100.5 + i,
-        "usage": {"prompt_tokens": 50, "completion_tokens": 10},
-        "expert_load": load,
-    }
+    return ResultLine.model_validate(
+        {
+            "suite": "s",
+            "case": f"c{i:03d}",
+            "worker": worker,
+            "model": worker,
+            "architecture": arch,
+            "role": role,
+            "category": category,
+            "scores": {
+                "exact": exact,
+                "name_correct": exact if call_case else None,
+                "json_valid": True,
+                "schema_valid": True if call_case else None,
+                "schema_valid_first_try": True if call_case else None,
+                "no_call_correct": None if call_case else exact,
+                "parsed": True if call_case else None,
+                "false_call": None if call_case else not exact,
+            },
+            "latency": latency,
+            "started": 100.0 + i,
+            "ended": 100.5 + i,
+            "usage": {"prompt_tokens": 50, "completion_tokens": 10},
+            "expert_load": load,
+        }
+    )
 
 
 def workers_with(rates: dict[str, tuple[str, list[bool]]]):

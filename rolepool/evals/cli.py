@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from rolepool.core import ConfigError, UserError
+
+if TYPE_CHECKING:
+    from rolepool.evals.cases import Case
+    from rolepool.evals.result_line import ResultLine
 
 DEFAULT_OUT = "rolepool-eval"
 
@@ -127,7 +131,7 @@ def _wanted(option: str | None, available: list[str], where: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def replay_lines(cases: list[Any], path: str) -> tuple[list[dict[str, Any]], int]:
+def replay_lines(cases: list[Case], path: str) -> tuple[list[ResultLine], int]:
     """Score a replay file's records; returns the result lines and how many cases had none."""
     from rolepool.evals.replay import load_replay, prediction_from_replay
     from rolepool.evals.runner import Target, result_line
@@ -174,23 +178,21 @@ def cmd_eval(args: argparse.Namespace, out: Any) -> int:
             lines, missing = replay_lines(cases, args.replay)
             done = results.done()
             for line in lines:
-                if (line["suite"], line["case"], line["worker"]) not in done:
+                if line.key not in done:
                     results.append(line)
             if missing:
                 out.print(
                     f"[yellow]{missing} of {len(cases)} cases have no record in "
                     f"{args.replay}: not scored[/]"
                 )
-            names = {lines[0]["worker"]}
+            names = {lines[0].worker}
         else:
             targets = select_targets(args)
             names = {t.name for t in targets}
             if _run_models(cases, targets, results, outdir, args, out) != 0:
                 return 130
         keys = {(c.suite, c.id) for c in cases}
-        chosen = [
-            r for r in results.latest() if r["worker"] in names and (r["suite"], r["case"]) in keys
-        ]
+        chosen = [r for r in results.latest() if r.worker in names and r.case_key in keys]
     summary = build_summary(chosen, suites=sorted({c.suite for c in cases}))
     paths = write_reports(outdir, summary, chosen)
     out.print(terminal_report(summary, {"results": outdir / "results.jsonl", **paths}))
@@ -238,7 +240,7 @@ def _run_models(cases, targets, results, outdir: Path, args, out) -> int:
                         results,
                         store=store,
                         concurrency=args.concurrency,
-                        on_result=lambda line: progress.advance(bars[line["worker"]]),
+                        on_result=lambda line: progress.advance(bars[line.worker]),
                     )
                 )
             finally:

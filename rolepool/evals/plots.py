@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rolepool.evals.result_line import ResultLine
+
 PLOTTED = ("exact_acc", "name_acc", "schema_valid")
 ARCH_COLOURS = {
     "dense": ("#1f5fa8", "#5b9bd5", "#9cc3e6"),
@@ -86,11 +88,11 @@ def accuracy_by_role(summary: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def latency(records: Sequence[dict[str, Any]], summary: dict[str, Any]) -> bytes:
+def latency(records: Sequence[ResultLine], summary: dict[str, Any]) -> bytes:
     """Per-case latency (sum of the case's model calls) per worker, as box plots."""
     plt = _pyplot()
     workers = list(summary["workers"])
-    data = [[float(r.get("latency") or 0.0) for r in records if r["worker"] == w] for w in workers]
+    data = [[float(r.latency) for r in records if r.worker == w] for w in workers]
     colours = worker_colours(summary["workers"])
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(workers) + 2), 3.4))
     box = ax.boxplot(
@@ -126,7 +128,7 @@ def expert_heatmap(name: str, health: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def all_figures(records: Sequence[dict[str, Any]], summary: dict[str, Any]) -> dict[str, bytes]:
+def all_figures(records: Sequence[ResultLine], summary: dict[str, Any]) -> dict[str, bytes]:
     """File name -> PNG bytes for every figure the report shows."""
     figures = {"accuracy_by_role.png": accuracy_by_role(summary)}
     figures["latency.png"] = latency(records, summary)

@@ -27,6 +27,7 @@ from rolepool.evals.report_tables import (
     role_rows,
     worker_rows,
 )
+from rolepool.evals.result_line import ResultLine
 
 
 def terminal_report(summary: dict[str, Any], paths: dict[str, Path] | None = None) -> Group:
@@ -112,7 +113,7 @@ def markdown_report(summary: dict[str, Any]) -> str:
 
 
 def write_reports(
-    directory: Path, summary: dict[str, Any], records: Sequence[dict[str, Any]]
+    directory: Path, summary: dict[str, Any], records: Sequence[ResultLine]
 ) -> dict[str, Path]:
     """summary.json, report.md, the PNG figures and report.html; returns their paths."""
     from rolepool.evals.plots import all_figures, save_figures  # matplotlib only when drawing

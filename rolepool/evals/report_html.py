@@ -21,6 +21,7 @@ from rolepool.evals.report_tables import (
     role_rows,
     worker_rows,
 )
+from rolepool.evals.result_line import ResultLine
 
 MAX_EXAMPLES = 6  # failed cases shown per worker
 
@@ -102,23 +103,19 @@ def _comparisons(summary: dict[str, Any]) -> str:
     )
 
 
-def _examples(records: Sequence[dict[str, Any]], worker: str) -> str:
-    failed = [
-        r
-        for r in records
-        if r["worker"] == worker and (r.get("scores") or {}).get("exact") is False
-    ][:MAX_EXAMPLES]
+def _examples(records: Sequence[ResultLine], worker: str) -> str:
+    failed = [r for r in records if r.worker == worker and r.scores.exact is False][:MAX_EXAMPLES]
     if not failed:
         return ""
     parts = [f"<h3>{_e(worker)}: first {len(failed)} cases not exactly right</h3>"]
     for r in failed:
-        final = r["attempts"][-1]["text"] if r.get("attempts") else ""
-        calls = ", ".join(f"{c['name']}({_short(c['arguments'])})" for c in r.get("calls") or [])
+        final = r.attempts[-1].text if r.attempts else ""
+        calls = ", ".join(f"{c.name}({_short(c.arguments)})" for c in r.calls)
         parts.append(
-            f'<div><span class="tag">{_e(r["case"])}</span> <span class="muted">'
-            f"{_e(r.get('role') or '')} · {_e(r.get('category') or '')} · "
-            f"{len(r.get('attempts') or [])} attempt(s)</span>"
-            f"{' · error: ' + _e(r['error']) if r.get('error') else ''}"
+            f'<div><span class="tag">{_e(r.case)}</span> <span class="muted">'
+            f"{_e(r.role or '')} · {_e(r.category or '')} · "
+            f"{len(r.attempts)} attempt(s)</span>"
+            f"{' · error: ' + _e(r.error) if r.error else ''}"
             f"<pre>{_e(final) or '(no text)'}</pre>"
             f'<div class="muted">calls: {_e(calls) or "none"}</div></div>'
         )
@@ -131,7 +128,7 @@ def _short(arguments: Any) -> str:
 
 
 def render_html(
-    summary: dict[str, Any], records: Sequence[dict[str, Any]], figures: dict[str, bytes]
+    summary: dict[str, Any], records: Sequence[ResultLine], figures: dict[str, bytes]
 ) -> str:
     suites = ", ".join(summary["suites"])
     experts = expert_rows(summary)

@@ -17,20 +17,17 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from pydantic import ValidationError
 
 from rolepool.core import UserError
+from rolepool.evals.result_line import Key, ResultLine
 
 RESULTS = "results.jsonl"
 TORN = "results.torn"
 LOCK = ".rolepool-eval.lock"
 REQUIRED = ("suite", "case", "worker", "scores")
-
-Key = tuple[str, str, str]  # suite, case id, worker
-
-
-def record_key(record: dict[str, Any]) -> Key:
-    return record["suite"], record["case"], record["worker"]
 
 
 class ResultsFile:
@@ -41,7 +38,7 @@ class ResultsFile:
         self.path = self.dir / RESULTS
         self._lock: IO[str] | None = None
         self._out: IO[bytes] | None = None
-        self.records: list[dict[str, Any]] = []
+        self.records: list[ResultLine] = []
         self.repaired = 0  # bytes of a torn last line moved aside on open
 
     def __enter__(self) -> ResultsFile:
@@ -77,26 +74,26 @@ class ResultsFile:
             self._lock.close()
             self._lock = None
 
-    def latest(self) -> list[dict[str, Any]]:
+    def latest(self) -> list[ResultLine]:
         """One line per case x worker: the last one written (a retried case appends a newer line
         and the older one stays in the file, so nothing is ever rewritten)."""
-        return list({record_key(r): r for r in self.records}.values())
+        return list({r.key: r for r in self.records}.values())
 
     def done(self) -> set[Key]:
         """What a resumed eval skips: every case x worker except those whose worker failed
         (a server down, a timeout): those are retried."""
-        return {record_key(r) for r in self.latest() if r.get("error_kind") != "worker"}
+        return {r.key for r in self.latest() if r.error_kind != "worker"}
 
-    def append(self, record: dict[str, Any]) -> None:
+    def append(self, record: ResultLine) -> None:
         """Write one complete line and make it durable before returning."""
         assert self._out is not None, "ResultsFile is not open"
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        line = record.to_json() + "\n"
         self._out.write(line.encode())
         self._out.flush()
         os.fsync(self._out.fileno())
         self.records.append(record)
 
-    def _read_and_repair(self) -> list[dict[str, Any]]:
+    def _read_and_repair(self) -> list[ResultLine]:
         if not self.path.exists():
             return []
         data = self.path.read_bytes()
@@ -109,7 +106,7 @@ class ResultsFile:
             self.repaired = len(data) - cut
         return [self._parse(i, line) for i, line in enumerate(data[:cut].splitlines(), 1) if line]
 
-    def _parse(self, lineno: int, line: bytes) -> dict[str, Any]:
+    def _parse(self, lineno: int, line: bytes) -> ResultLine:
         try:
             record = json.loads(line)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -123,10 +120,18 @@ class ResultsFile:
                 f"{self.path}:{lineno}: not an eval result (missing {', '.join(missing)}); "
                 "use another --out"
             )
-        return record
+        try:
+            return ResultLine.model_validate(record)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise UserError(
+                f"{self.path}:{lineno}: not an eval result ({where}: {problem['msg']}); "
+                "use another --out"
+            ) from None
 
 
-def load_results(directory: str | Path) -> list[dict[str, Any]]:
+def load_results(directory: str | Path) -> list[ResultLine]:
     """Read a results file without repairing or locking it (reports, tests)."""
     path = Path(directory) / RESULTS
     if not path.exists():

@@ -15,19 +15,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rolepool.evals.result_line import ResultLine
 from rolepool.evals.significance import js_divergence
 from rolepool.runtime.expert_health import summarize_expert_load
 
 IDLE_SHARE = 0.1  # of an even share
 
 
-def _summed_loads(records: Sequence[dict[str, Any]]) -> dict[str, list[list[int]]]:
+def _summed_loads(records: Sequence[ResultLine]) -> dict[str, list[list[int]]]:
     by_role: dict[str, list[list[int]]] = {}
     for r in records:
-        load = r.get("expert_load")
+        load = r.expert_load
         if not load:
             continue
-        role = r.get("role") or "none"
+        role = r.role or "none"
         total = by_role.get(role)
         if total is None or len(total) != len(load):
             by_role[role] = [list(layer) for layer in load]
@@ -53,7 +54,7 @@ def _shares(load: list[list[int]]) -> list[list[float]]:
     return [[c / sum(layer) if sum(layer) else 0.0 for c in layer] for layer in load]
 
 
-def expert_health(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def expert_health(records: Sequence[ResultLine]) -> dict[str, Any] | None:
     """Per-role health and the divergence between roles; None when no line carries a load."""
     loads = _summed_loads(records)
     if not loads:

@@ -29,11 +29,13 @@ from rolepool.core import (
     RequestRefused,
     RolepoolError,
     ToolCall,
+    Usage,
     UserError,
     WorkerError,
 )
 from rolepool.core.events import ModelCompleted, ModelRequested, ToolCallInvalid, ToolCallParsed
 from rolepool.evals.cases import Attempt, Case, Prediction
+from rolepool.evals.result_line import AttemptRecord, CallRecord, ErrorKind, ResultLine
 from rolepool.evals.results import ResultsFile
 from rolepool.evals.role_expert_load import merge_counts
 from rolepool.evals.scoring import score_case
@@ -41,8 +43,6 @@ from rolepool.pools.worker import Worker
 from rolepool.runtime import EventStore, Limits, LoopInputs, execute, new_scope, run_agent
 from rolepool.tools.parsing import parse_tool_calls
 from rolepool.tools.tool import Tool
-
-MAX_TEXT = 4000  # characters of model text kept per attempt in results.jsonl
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _invalid_call(turn: _Turn, event: ToolCallInvalid) -> ToolCall:
 
 async def run_case(
     case: Case, target: Target, *, store: EventStore | None, limits: Limits | None = None
-) -> dict[str, Any]:
+) -> ResultLine:
     """Run one case on one worker and return its result line (scores included)."""
     events: list[Event] = []
     scope = new_scope(store=store if store is not None else False, limits=limits)
@@ -152,7 +152,8 @@ async def run_case(
         return await run_agent(spec, messages, target.worker, run_scope)
 
     started, t0 = time.time(), time.perf_counter()
-    error, kind = None, None
+    error: str | None = None
+    kind: ErrorKind | None = None
     try:
         await execute(scope, task, body, label=spec.name)
     except RolepoolError as exc:
@@ -163,11 +164,11 @@ async def run_case(
     line = result_line(
         case, target, prediction, events, started=started, wall=wall, run_id=scope.run_id
     )
-    line["error_kind"] = kind
+    line.error_kind = kind  # a replay's line has no error_kind key: only a run can fail
     return line
 
 
-def _error_kind(exc: RolepoolError) -> str:
+def _error_kind(exc: RolepoolError) -> ErrorKind:
     """`refused`: the case cannot be served by this model (a prompt over its context) and running
     it again will not change that; `worker`: the worker failed and a re-run retries the case;
     `run`: the model's own behaviour ended the run (scored as it is)."""
@@ -186,46 +187,38 @@ def result_line(
     wall: float = 0.0,
     run_id: str | None = None,
     architecture: str | None = None,
-) -> dict[str, Any]:
+) -> ResultLine:
+    """The record of one case: scores from `prediction`, the rest from the run's events."""
     completed = [e for e in events if isinstance(e, ModelCompleted)]
     final = prediction.final
     info = _info(target.worker)
     first = completed[0] if completed else None
-    return {
-        "suite": case.suite,
-        "case": case.id,
-        "worker": target.name,
-        "model": (first.model if first and first.model else info.get("model", "")),
-        "architecture": architecture
+    return ResultLine(
+        suite=case.suite,
+        case=case.id,
+        worker=target.name,
+        model=(first.model if first and first.model else info.get("model", "")),
+        architecture=architecture
         or (first.architecture if first and first.architecture != "unknown" else None)
         or info.get("architecture", "unknown"),
-        "role": case.role,
-        "category": case.category,
-        "scores": score_case(case, prediction),
-        "calls": [
-            {"name": c.name, "arguments": c.arguments} for c in (final.calls if final else [])
-        ],
-        "attempts": [
-            {
-                **a.model_dump(include={"parse_error", "invalid"}),
-                "text": a.text[:MAX_TEXT],
-                "calls": [{"name": c.name, "arguments": c.arguments} for c in a.calls],
-            }
-            for a in prediction.attempts
-        ],
-        "error": prediction.error,
-        "turns": len({e.turn for e in completed}),  # a prompt asked again is one turn
-        "latency": sum(e.latency for e in completed),
-        "wall": wall,
-        "started": started,
-        "ended": None if started is None else started + wall,
-        "usage": {
-            "prompt_tokens": sum(e.usage.prompt_tokens for e in completed),
-            "completion_tokens": sum(e.usage.completion_tokens for e in completed),
-        },
-        "expert_load": merge_counts([e.expert_load for e in completed]),
-        "run_id": run_id,
-    }
+        role=case.role,
+        category=case.category,
+        scores=score_case(case, prediction),
+        calls=[CallRecord.of(c) for c in (final.calls if final else [])],
+        attempts=[AttemptRecord.of(a) for a in prediction.attempts],
+        error=prediction.error,
+        turns=len({e.turn for e in completed}),  # a prompt asked again is one turn
+        latency=sum(e.latency for e in completed),
+        wall=wall,
+        started=started,
+        ended=None if started is None else started + wall,
+        usage=Usage(
+            prompt_tokens=sum(e.usage.prompt_tokens for e in completed),
+            completion_tokens=sum(e.usage.completion_tokens for e in completed),
+        ),
+        expert_load=merge_counts([e.expert_load for e in completed]),
+        run_id=run_id,
+    )
 
 
 def _info(worker: Worker | None) -> dict[str, Any]:
@@ -254,7 +247,7 @@ async def run_eval(
     store: EventStore | None,
     concurrency: int = 64,
     limits: Limits | None = None,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
+    on_result: Callable[[ResultLine], None] | None = None,
 ) -> EvalCounts:
     """Run every (case, target) pair that `results` does not hold yet.
 
@@ -274,10 +267,10 @@ async def run_eval(
             line = await run_case(case, target, store=store, limits=limits)
         results.append(line)
         counts.recorded += 1
-        if line["error_kind"] == "worker":
-            counts.worker_errors.append(f"{target.name} on {case.id}: {line['error']}")
-        elif line["error_kind"] == "refused":
-            counts.refused.append(f"{target.name} on {case.id}: {line['error']}")
+        if line.error_kind == "worker":
+            counts.worker_errors.append(f"{target.name} on {case.id}: {line.error}")
+        elif line.error_kind == "refused":
+            counts.refused.append(f"{target.name} on {case.id}: {line.error}")
         if on_result is not None:
             on_result(line)
 

@@ -29,37 +29,44 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from rolepool.core import ToolCall
 from rolepool.evals.cases import OMITTED, Attempt, Case, Prediction
 from rolepool.evals.matching import calls_match, sample_value
 from rolepool.tools.validation import validate_arguments
 
-METRICS: tuple[str, ...] = (
-    "parsed",
-    "json_valid",
-    "schema_valid_first_try",
-    "schema_valid",
-    "name_correct",
-    "exact",
-    "no_call_correct",
-    "false_call",
-)
+
+class Scores(BaseModel):
+    """Every metric of one case (see the module docstring); None where it does not apply."""
+
+    parsed: bool | None = None
+    json_valid: bool | None = None
+    schema_valid_first_try: bool | None = None
+    schema_valid: bool | None = None
+    name_correct: bool | None = None
+    exact: bool | None = None
+    no_call_correct: bool | None = None
+    false_call: bool | None = None
+
+
+METRICS: tuple[str, ...] = tuple(Scores.model_fields)
 CALL_METRICS = ("parsed", "schema_valid_first_try", "schema_valid", "name_correct")
 NO_CALL_METRICS = ("no_call_correct", "false_call")
 
 
-def score_case(case: Case, prediction: Prediction) -> dict[str, bool | None]:
-    """Every metric of `METRICS` for one case (see the module docstring)."""
-    scores: dict[str, bool | None] = dict.fromkeys(METRICS)
+def score_case(case: Case, prediction: Prediction) -> Scores:
+    """Every metric of `Scores` for one case (see the module docstring)."""
     first, final = prediction.first, prediction.final
-    scores["json_valid"] = final is not None and final.parse_error is None
+    scores = Scores(**dict.fromkeys(METRICS))  # every key set: a result line writes them all
+    scores.json_valid = final is not None and final.parse_error is None
     if case.expects_call:
-        scores["parsed"] = final is not None and final.parse_error is None and bool(final.calls)
-        scores["schema_valid_first_try"] = first is not None and attempt_valid(case, first)
-        scores["schema_valid"] = final is not None and attempt_valid(case, final)
+        scores.parsed = final is not None and final.parse_error is None and bool(final.calls)
+        scores.schema_valid_first_try = first is not None and attempt_valid(case, first)
+        scores.schema_valid = final is not None and attempt_valid(case, final)
         got = sorted(c.name for c in final.calls) if final is not None else None
-        scores["name_correct"] = got == sorted(c.name for c in case.expected)
-        scores["exact"] = (
+        scores.name_correct = got == sorted(c.name for c in case.expected)
+        scores.exact = (
             final is not None
             and final.parse_error is None
             and calls_match(
@@ -71,10 +78,10 @@ def score_case(case: Case, prediction: Prediction) -> dict[str, bool | None]:
         )
     else:
         quiet = final is not None and final.parse_error is None and not final.calls
-        scores["no_call_correct"] = quiet
-        scores["false_call"] = any(a.calls for a in prediction.attempts)
+        scores.no_call_correct = quiet
+        scores.false_call = any(a.calls for a in prediction.attempts)
         wanted = case.answer_contains
-        scores["exact"] = quiet and (wanted is None or wanted in final.text)
+        scores.exact = quiet and (wanted is None or wanted in final.text)
     return scores
 
 

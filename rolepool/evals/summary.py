@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rolepool.evals.result_line import ResultLine
 from rolepool.evals.role_expert_load import expert_health
 from rolepool.evals.significance import (
     holm,
@@ -27,16 +28,16 @@ from rolepool.evals.significance import (
 
 SCHEMA_VERSION = 1
 ALPHA = 0.05
-# Summary metric name -> the score keys it is read from (the scorer's name first).
-METRICS: dict[str, tuple[str, ...]] = {
-    "exact_acc": ("exact", "exact_acc"),
-    "name_acc": ("name_correct", "name_acc"),
-    "json_valid": ("json_valid",),
-    "schema_valid": ("schema_valid",),
-    "schema_valid_first_try": ("schema_valid_first_try",),
-    "no_call_acc": ("no_call_correct", "no_call_acc"),
-    "parsed": ("parsed",),
-    "false_call": ("false_call",),
+# Summary metric name (the stable public one) -> the `Scores` field it is read from.
+METRICS: dict[str, str] = {
+    "exact_acc": "exact",
+    "name_acc": "name_correct",
+    "json_valid": "json_valid",
+    "schema_valid": "schema_valid",
+    "schema_valid_first_try": "schema_valid_first_try",
+    "no_call_acc": "no_call_correct",
+    "parsed": "parsed",
+    "false_call": "false_call",
 }
 METRIC_HELP = {
     "exact_acc": "the call(s) match the expected ones exactly (or no call when none is expected)",
@@ -51,34 +52,24 @@ METRIC_HELP = {
 COMPARED = ("exact_acc", "name_acc", "schema_valid")
 NO_ROLE = "none"
 
-Record = dict[str, Any]
 
-
-def metric_value(record: Record, metric: str) -> bool | None:
+def metric_value(record: ResultLine, metric: str) -> bool | None:
     """The record's score for a summary metric, or None when it does not apply."""
-    scores = record.get("scores") or {}
-    for key in METRICS[metric]:
-        if key in scores:
-            value = scores[key]
-            return None if value is None else bool(value)
-    return None
+    value = getattr(record.scores, METRICS[metric])
+    return None if value is None else bool(value)
 
 
-def case_key(record: Record) -> tuple[str, str]:
-    return record["suite"], record["case"]
-
-
-def rate(records: Sequence[Record], metric: str) -> dict[str, Any]:
+def rate(records: Sequence[ResultLine], metric: str) -> dict[str, Any]:
     values = [v for r in records if (v := metric_value(r, metric)) is not None]
     k, n = sum(values), len(values)
     lo, hi = wilson(k, n)
     return {"rate": k / n if n else None, "k": k, "n": n, "ci95": [lo, hi]}
 
 
-def group_stats(records: Sequence[Record]) -> dict[str, Any]:
+def group_stats(records: Sequence[ResultLine]) -> dict[str, Any]:
     """n, every metric with its Wilson interval, latency percentiles and tokens/s."""
-    latencies = [float(r.get("latency") or 0.0) for r in records]
-    completion = sum(int((r.get("usage") or {}).get("completion_tokens", 0)) for r in records)
+    latencies = [float(r.latency) for r in records]
+    completion = sum(r.usage.completion_tokens for r in records)
     busy = sum(latencies)
     out: dict[str, Any] = {"n": len(records)}
     for metric in METRICS:
@@ -91,23 +82,27 @@ def group_stats(records: Sequence[Record]) -> dict[str, Any]:
     }
     # Per request as the caller sees it (batching waits included), so any grouping compares.
     out["tokens_per_s"] = completion / busy if busy > 0 else None
-    out["errors"] = sum(1 for r in records if r.get("error"))
-    out["worker_errors"] = sum(1 for r in records if r.get("error_kind") == "worker")
-    out["refused"] = sum(1 for r in records if r.get("error_kind") == "refused")
+    out["errors"] = sum(1 for r in records if r.error)
+    out["worker_errors"] = sum(1 for r in records if r.error_kind == "worker")
+    out["refused"] = sum(1 for r in records if r.error_kind == "refused")
     return out
 
 
-def _by(records: Iterable[Record], field: str) -> dict[str, list[Record]]:
-    groups: dict[str, list[Record]] = defaultdict(list)
+def _by(
+    records: Iterable[ResultLine], group_of: Callable[[ResultLine], str | None]
+) -> dict[str, list[ResultLine]]:
+    groups: dict[str, list[ResultLine]] = defaultdict(list)
     for r in records:
-        groups[r.get(field) or NO_ROLE].append(r)
+        groups[group_of(r) or NO_ROLE].append(r)
     return dict(sorted(groups.items()))
 
 
-def _active_seconds(records: Sequence[Record]) -> float:
+def _active_seconds(records: Sequence[ResultLine]) -> float:
     """Wall time during which the worker had at least one case in flight (union of intervals),
     so throughput stays right across resumed sessions and idle gaps."""
-    spans = sorted((r["started"], r["ended"]) for r in records if r.get("started") is not None)
+    spans = sorted(
+        (r.started, r.ended) for r in records if r.started is not None and r.ended is not None
+    )
     total, cur_start, cur_end = 0.0, None, None
     for start, end in spans:
         if cur_end is None or start > cur_end:
@@ -121,16 +116,16 @@ def _active_seconds(records: Sequence[Record]) -> float:
     return total
 
 
-def worker_summary(records: Sequence[Record]) -> dict[str, Any]:
+def worker_summary(records: Sequence[ResultLine]) -> dict[str, Any]:
     first = records[0]
     active = _active_seconds(records)
-    tokens = sum(int((r.get("usage") or {}).get("completion_tokens", 0)) for r in records)
+    tokens = sum(r.usage.completion_tokens for r in records)
     return {
-        "model": first.get("model", ""),
-        "architecture": first.get("architecture", "unknown"),
+        "model": first.model,
+        "architecture": first.architecture,
         "overall": group_stats(records),
-        "by_role": {k: group_stats(v) for k, v in _by(records, "role").items()},
-        "by_category": {k: group_stats(v) for k, v in _by(records, "category").items()},
+        "by_role": {k: group_stats(v) for k, v in _by(records, lambda r: r.role).items()},
+        "by_category": {k: group_stats(v) for k, v in _by(records, lambda r: r.category).items()},
         "throughput": {
             "cases_per_s": len(records) / active if active > 0 else None,
             "tokens_per_s": tokens / active if active > 0 else None,
@@ -140,12 +135,12 @@ def worker_summary(records: Sequence[Record]) -> dict[str, Any]:
     }
 
 
-def _model_rates(by_worker: dict[str, list[Record]], names: Sequence[str], metric: str) -> dict:
+def _model_rates(by_worker: dict[str, list[ResultLine]], names: Sequence[str], metric: str) -> dict:
     """Each model's rate on the cases that every model in `names` was scored on."""
     per: dict[str, dict[tuple[str, str], bool]] = {}
     for name in names:
         per[name] = {
-            case_key(r): v for r in by_worker[name] if (v := metric_value(r, metric)) is not None
+            r.case_key: v for r in by_worker[name] if (v := metric_value(r, metric)) is not None
         }
     common = set.intersection(*(set(p) for p in per.values())) if per else set()
     return {
@@ -154,10 +149,12 @@ def _model_rates(by_worker: dict[str, list[Record]], names: Sequence[str], metri
     }, len(common)
 
 
-def architecture_summary(by_worker: dict[str, list[Record]], names: list[str]) -> dict[str, Any]:
+def architecture_summary(
+    by_worker: dict[str, list[ResultLine]], names: list[str]
+) -> dict[str, Any]:
     """Across-model aggregate: each rate is the mean of the models' rates, with their sd."""
 
-    def aggregate(groups: dict[str, list[Record]]) -> dict[str, Any]:
+    def aggregate(groups: dict[str, list[ResultLine]]) -> dict[str, Any]:
         out: dict[str, Any] = {"n": sum(len(v) for v in groups.values())}
         for metric in METRICS:
             per = {name: rate(groups.get(name, []), metric) for name in names}
@@ -172,22 +169,24 @@ def architecture_summary(by_worker: dict[str, list[Record]], names: list[str]) -
             }
         return out
 
-    roles = sorted({r.get("role") or NO_ROLE for name in names for r in by_worker[name]})
+    roles = sorted({r.role or NO_ROLE for name in names for r in by_worker[name]})
     return {
         "models": names,
         "overall": aggregate({n: by_worker[n] for n in names}),
         "by_role": {
             role: aggregate(
-                {n: [r for r in by_worker[n] if (r.get("role") or NO_ROLE) == role] for n in names}
+                {n: [r for r in by_worker[n] if (r.role or NO_ROLE) == role] for n in names}
             )
             for role in roles
         },
     }
 
 
-def _pair_comparison(a: str, b: str, ra: list[Record], rb: list[Record], metric: str) -> dict:
-    va = {case_key(r): v for r in ra if (v := metric_value(r, metric)) is not None}
-    vb = {case_key(r): v for r in rb if (v := metric_value(r, metric)) is not None}
+def _pair_comparison(
+    a: str, b: str, ra: list[ResultLine], rb: list[ResultLine], metric: str
+) -> dict:
+    va = {r.case_key: v for r in ra if (v := metric_value(r, metric)) is not None}
+    vb = {r.case_key: v for r in rb if (v := metric_value(r, metric)) is not None}
     shared = sorted(set(va) & set(vb))
     both = sum(va[c] and vb[c] for c in shared)
     a_only = sum(va[c] and not vb[c] for c in shared)
@@ -232,7 +231,7 @@ def _word_pair(c: dict[str, Any], family: int) -> None:
 
 
 def _arch_comparison(
-    by_worker: dict[str, list[Record]], arch: dict[str, list[str]], a: str, b: str, metric: str
+    by_worker: dict[str, list[ResultLine]], arch: dict[str, list[str]], a: str, b: str, metric: str
 ) -> dict[str, Any]:
     rates, n_cases = _model_rates(by_worker, arch[a] + arch[b], metric)
     ra = [rates[n] for n in arch[a] if rates[n] is not None]
@@ -293,7 +292,7 @@ def _fmt_group(name: str, rates: list[float], sd: float | None) -> str:
     return f"{name} {mean:.3f}{spread} ({len(rates)} model{'s' if len(rates) != 1 else ''})"
 
 
-def comparisons(by_worker: dict[str, list[Record]], arch: dict[str, list[str]]) -> list[dict]:
+def comparisons(by_worker: dict[str, list[ResultLine]], arch: dict[str, list[str]]) -> list[dict]:
     names = sorted(by_worker)
     pairs = [
         _pair_comparison(a, b, by_worker[a], by_worker[b], m)
@@ -314,11 +313,11 @@ def comparisons(by_worker: dict[str, list[Record]], arch: dict[str, list[str]]) 
     return across + pairs
 
 
-def build_summary(records: Sequence[Record], *, suites: Sequence[str] = ()) -> dict[str, Any]:
+def build_summary(records: Sequence[ResultLine], *, suites: Sequence[str] = ()) -> dict[str, Any]:
     """The whole summary.json from result lines (any order, any mix of workers and suites)."""
-    by_worker: dict[str, list[Record]] = defaultdict(list)
+    by_worker: dict[str, list[ResultLine]] = defaultdict(list)
     for r in records:
-        by_worker[r["worker"]].append(r)
+        by_worker[r.worker].append(r)
     workers = {name: worker_summary(rs) for name, rs in sorted(by_worker.items())}
     arch: dict[str, list[str]] = defaultdict(list)
     for name, w in workers.items():
@@ -326,7 +325,7 @@ def build_summary(records: Sequence[Record], *, suites: Sequence[str] = ()) -> d
     return {
         "schema": SCHEMA_VERSION,
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "suites": sorted(set(suites) | {r["suite"] for r in records}),
+        "suites": sorted(set(suites) | {r.suite for r in records}),
         "results": len(records),
         "metrics": METRIC_HELP,
         "workers": workers,
