@@ -10,18 +10,19 @@ that crashes on odd model output would take the whole run down with it.
 The text is read left to right. The next *event* is either a format marker or something that may
 open JSON. JSON is decoded with `raw_decode` from that exact offset, so braces inside JSON strings
 never confuse the scan, and a decoded value's whole span is skipped: a call-shaped object nested in
-other JSON (a plan, an example) is data, not a call.
+other JSON (a plan, an example) is data, not a call. What makes a decoded value a call, and the
+`ToolCall` it becomes, is `call_objects.py`: the rules every format shares.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from rolepool.core.messages import ToolCall, new_call_id
 from rolepool.tools._strict_json import Decoded, JsonError, StrictDecoder, find_problem
+from rolepool.tools.call_objects import call_shaped, skip_space, to_call
 
 __all__ = ["ParseFailure", "ParseResult", "parse_tool_calls"]
 
@@ -34,10 +35,6 @@ _MAX_FRAGMENTS = 10_000
 # it, so adversarial nesting cannot make the scan quadratic.
 _RESCAN_LIMIT = 4096
 
-_CALL_KEYS = frozenset({"name", "arguments", "parameters", "id", "type", "function"})
-_WRAPPER_KEYS = frozenset({"id", "type", "function"})
-_FUNCTION_KEYS = frozenset({"name", "arguments", "parameters"})
-
 _HERMES_OPEN, _HERMES_CLOSE = "<tool_call>", "</tool_call>"
 _MISTRAL, _PYTHON_TAG = "[TOOL_CALLS]", "<|python_tag|>"
 _MARKERS = re.compile(r"<tool_call>|\[TOOL_CALLS\]|<\|python_tag\|>")
@@ -46,7 +43,6 @@ _EVENTS = re.compile(_MARKERS.pattern + r'|\{\s*["}]|\[\s*[-\d"\[\]{tfn]')
 _CALL_OPENING = re.compile(r'(?:\[\s*)?\{\s*"(?:name|function|arguments|parameters|type)"\s*:')
 _CALL_BODY_KEY = re.compile(r'"(arguments|parameters|function)"\s*:')
 _MISTRAL_NAMED = re.compile(r"(?P<name>[\w.:-]+)\s*(?:\[CALL_ID\]\s*(?P<id>[\w-]+)\s*)?\[ARGS\]")
-_WHITESPACE = re.compile(r"\s*")
 _NOISE_ONLY = re.compile(r"(?:\s|[;,]|```[\w+-]*|<\|eom_id\|>|<\|eot_id\|>|<\|im_end\|>|</s>)*")
 _FENCE_AT_END = re.compile(r"```[\w+-]*\s*$")
 _FENCE_AT_START = re.compile(r"^```[ \t]*(?:\n|$)")
@@ -188,7 +184,7 @@ class _Scanner:
             near = err.scanned - start <= _RESCAN_LIMIT
             self.pos = start + 1 if near or err.too_deep else max(err.position, start + 1)
             return None
-        objects = _call_shaped(decoded.value)
+        objects = call_shaped(decoded.value)
         if objects is None:
             self.budget -= 1
             self.pos = decoded.end
@@ -206,7 +202,7 @@ class _Scanner:
             return _failure(self.text, problem[0], f"{problem[1]} {where}", fmt)
         calls = []
         for obj in objects:
-            call = _to_call(obj, self.decoder)
+            call = to_call(obj, self.decoder)
             if isinstance(call, str):
                 return _failure(self.text, decoded.start, f"{call} {where}", fmt)
             calls.append(call)
@@ -233,11 +229,11 @@ class _Scanner:
         """`<tool_call>{...}</tool_call>`; a missing closing tag is forgiven at the end of the text
         or right before the next block, where its intent is unambiguous."""
         text, where = self.text, "in <tool_call> block"
-        parsed = self._explicit(_skip_space(text, tag_end), "hermes", where, (_HERMES_CLOSE,))
+        parsed = self._explicit(skip_space(text, tag_end), "hermes", where, (_HERMES_CLOSE,))
         if isinstance(parsed, ParseFailure):
             return parsed
         calls, end, _ = parsed
-        after = _skip_space(text, end)
+        after = skip_space(text, end)
         if text.startswith(_HERMES_CLOSE, after):
             after += len(_HERMES_CLOSE)
         elif not (text.startswith(_HERMES_OPEN, after) or _NOISE_ONLY.fullmatch(text, after)):
@@ -248,14 +244,14 @@ class _Scanner:
     def _mistral(self, tag_end: int) -> _Found | ParseFailure:
         """`[TOOL_CALLS][{...}, ...]` or `[TOOL_CALLS]name[ARGS]{...}` (one call per marker)."""
         text, where = self.text, f"after {_MISTRAL}"
-        start = _skip_space(text, tag_end)
+        start = skip_space(text, tag_end)
         if start < len(text) and text[start] in "[{":
             return self._explicit(start, "mistral", where, (_MISTRAL,))
         named = _MISTRAL_NAMED.match(text, start)
         if named is None:
             message = f"expected a JSON list of calls or name[ARGS]{{...}} {where}"
             return _failure(text, start, message, "mistral")
-        args_start = _skip_space(text, named.end())
+        args_start = skip_space(text, named.end())
         where = f"in the [ARGS] of {named['name']!r}"
         if args_start >= len(text) or text[args_start] != "{":
             return _failure(text, args_start, f"expected a JSON object {where}", "mistral")
@@ -274,24 +270,19 @@ class _Scanner:
         """Llama 3 `<|python_tag|>` followed by one or more JSON calls separated by `;`."""
         text, where = self.text, f"after {_PYTHON_TAG}"
         calls: list[ToolCall] = []
-        pos = _skip_space(text, tag_end)
+        pos = skip_space(text, tag_end)
         while True:
             parsed = self._explicit(pos, "llama3", where, (";",))
             if isinstance(parsed, ParseFailure):
                 return parsed
             calls.extend(parsed[0])
-            pos = _skip_space(text, parsed[1])
+            pos = skip_space(text, parsed[1])
             if not text.startswith(";", pos):
                 return calls, pos, "llama3"
-            following = _skip_space(text, pos + 1)
+            following = skip_space(text, pos + 1)
             if not text.startswith("{", following):
                 return calls, pos + 1, "llama3"
             pos = following
-
-
-def _skip_space(text: str, pos: int) -> int:
-    match = _WHITESPACE.match(text, pos)
-    return match.end() if match else pos
 
 
 def _attempt_format(text: str, start: int, error_at: int) -> str | None:
@@ -305,92 +296,6 @@ def _attempt_format(text: str, start: int, error_at: int) -> str | None:
     if body is None:
         return None
     return "llama3" if body.group(1) == "parameters" else "json"
-
-
-def _call_shaped(value: Any) -> list[dict[str, Any]] | None:
-    """The call objects in a bare JSON value, or None when it is ordinary data."""
-    if isinstance(value, dict):
-        return [value] if _is_call_shaped(value) else None
-    if isinstance(value, list) and value and all(_is_call_shaped(item) for item in value):
-        return value
-    return None
-
-
-def _is_call_shaped(value: Any) -> bool:
-    """Only call keys, and a name with arguments (or an OpenAI `function` wrapper with a name):
-    anything looser would mistake JSON in a final answer for a call."""
-    if not isinstance(value, dict) or not value.keys() <= _CALL_KEYS:
-        return False
-    if "function" in value:
-        function = value["function"]
-        return isinstance(function, dict) and "name" in function
-    return "name" in value and ("arguments" in value or "parameters" in value)
-
-
-def _to_call(obj: Any, decoder: StrictDecoder) -> ToolCall | str:
-    """A `ToolCall` from one call object, or what is wrong with it."""
-    if not isinstance(obj, dict):
-        return f"expected a JSON object for the call, got {_kind(obj)}"
-    unknown = sorted(obj.keys() - _CALL_KEYS)
-    if unknown:
-        allowed = ", ".join(sorted(_CALL_KEYS))
-        return f"unexpected key {unknown[0]!r} in tool call (allowed: {allowed})"
-    if obj.get("type", "function") != "function":
-        return f'"type" must be "function", got {_show(obj["type"])}'
-    body = obj
-    if "function" in obj:
-        body = obj["function"]
-        if not isinstance(body, dict):
-            return f'"function" must be an object with "name" and "arguments", got {_kind(body)}'
-        extra = sorted(obj.keys() - _WRAPPER_KEYS) or sorted(body.keys() - _FUNCTION_KEYS)
-        if extra:
-            return f'unexpected key {extra[0]!r} beside or inside "function"'
-    if "name" not in body:
-        return 'tool call has no "name"'
-    name = body["name"]
-    if not isinstance(name, str) or not name.strip():
-        return f'"name" must be a non-empty string, got {_show(name)}'
-    if "arguments" in body and "parameters" in body:
-        return 'tool call has both "arguments" and "parameters"'
-    arguments = body.get("arguments", body.get("parameters", {}))
-    if isinstance(arguments, str):
-        arguments = _arguments_from_string(arguments, decoder)
-        if isinstance(arguments, str):
-            return arguments
-    if not isinstance(arguments, dict):
-        return f'"arguments" must be a JSON object, got {_kind(arguments)}'
-    call_id = obj.get("id")
-    if not (isinstance(call_id, str) and call_id):
-        call_id = new_call_id()
-    return ToolCall(id=call_id, name=name, arguments=arguments)
-
-
-def _arguments_from_string(encoded: str, decoder: StrictDecoder) -> dict[str, Any] | str:
-    """OpenAI-style `"arguments": "{\\"city\\": \\"Paris\\"}"`: decode it, with the same rules."""
-    start = _skip_space(encoded, 0)
-    if not encoded.startswith("{", start):
-        return '"arguments" is a string but not a JSON object'
-    try:
-        decoded = decoder.decode_at(encoded, start)
-    except JsonError as err:
-        return f'"arguments" string is not valid JSON ({err.message})'
-    if _skip_space(encoded, decoded.end) != len(encoded):
-        return '"arguments" string has text after its JSON object'
-    problem = find_problem(encoded, decoded)
-    if problem is not None:
-        return f'"arguments" string: {problem[1]}'
-    return decoded.value
-
-
-def _kind(value: Any) -> str:
-    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
-    return "null" if value is None else kinds.get(type(value), "a number")
-
-
-def _show(value: Any) -> str:
-    """A value as the model wrote it (JSON), shortened."""
-    shown = json.dumps(value, ensure_ascii=False)
-    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 def _clean_prose(piece: str) -> str:
