@@ -72,13 +72,8 @@ class AgentLoop:
         self.span_id = new_span_id()
         self.parent_id = parent_id
         self.tools = {t.name: t for t in inputs.tools}
-        self.tool_calls = ToolCalls(
-            scope,
-            agent=inputs.name,
-            role=inputs.role,
-            parent_id=self.span_id,
-            tools=self.tools,
-            forbidden=inputs.forbidden_tools,
+        self.tool_calls = ToolCalls(  # scope, agent, role, parent span, tools, forbidden
+            scope, inputs.name, inputs.role, self.span_id, self.tools, inputs.forbidden_tools
         )
         # once per agent, not per turn (`Tool.spec()` copies the schema); requests share them
         self.tool_specs = [t.spec() for t in inputs.tools]

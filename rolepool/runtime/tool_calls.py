@@ -59,25 +59,19 @@ class InvalidCall:
 CheckedCall = ValidCall | InvalidCall
 
 
+@dataclass
 class ToolCalls:
     """Checks and runs one agent's tool calls inside a run; `AgentLoop` owns one."""
 
-    def __init__(
-        self,
-        scope: RunScope,
-        *,
-        agent: str,
-        role: str,
-        parent_id: str,
-        tools: dict[str, Tool],
-        forbidden: frozenset[str],
-    ) -> None:
-        self.scope = scope
-        self.agent = agent
-        self.role = role
-        self.parent_id = parent_id
-        self.tools = tools
-        self.forbidden = forbidden
+    scope: RunScope
+    agent: str
+    role: str
+    parent_id: str
+    """The agent's span: every call's span nests under it."""
+    tools: dict[str, Tool]
+    """The agent's tools by name."""
+    forbidden: frozenset[str]
+    """Other roles' tools: calling one is `forbidden` rather than `unknown_tool`."""
 
     def _base(self) -> dict[str, object]:
         return {"run_id": self.scope.run_id, "parent_id": self.parent_id, "agent": self.agent}
