@@ -76,9 +76,9 @@ async def run_all(
                     outcome = {
                         "status": "finished",
                         "steps": len(steps),
-                        "roles": sorted({step["role"] for step in steps}),
-                        "answered": sum(step["answer"] is not None for step in steps),
-                        "plan_exact": sorted((s["role"], s["task"]) for s in steps) == wanted,
+                        "roles": sorted({step.role for step in steps}),
+                        "answered": sum(step.answer is not None for step in steps),
+                        "plan_exact": sorted((s.role, s.task) for s in steps) == wanted,
                     }
                 except RolepoolError as exc:
                     outcome = {"status": type(exc).__name__, "error": str(exc)[:300]}

@@ -38,7 +38,7 @@ async def test_approved_call_runs_after_the_pause(tmp_path, isolated_store):
     ]  # fmt: skip
     resolved = next(e for e in events if e.type == "approval.resolved")
     assert resolved.approved and resolved.waited >= 0.04
-    assert result.steps[0]["answer"] == "5"
+    assert result.steps[0].answer == "5"
 
 
 def events_of_span(events, tool_name):
@@ -82,14 +82,14 @@ async def test_no_approver_refuses_and_a_broken_approver_refuses(tmp_path):
 
     flow = Workflow(approve={"run_python"})
     result = await flow.run("Go.", worker=role_worker(coder=coder), workspace=tmp_path)
-    assert "this run has no approver" in result.steps[0]["answer"]
+    assert "this run has no approver" in result.steps[0].answer
 
     def broken(request):
         raise RuntimeError("approval service down")
 
     result = await flow.run("Go.", worker=role_worker(coder=coder), workspace=tmp_path,
                             approver=broken)  # fmt: skip
-    assert "approval service down" in result.steps[0]["answer"]
+    assert "approval service down" in result.steps[0].answer
 
 
 def test_approve_must_name_a_tool_of_the_team():

@@ -7,6 +7,7 @@ import pytest
 from workflow_scripts import calls, finish, last, role_worker
 
 from rolepool import Agent, Limits, Workflow, tool
+from rolepool.agents.workflow import Step
 from rolepool.core import (
     DeadlineExceeded,
     MaxTurnsExceeded,
@@ -47,11 +48,12 @@ async def test_plan_parallel_steps_compose_and_report(tmp_path, isolated_store):
 
     worker = role_worker(coder=waits_for_the_other("coder"), search=waits_for_the_other("search"))
     result = await Workflow().run("Plan this: two things.", worker=worker, workspace=tmp_path)
-    assert [s["role"] for s in result.steps] == ["coder", "search"]
+    assert [s.role for s in result.steps] == ["coder", "search"]
+    assert all(isinstance(s, Step) for s in result.steps)  # typed, not dicts
     coder, search = result.steps
-    assert coder["answer"] == "5" and coder["task"] == "print 2 + 3"
-    assert search["answer"].startswith("[routing-policy]")
-    assert result.plan == f"coder: 5; search: {search['answer']}"
+    assert coder.answer == "5" and coder.task == "print 2 + 3"
+    assert search.answer.startswith("[routing-policy]")
+    assert result.plan == f"coder: 5; search: {search.answer}"
     assert result.report == tmp_path / "report.md"
     report = result.report.read_text()
     assert report.startswith("## Results\n") and "coder: 5" in report
@@ -89,7 +91,7 @@ async def test_later_steps_see_earlier_answers(tmp_path):
                                   workspace=tmp_path)  # fmt: skip
     search_task = next(r for r in worker.requests if r.role == "search").messages[1].content
     assert search_task.endswith("Earlier results: coder: 5")
-    assert [s["index"] for s in result.steps] == [0, 1]
+    assert [s.index for s in result.steps] == [0, 1]
 
 
 async def test_the_compose_body_is_cut_to_the_runs_result_limit(tmp_path):
@@ -146,7 +148,7 @@ async def test_assign_to_an_unknown_role_is_fed_back_and_never_executed(tmp_path
         r for r in worker.requests if r.role == "planner" and r.messages[-1].role == "tool"
     )
     assert "invalid call, not executed" in feedback.messages[-1].content
-    assert [s["role"] for s in result.steps] == ["search"]
+    assert [s.role for s in result.steps] == ["search"]
     assert not any(e.type == "agent.started" and e.role == "hacker" for e in events)
 
 
@@ -162,7 +164,7 @@ async def test_a_failing_step_is_a_tool_error_and_the_run_goes_on(tmp_path):
 
     result = await Workflow().run("Go.", worker=role_worker(planner, coder=coder),
                                   workspace=tmp_path)  # fmt: skip
-    assert result.steps[0]["error"].startswith("ModelBehaviorError")
+    assert result.steps[0].error.startswith("ModelBehaviorError")
     assert "the coder step failed" in result.plan
 
 

@@ -27,8 +27,8 @@ async def test_workflow_over_http_with_failover(tmp_path, isolated_store):
     async with running(served) as url:
         pool = remote_pool(url, served.info.name, dead_first=True)
         result = await Workflow().run("Go.", worker=pool, workspace=tmp_path)
-    assert [s["role"] for s in result.steps] == ["coder", "search"]
-    assert result.steps[0]["answer"] == "5"
+    assert [s.role for s in result.steps] == ["coder", "search"]
+    assert result.steps[0].answer == "5"
     assert "coder: 5" in result.report.read_text()
     # every role's requests reached the server with their role and the trained tool schemas
     assert {r.role for r in served.requests} == {"planner", "coder", "search", "writer"}

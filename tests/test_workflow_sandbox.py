@@ -66,7 +66,7 @@ async def test_every_limit_hit_is_a_tool_error_and_the_run_finishes(tmp_path, is
     assert "'..'" in by_call["c4"].error
     assert not (tmp_path / "escape.txt").exists()
     assert events[-1].type == "run.finished"
-    assert result.steps[0]["answer"] == f"{len(HOSTILE)} calls came back"
+    assert result.steps[0].answer == f"{len(HOSTILE)} calls came back"
     assert not [p for p in (workspace / ".sandbox").glob("*")]
 
 
@@ -82,7 +82,7 @@ async def test_run_python_sees_a_copy_of_the_workspace(tmp_path):
         return finish(done[-1].content.split("--- stdout ---\n")[1].split("\n")[0])
 
     result = await Workflow().run("Go.", worker=role_worker(coder=coder), workspace=tmp_path)
-    assert result.steps[0]["answer"] == "42"
+    assert result.steps[0].answer == "42"
     assert (tmp_path / "data" / "n.txt").read_text() == "41"  # the code changed only its copy
 
 

@@ -274,7 +274,7 @@ def _print_result(result: WorkflowResult, out: Console, *, as_json: bool) -> Non
             "run_id": result.run_id,
             "output": result.output,
             "plan": result.plan,
-            "steps": result.steps,
+            "steps": result.model_dump(mode="json", include={"steps"})["steps"],
             "report": str(result.report) if result.report else None,
             "workspace": str(result.workspace) if result.workspace else None,
             "usage": result.usage.model_dump(),
@@ -284,8 +284,8 @@ def _print_result(result: WorkflowResult, out: Console, *, as_json: bool) -> Non
         return
     out.print(f"answer: {result.output}", highlight=False, markup=False)
     for step in result.steps:
-        said = step["answer"] if step["error"] is None else f"failed: {step['error']}"
-        line = f"  step {step['index'] + 1} [{step['role']}] {step['task']} → {said}"
+        said = step.answer if step.error is None else f"failed: {step.error}"
+        line = f"  step {step.index + 1} [{step.role}] {step.task} → {said}"
         out.print(line, highlight=False, markup=False)
     out.print(f"run id: {result.run_id}   (rolepool trace show {result.run_id})", highlight=False)
     out.print(f"report: {result.report or 'none written'}", highlight=False)

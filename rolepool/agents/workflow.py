@@ -71,7 +71,7 @@ class Step:
 class WorkflowResult(RunResult):
     """A run's result plus its steps, the planner's answer and where the report is."""
 
-    steps: list[dict[str, Any]] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list)
     plan: str = ""
     workspace: Path | None = None
     report: Path | None = None
@@ -249,7 +249,7 @@ class _WorkflowRun:
         report = report_path(workspace) if workspace is not None else None
         return WorkflowResult(
             **run.model_dump(),
-            steps=[dataclasses.asdict(s) for s in self.steps],
+            steps=list(self.steps),
             plan=self.plan,
             workspace=workspace,
             report=report if report is not None and report.exists() else None,
