@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,10 +90,11 @@ async def test_secrets_in_the_environment_never_reach_the_code(tmp_path, monkeyp
 
 @pytest.mark.skipif(not ROOT, reason="not enforced as non-root (docs/sandbox.md)")
 async def test_reading_and_writing_outside_the_workspace_is_refused(tmp_path):
-    secret = tmp_path / "secret.txt"
+    place = Path(tempfile.mkdtemp(prefix="rolepool-outside-", dir="/var/tmp"))  # not /tmp: private
+    secret = place / "secret.txt"
     secret.write_text("the launch codes")
     secret.chmod(0o600)
-    outside = tmp_path / "planted.txt"
+    outside = place / "planted.txt"
     code = (
         f"for attempt in (lambda: print(open({str(secret)!r}).read()),\n"
         f"                lambda: open({str(outside)!r}, 'w').write('pwned'),\n"
@@ -101,9 +104,13 @@ async def test_reading_and_writing_outside_the_workspace_is_refused(tmp_path):
         "    except PermissionError as exc:\n"
         "        print('refused', exc.errno)\n"
     )
-    output, finished = await escape(code, tmp_path)
+    try:
+        output, finished = await escape(code, tmp_path)
+    finally:
+        planted = outside.exists()
+        shutil.rmtree(place)
     assert output.count("refused 13") == 3  # EACCES, three times
-    assert "launch codes" not in output and not outside.exists()
+    assert "launch codes" not in output and not planted
 
 
 @pytest.mark.skipif(not ROOT, reason="not enforced as non-root (docs/sandbox.md)")

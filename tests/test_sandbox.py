@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -17,7 +20,7 @@ import pytest
 from rolepool import Agent
 from rolepool.core import RunContext, ToolCall, ToolError
 from rolepool.pools.testing import ScriptedWorker
-from rolepool.tools.builtin import read_file, run_python, run_sandboxed, write_file
+from rolepool.tools.builtin import SandboxLimits, read_file, run_python, run_sandboxed, write_file
 from rolepool.zoo import toolset
 
 pytestmark = pytest.mark.anyio
@@ -56,6 +59,15 @@ def _live_pids_of(uid: int) -> list[int]:
 def no_leftover_processes():
     yield
     assert _sandbox_pids() == []
+
+
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    """A directory the sandbox can see but must not touch: not under /tmp, which each run
+    replaces with a private one (so a file there would simply be missing)."""
+    path = Path(tempfile.mkdtemp(prefix="rolepool-outside-", dir="/var/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -191,12 +203,12 @@ async def test_parent_environment_cannot_be_read_through_proc(
 
 @as_root
 async def test_writing_and_reading_outside_the_workspace_is_refused(
-    ctx: RunContext, tmp_path: Path
+    ctx: RunContext, outside: Path
 ) -> None:
-    target = tmp_path / "outside.txt"
+    target = outside / "outside.txt"
     message = await _fail(ctx, f"open({str(target)!r}, 'w').write('pwned')")
     assert "PermissionError" in message and not target.exists()
-    secret = tmp_path / "secret.txt"
+    secret = outside / "secret.txt"
     secret.write_text("top secret")
     secret.chmod(0o600)
     message = await _fail(ctx, f"print(open({str(secret)!r}).read())")
@@ -313,13 +325,13 @@ async def test_cleaning_up_a_uid_never_blocks_the_event_loop(
 
 @as_root
 async def test_held_descriptors_do_not_walk_up_to_closed_directories(
-    ctx: RunContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ctx: RunContext, outside: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As root the child holds descriptors to the interpreter's prefixes; `..` from one of them
     # must not reach a world-readable file under a directory the sandbox may not enter.
     from rolepool.tools.builtin.sandbox import runner
 
-    closed = tmp_path / "closed"  # like /root above /root/.pyenv/versions/3.11
+    closed = outside / "closed"  # like /root above /root/.pyenv/versions/3.11
     prefix = closed / "open" / "prefix"
     prefix.mkdir(parents=True)
     (closed / "open" / "secret.txt").write_text("behind a closed door")
@@ -351,13 +363,14 @@ async def test_held_descriptors_do_not_walk_up_to_closed_directories(
 
 
 async def test_unix_sockets_outside_the_sandbox_are_unreachable(ctx: RunContext) -> None:
-    # Host services on Unix sockets in a world-writable directory: a stream socket, a datagram
+    # Host services on Unix sockets in a world-writable directory the sandbox sees (not /tmp,
+    # which is private): a stream socket, a datagram
     # socket (reached with sendto, also from a socketpair) and an abstract one.
     import socket
     import tempfile
     import threading
 
-    place = Path(tempfile.mkdtemp(prefix="rolepool-sock-", dir="/tmp"))
+    place = Path(tempfile.mkdtemp(prefix="rolepool-sock-", dir="/var/tmp"))
     place.chmod(0o777)
     stream_path, dgram_path = str(place / "stream"), str(place / "dgram")
     abstract = f"\0rolepool-test-{os.getpid()}"
@@ -431,3 +444,53 @@ async def test_unix_sockets_outside_the_sandbox_are_unreachable(ctx: RunContext)
     assert "REACHED" not in text and received == []
     assert text.count("refused") == 4
     assert "b'own pair'" in text  # a socketpair inside the sandbox still works (asyncio needs it)
+
+
+async def test_the_working_directory_has_a_disk_quota(ctx: RunContext) -> None:
+    # Single files stop at RLIMIT_FSIZE (16 MB); many files together stop at the quota.
+    code = (
+        "written = 0\n"
+        "try:\n"
+        "    for i in range(40):\n"
+        "        with open(f'part{i}', 'wb') as f:\n"
+        "            for _ in range(15):\n"
+        "                f.write(b'x' * 2**20)\n"
+        "                f.flush()\n"
+        "                written += 1\n"
+        "except OSError as exc:\n"
+        "    print('stopped', exc.errno, 'after MiB', written)\n"
+    )
+    text = await _run(ctx, code)
+    assert "stopped 28 after MiB" in text  # ENOSPC
+    written = int(text.split("after MiB ")[1].split()[0])
+    assert written <= SandboxLimits().disk_bytes // 2**20
+
+
+async def test_tmp_and_shm_are_private_capped_and_gone_after_the_run(ctx: RunContext) -> None:
+    name = f"rolepool-left-{os.getpid()}"
+    code = (
+        "import os\n"
+        f"print('seen before', [p for p in ('/tmp', '/dev/shm') if os.path.exists(p + '/{name}')])\n"
+        "for place in ('/tmp', '/dev/shm'):\n"
+        f"    open(place + '/{name}', 'w').write('left behind')\n"
+        "    written = 0\n"
+        "    try:\n"
+        "        for i in range(40):\n"
+        "            with open(f'{place}/fill{i}', 'wb') as f:\n"
+        "                for _ in range(8):\n"
+        "                    f.write(b'x' * 2**20)\n"
+        "                    f.flush()\n"
+        "                    written += 1\n"
+        "    except OSError as exc:\n"
+        "        print(place, 'stopped', exc.errno, 'after MiB', written)\n"
+    )
+    first = await _run(ctx, code)
+    second = await _run(ctx, code)
+    for text in (first, second):
+        assert "seen before []" in text
+        assert "/tmp stopped 28" in text and "/dev/shm stopped 28" in text
+        for place in ("/tmp", "/dev/shm"):
+            written = int(text.split(f"{place} stopped 28 after MiB ")[1].split()[0])
+            assert written <= SandboxLimits().tmp_bytes // 2**20
+    assert not Path(f"/tmp/{name}").exists() and not Path(f"/dev/shm/{name}").exists()
+    assert not list(Path("/dev/shm").glob("fill*")) and not list(Path("/tmp").glob("fill*"))

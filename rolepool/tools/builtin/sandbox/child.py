@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import resource
+import shutil
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -23,6 +24,7 @@ STATUS_PREFIX = "\0SANDBOX "
 SETUP_FAILED = 121
 CLONE_NEWNET = getattr(os, "CLONE_NEWNET", 0x40000000)
 CLONE_NEWUSER = getattr(os, "CLONE_NEWUSER", 0x10000000)
+CLONE_NEWNS = getattr(os, "CLONE_NEWNS", 0x00020000)
 
 
 def unshare(flags: int) -> None:
@@ -38,14 +40,67 @@ def unshare(flags: int) -> None:
         raise OSError(errno, os.strerror(errno))
 
 
-def isolate_network() -> str:
-    """A new network namespace (with a user namespace when not root): nothing is reachable."""
-    flags = CLONE_NEWNET | (0 if os.geteuid() == 0 else CLONE_NEWUSER)
-    try:
-        unshare(flags)
-    except OSError as exc:
-        return f"not isolated: unshare failed ({exc})"
+def enter_namespaces(confine: ModuleType) -> str:
+    """New network and mount namespaces, inside a new user namespace when not root (mapping the
+    user to itself): nothing on the network is reachable, and what is mounted here is the
+    sandbox's alone and gone with its last process."""
+    uid, gid = os.geteuid(), os.getegid()
+    unshare(CLONE_NEWNET | CLONE_NEWNS | (0 if uid == 0 else CLONE_NEWUSER))
+    if uid != 0:
+        confine.map_own_user(uid, gid)
+    confine.mount("none", "/", None, confine.MS_REC | confine.MS_PRIVATE)
     return "isolated"
+
+
+def private_mounts(config: dict, confine: ModuleType) -> str:
+    """A size-capped tmpfs on /tmp, /dev/shm and the working directory (its quota), holding a
+    copy of the snapshot the parent made there. In the mount namespace only."""
+    workdir, owner = config["workdir"], config["uid"]
+    below = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for place in ("/tmp", "/dev/shm"):
+            if os.path.isdir(place):
+                tmpfs(confine, place, config["tmp_bytes"], 0o1777, None)
+        os.makedirs(workdir, exist_ok=True)  # again, when a private /tmp covered it
+        tmpfs(confine, workdir, config["disk_bytes"], 0o700, owner)
+        copy_tree(below, workdir, owner)
+    finally:
+        os.close(below)
+    os.chdir(workdir)
+    mib = 2**20
+    return (f"private tmpfs: working directory {config['disk_bytes'] // mib} MiB, "
+            f"/tmp and /dev/shm {config['tmp_bytes'] // mib} MiB each")  # fmt: skip
+
+
+def tmpfs(confine: ModuleType, place: str, size: int, mode: int, owner: int | None) -> None:
+    options = f"size={size},nr_inodes=4096,mode={mode:o}"
+    if owner is not None:
+        options += f",uid={owner},gid={owner}"
+    confine.mount("tmpfs", place, "tmpfs", confine.MS_NOSUID | confine.MS_NODEV, options)
+
+
+def copy_tree(source: int, target: str, owner: int | None) -> None:
+    """Copy the directories and regular files below the directory `source` (a descriptor) into
+    `target`, never following a link."""
+    for entry in os.scandir(source):
+        path = os.path.join(target, entry.name)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        if entry.is_dir(follow_symlinks=False):
+            os.mkdir(path, 0o700)
+            inner = os.open(entry.name, flags | os.O_DIRECTORY, dir_fd=source)
+            try:
+                copy_tree(inner, path, owner)
+            finally:
+                os.close(inner)
+        elif entry.is_file(follow_symlinks=False):
+            with open(os.open(entry.name, flags, dir_fd=source), "rb") as src:
+                with open(path, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                    os.fchmod(dst.fileno(), os.fstat(src.fileno()).st_mode & 0o777)
+        else:
+            continue
+        if owner is not None:
+            os.chown(path, owner, owner)
 
 
 def drop_to(uid: int, prefixes: list[str]) -> None:
@@ -84,13 +139,13 @@ def load_confine() -> ModuleType:
     return module
 
 
-def confine_files(config: dict, confine: ModuleType) -> str:
+def confine_files(config: dict, writable: list[str], confine: ModuleType) -> str:
     """Landlock: reads only beneath the interpreter's and the system's files, reads and writes
     only beneath the working directory; a `..` from anything held open leads nowhere else."""
     landlock = confine.Landlock()
     for path in config["read_only"]:
         landlock.allow(path, confine.READ)
-    for path in config["read_write"]:
+    for path in writable:
         landlock.allow(path, landlock.rights)
     for path in ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"):
         landlock.allow(path, confine.FILE_RIGHTS & ~confine.EXECUTE)
@@ -125,13 +180,22 @@ def set_up(config: dict) -> dict[str, object]:
     """Apply the limits, the namespaces, the confinement and the uid; returns what was set up."""
     for name, soft, hard in config["rlimits"]:
         resource.setrlimit(getattr(resource, name), (soft, hard))
-    status: dict[str, object] = {"network": isolate_network()}
     confine = load_confine()
     weak = config["allow_weak"]
-    guarded(status, "filesystem", weak, lambda: confine_files(config, confine))
+    status: dict[str, object] = {}
+    guarded(status, "network", weak, lambda: enter_namespaces(confine))
+    writable = [config["workdir"]]
+    if status["network"] == "isolated":  # never mount outside a namespace of our own
+        guarded(status, "mounts", weak, lambda: private_mounts(config, confine))
+        writable += ["/tmp", "/dev/shm"] if status["mounts"].startswith("private") else []
+    else:
+        status["mounts"] = "NOT ENFORCED: no mount namespace"
+    guarded(status, "filesystem", weak, lambda: confine_files(config, writable, confine))
     guarded(status, "unix_sockets", weak, lambda: forbid_unix_sockets(confine))
     if config["uid"] is not None:
         drop_to(config["uid"], config["prefixes"])
+    else:
+        confine.drop_capabilities()
     status["uid"] = os.getuid()
     return status
 

@@ -154,6 +154,34 @@ def forbid_unix_sockets() -> None:
     _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog)
 
 
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str = "") -> None:
+    """mount(2); the standard library has no call for it."""
+    args = [s.encode() if s is not None else None for s in (source, target, fstype, data)]
+    result = _libc.mount(args[0], args[1], args[2], ctypes.c_ulong(flags), args[3])
+    _check(result)
+
+
+def map_own_user(uid: int, gid: int) -> None:
+    """In a user namespace this process just made, be the same uid and gid as outside (files
+    keep their owners), with supplementary groups off, as an unprivileged user must."""
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+
+
+def drop_capabilities() -> None:
+    """Give up every capability (a user namespace grants them all inside it): the code must not
+    unmount the private /tmp to see the host's, whatever else holds."""
+    header = struct.pack("=Ii", _CAPABILITY_VERSION_3, 0)
+    data = bytes(24)  # two __user_cap_data_struct: effective, permitted, inheritable all 0
+    _check(_libc.capset(ctypes.c_char_p(header), ctypes.c_char_p(data)))
+
+
 def no_new_privileges() -> None:
     """No setuid binary or file capability can raise privileges again (needed by both filters)."""
     _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0)

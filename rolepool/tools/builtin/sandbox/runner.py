@@ -57,6 +57,8 @@ class SandboxLimits:
     keep_head: int = 6_000
     keep_tail: int = 3_000
     max_output_bytes: int = 8 * 2**20  # stdout + stderr; beyond it the process group is killed
+    disk_bytes: int = 64 * 2**20  # the working directory, a tmpfs: the snapshot and all writes
+    tmp_bytes: int = 32 * 2**20  # each of the private /tmp and /dev/shm (tmpfs, so RAM)
 
 
 @dataclass
@@ -193,7 +195,9 @@ async def _run(
         "uid": uid,
         "prefixes": _prefixes(),
         "read_only": [*_prefixes(), *_SYSTEM_FILES],
-        "read_write": [str(workdir)],
+        "workdir": str(workdir),
+        "disk_bytes": limits.disk_bytes,
+        "tmp_bytes": limits.tmp_bytes,
         "allow_weak": os.environ.get(ALLOW_WEAK) == "1",
     }
     argv = [sys.executable, "-I", str(_CHILD), json.dumps(config), _MARKER]
