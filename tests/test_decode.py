@@ -18,6 +18,7 @@ from rolepool.core import Message, Request, Sampling
 from rolepool.pools.batching import Job
 from rolepool.pools.decode import Decoder, supports
 from rolepool.pools.generate_fallback import cut_row
+from rolepool.pools.kv_buffer import KVBuffer
 from rolepool.pools.transformers_worker import TransformersWorker
 
 pytestmark = pytest.mark.anyio
@@ -322,3 +323,54 @@ async def test_closing_the_worker_fails_the_rows_still_decoding(lively_dense):
         await worker.aclose()
     assert isinstance(outcome[0], WorkerError) and "closed" in str(outcome[0])
     assert worker._decoder.active == 0
+
+
+async def test_a_batch_keeps_every_rows_state_in_step_when_rows_join_and_leave():
+    """`Batch.append`/`keep` move a row's cache, padding, last token and expert counts together:
+    whatever index a row ends up at, all of them are still its own."""
+    from rolepool.pools.decode_batch import Batch, Row
+
+    def part(lengths: list[int], first: int) -> Batch:
+        width = max(lengths)
+        rows = tuple(
+            Row(Job(req(f"row {first + i}"), [0] * n, 8), frozenset())
+            for i, n in enumerate(lengths)
+        )
+        layer = KVBuffer()
+        keys = torch.zeros(len(lengths), 1, width, 1)
+        for i, n in enumerate(lengths):  # a row's keys hold its number, padding stays zero
+            keys[i, :, width - n :] = first + i + 1
+        layer.update(keys, keys)
+        ids = torch.arange(first, first + len(lengths))
+        counts = ids[:, None, None].expand(-1, 1, 2).clone()
+        return Batch(rows, [layer], torch.tensor([width - n for n in lengths]), ids, counts)
+
+    batch = Batch.empty(1)
+    batch.append(part([2, 5], 0))
+    batch.append(part([7, 1, 3], 2))  # wider: the first rows get more padding
+    assert batch.width == 7 and batch.pad_lengths.tolist() == [5, 2, 0, 6, 4]
+    lengths = {0: 2, 1: 5, 2: 7, 3: 1, 4: 3}
+    # Rows 0 and 2 leave: their places below the new size take the last rows (3 and 4).
+    batch.keep([1, 3, 4])
+    number = [int(row.job.request.messages[0].content.split()[1]) for row in batch.rows]
+    assert number == [3, 1, 4]
+    assert batch.width == 5, "padding no remaining row needs left the window"
+    for i, n in enumerate(number):
+        assert int(batch.last_tokens[i]) == n and batch.expert_counts[i].unique().tolist() == [n]
+        assert int(batch.pad_lengths[i]) == batch.width - lengths[n]
+        keys = batch.layers[0].keys[i, 0, :, 0]
+        assert (
+            keys[int(batch.pad_lengths[i]) :].eq(n + 1).all()
+            and not keys[: int(batch.pad_lengths[i])].any()
+        )
+
+
+async def test_an_abandoned_row_leaves_at_the_next_step_with_finish_abandoned(lively_dense):
+    worker = loaded(lively_dense)
+    decoder = worker._decoder
+    stay, leave = (make_job(worker, r) for r in requests_for(PROMPTS[:2], max_tokens=30))
+    assert decoder.run([stay, leave], lambda: True) == [] and decoder.active == 2
+    leave.state = "abandoned"  # what the batcher does when its caller gives up
+    done = decoder.run([], lambda: False)
+    assert [(row.job, row.finish) for row in done] == [(leave, "abandoned")]
+    assert decoder.jobs() == [stay] and len(done[0].tokens) == 2

@@ -359,13 +359,13 @@ async def test_batching_task_runs_outside_the_callers_emitter(lively_dense_dir):
     worker = TransformersWorker(lively_dense_dir)
     await worker.load()
     seen: list = []
-    real = worker._decoder.run
+    real = worker._batcher._run_batch
 
-    def spy(*args):
+    async def spy(batch):  # runs in the batching loop's task (decoder.run in the compute thread)
         seen.append(current_emitter())
-        return real(*args)
+        return await real(batch)
 
-    worker._decoder.run = spy
+    worker._batcher._run_batch = spy
     events: list = []
     with emitting(events.append):
         await worker.complete(req("plan"))
@@ -399,3 +399,54 @@ async def test_a_prompt_longer_than_the_context_fails_alone(lively_dense_dir):
     assert isinstance(results[0], RequestRefused) and "context" in str(results[0])
     assert all(r.usage.completion_tokens >= 1 for r in results[1:])
     await worker.aclose()
+
+
+async def test_async_with_owns_the_batching_loop_and_closing_fails_what_is_in_flight(
+    lively_dense_dir,
+):
+    worker = TransformersWorker(lively_dense_dir, max_wait_ms=0)
+    await worker.load()
+    expected = (await worker.complete(req("plan"))).text  # serving detached (never entered)
+    await worker.aclose()
+    outcome: list = []
+
+    async def caller() -> None:
+        try:
+            outcome.append(await worker.complete(req(PROMPTS[1], max_tokens=1000)))
+        except WorkerError as exc:
+            outcome.append(exc)
+
+    events: list = []
+    async with anyio.create_task_group() as callers:
+        with emitting(events.append):
+            async with worker as entered:
+                assert entered is worker and worker._batcher.serving
+                assert worker._batcher._detached.done(), "the detached loop stayed stopped"
+                with pytest.raises(RuntimeError, match="already serving"):
+                    await worker.__aenter__()
+                assert (await worker.complete(req("plan"))).text == expected
+                callers.start_soon(caller)
+                with anyio.fail_after(30):
+                    while worker._decoder.active == 0:
+                        await anyio.sleep(0.001)
+        assert not worker._batcher.serving and worker._task_group is None
+    assert isinstance(outcome[0], WorkerError) and "closed" in str(outcome[0])
+    assert worker._decoder.active == 0 and events == []
+
+
+async def test_the_entered_loop_runs_outside_the_emitter_of_whoever_entered(lively_dense_dir):
+    worker = TransformersWorker(lively_dense_dir)
+    await worker.load()
+    seen: list = []
+    real = worker._batcher._run_batch
+
+    async def spy(batch):  # runs in the batching loop's task
+        seen.append(current_emitter())
+        return await real(batch)
+
+    worker._batcher._run_batch = spy
+    events: list = []
+    with emitting(events.append):
+        async with worker:
+            await worker.complete(req("plan"))
+    assert seen == [None] and events == []

@@ -8,13 +8,13 @@ the loop first gathers up to `max_batch_size` requests, or whatever arrived with
 the oldest one, so a burst is prefilled together.
 
 Who runs the loop: a worker entered with `async with` runs it in a task group that entry owns
-(`Batcher.serve` started there), so it ends when the block ends. A worker nobody entered (SDK code
-that only calls `complete`) starts it on first use in a detached task of the running event loop
-(`Batcher.serve_detached`), which ends with `aclose()` or with the loop. anyio can only start a task
-inside a task group, and no task group of the caller's outlives its request, so that one path uses
-asyncio's own task API; rolepool runs on anyio's asyncio backend. The detached task starts in a
-fresh `contextvars.Context`, so it never emits events into the run that happened to start it (see
-`rolepool.core.emit`).
+(`Batcher.start`), so it ends when the block ends. A worker nobody entered (SDK code that only
+calls `complete`) starts it on first use in a detached task of the running event loop
+(`Batcher.start_detached`), which ends with `stop()` (the worker's `aclose()`) or with the loop.
+anyio can only start a task inside a task group, and no task group of the caller's outlives its
+request, so that one path uses asyncio's own task API; rolepool runs on anyio's asyncio backend.
+Either way the loop's task starts in a fresh `contextvars.Context`, so it never emits events into
+the run that happened to start or enter it (see `rolepool.core.emit`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
-from anyio.abc import TaskStatus
 
 from rolepool.core import Completion, Request, WorkerError
 
@@ -55,7 +55,7 @@ class Job:
     """When it entered the queue (after any model load): the batching wait runs from here."""
     state: JobState = "queued"
     outcome: Completion | BaseException | None = None
-    _finished: anyio.Event = field(default_factory=anyio.Event, repr=False)
+    _finished: anyio.Event = field(default_factory=anyio.Event, init=False, repr=False)
 
     def finish(self, outcome: Completion | BaseException) -> None:
         """Set the outcome and wake the caller; the first outcome wins."""
@@ -143,7 +143,7 @@ class Batcher:
         return bool(self._queue) and self._in_flight() < self.max_batch_size
 
     def submit(self, job: Job) -> None:
-        """Queue `job`; the batching loop must be serving (`serve` or `serve_detached`)."""
+        """Queue `job`; the batching loop must be serving (`start` or `start_detached`)."""
         job.queued_at = time.perf_counter()
         self._queue.append(job)
         if self._wakeup is not None:
@@ -160,14 +160,14 @@ class Batcher:
 
     # -- the loop's lifetime ----------------------------------------------------------------------
 
-    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the batching loop until `stop()` or cancellation; start it in a task group its
-        owner holds (`await task_group.start(batcher.serve)`)."""
+    def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Run the loop in `task_group` (its owner's) until `stop()` or until the group is
+        cancelled; a RuntimeError if it is serving already on this event loop."""
         serving = self._claim()
-        task_status.started()
-        await self._serve(serving)
+        # start_soon gives the task a copy of the current context: make that an empty one.
+        contextvars.Context().run(task_group.start_soon, self._serve, serving)
 
-    def serve_detached(self) -> None:
+    def start_detached(self) -> None:
         """Start the loop, unless it is serving already, in a task of the running event loop
         that no task group owns (see the module docstring for why); `stop()` ends it."""
         if self.serving:

@@ -204,11 +204,7 @@ class TransformersWorker:
             )
         group = anyio.create_task_group()
         await group.__aenter__()
-        try:
-            await group.start(self._batcher.serve)
-        except BaseException as exc:
-            await group.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
+        self._batcher.start(group)
         self._task_group = group
         return self
 
@@ -273,7 +269,7 @@ class TransformersWorker:
             request, prompt_ids, self._max_tokens(request, len(prompt_ids)), arrived_at=arrived
         )
         self._counts["requests"] += 1
-        self._batcher.serve_detached()  # a no-op when serving (entered, or started before)
+        self._batcher.start_detached()  # a no-op when serving (entered, or started before)
         self._batcher.submit(job)
         try:
             return await job.wait()
