@@ -144,13 +144,7 @@ class OTelExporter:
             self._end(event, f"{event.error_type}: {event.message}", event.error_type)
 
     def _agent_started(self, event: ev.AgentStarted) -> None:
-        attrs = {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.provider.name": PROVIDER,
-            "gen_ai.agent.name": event.agent,
-            "gen_ai.conversation.id": event.run_id,
-            "rolepool.role": event.role,
-        }
+        attrs = _operation_attributes("invoke_agent", event)
         span = self._start(event, f"invoke_agent {event.agent}", attrs)
         self._content(span, "gen_ai.input.messages", _messages("user", event.task))
 
@@ -168,12 +162,7 @@ class OTelExporter:
     # -- model calls ---------------------------------------------------------------------------
 
     def _model_requested(self, event: ev.ModelRequested) -> None:
-        attrs = {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": PROVIDER,
-            "gen_ai.agent.name": event.agent,
-            "gen_ai.conversation.id": event.run_id,
-            "rolepool.role": event.role,
+        attrs = _operation_attributes("chat", event) | {
             "rolepool.turn": event.turn,
             "rolepool.request.messages": event.message_count,
         }
@@ -252,6 +241,19 @@ class OTelExporter:
         if event.result:
             self._content(span, "gen_ai.tool.call.result", _clip(event.result))
         self._end(event, event.error)
+
+
+def _operation_attributes(
+    operation: str, event: ev.AgentStarted | ev.ModelRequested
+) -> dict[str, Any]:
+    """What an agent's span and its model calls' spans share."""
+    return {
+        "gen_ai.operation.name": operation,
+        "gen_ai.provider.name": PROVIDER,
+        "gen_ai.agent.name": event.agent,
+        "gen_ai.conversation.id": event.run_id,
+        "rolepool.role": event.role,
+    }
 
 
 def _model_attributes(event: ev.ModelCompleted) -> dict[str, Any]:
