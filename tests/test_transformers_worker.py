@@ -450,3 +450,17 @@ async def test_the_entered_loop_runs_outside_the_emitter_of_whoever_entered(live
         async with worker:
             await worker.complete(req("plan"))
     assert seen == [None] and events == []
+
+
+async def test_a_pool_entered_with_async_with_owns_its_workers_batching_loops(lively_dense_dir):
+    from rolepool.pools.policy import Choice, Route, RoutingPolicy
+    from rolepool.pools.pool import Pool
+
+    worker = TransformersWorker(lively_dense_dir, name="local")
+    route = Route(choices=[Choice(worker="local")])
+    pool = Pool({"local": worker, "again": worker}, RoutingPolicy(version="v", default=route))
+    async with pool:  # the same worker under two names is entered once
+        assert worker._batcher.serving and worker._task_group is not None
+        assert (await pool.complete(req("plan"))).usage.completion_tokens >= 1
+        assert worker._batcher._detached is None, "served by the pool's task group"
+    assert not worker._batcher.serving and worker._task_group is None

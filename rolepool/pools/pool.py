@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any
@@ -90,6 +90,7 @@ class Pool:
         self._history: list[RoutingPolicy] = []
         self._rng = random.Random(seed)
         self._info = WorkerInfo(name="pool", model="pool", architecture="unknown")
+        self._entered: AsyncExitStack | None = None
 
     def __repr__(self) -> str:
         return f"Pool({list(self._workers)}, policy={self._policy.version!r})"
@@ -200,10 +201,29 @@ class Pool:
             raise first
 
     async def __aenter__(self) -> Pool:
+        """Enter every worker that has a lifetime of its own (`async with`; an in-process
+        worker's batching loop then runs in a task group this block owns); leaving the block
+        closes them all."""
+        stack = AsyncExitStack()
+        try:
+            entered: set[int] = set()
+            for worker in self._workers.values():
+                if hasattr(worker, "__aenter__") and id(worker) not in entered:
+                    entered.add(id(worker))
+                    await stack.enter_async_context(worker)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._entered = stack
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+        stack, self._entered = self._entered, None
+        try:
+            if stack is not None:
+                await stack.aclose()
+        finally:
+            await self.aclose()
 
     # -- policy --------------------------------------------------------------------------------
 
