@@ -65,7 +65,7 @@ async def test_pool_file_of_openai_workers_and_approval_without_a_terminal(
     async with running(served) as url:
         pool = tmp_path / "pool.toml"
         pool.write_text(
-            f'[workers.remote]\nbackend = "openai"\nurl = "{url}/v1"\nmodel = "scripted"\n'
+            f'[workers.remote]\nbackend = "openai"\nurl = "{url}/v1"\nmodel = "roles"\n'
             '[policy]\nversion = "cli-1"\n[policy.default]\nchoices = [{ worker = "remote" }]\n'
         )
         argv = ["run", "Go.", "--pool", str(pool), "--json", "--workspace", str(tmp_path / "ws")]
