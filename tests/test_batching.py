@@ -1,6 +1,6 @@
-"""`Batcher`'s lifetime and a `Job`'s states, without a model: the loop runs in the task group
-its owner holds (or, for workers nobody entered, in a detached task), `stop()` ends it from any
-task, and a job is in exactly one state at a time."""
+"""`Batcher`'s lifetime and a `Job`'s states, without a model: the loop runs in a task group its
+`async with` block owns (or, for workers nobody entered, in a detached task), a second entry does
+not take it over, `stop()` ends it from any task, and a job is in exactly one state at a time."""
 
 from __future__ import annotations
 
@@ -47,15 +47,15 @@ def _batcher(engine: _Engine, **kwargs) -> Batcher:
     return Batcher(engine.run_batch, max_batch_size=4, on_stop=engine.on_stop, **kwargs)
 
 
-async def test_the_loop_runs_in_its_owners_task_group_and_ends_with_it():
+async def test_the_loop_runs_in_its_owners_task_group_and_ends_with_the_block():
     engine = _Engine()
     batcher = _batcher(engine)
     assert not batcher.serving
-    async with anyio.create_task_group() as tg:
-        batcher.start(tg)
+    async with batcher:
         assert batcher.serving
-        with pytest.raises(RuntimeError, match="already serving"):
-            batcher.start(tg)
+        async with batcher:  # nested: the outer block keeps the loop
+            pass
+        assert batcher.serving
         jobs = [_job(str(i)) for i in range(3)]
         for job in jobs:
             assert job.state == "queued"
@@ -63,7 +63,15 @@ async def test_the_loop_runs_in_its_owners_task_group_and_ends_with_it():
         assert [(await job.wait()).text for job in jobs] == ["0", "1", "2"]
         assert [job.state for job in jobs] == ["finished"] * 3
         assert engine.batches == [jobs], "gathered into one batch"
-        tg.cancel_scope.cancel()  # the owner ends: so does the loop
+
+        async def other_task_enters() -> None:
+            async with batcher:
+                assert batcher.serving
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other_task_enters)
+        assert batcher.serving, "an entry from another task did not take the loop over"
+        assert batcher._detached is None
     assert not batcher.serving and engine.stops == 1
 
 
@@ -79,8 +87,7 @@ async def test_stop_from_another_task_fails_what_is_queued_and_running():
         except WorkerError as exc:
             outcomes.append(exc)
 
-    async with anyio.create_task_group() as owner:
-        batcher.start(owner)
+    async with batcher:
         running, queued = _job("running"), _job("queued")
         batcher.submit(running)
         async with anyio.create_task_group() as callers:
@@ -105,8 +112,7 @@ async def test_stop_from_another_task_fails_what_is_queued_and_running():
 async def test_a_caller_giving_up_abandons_its_job():
     engine = _Engine()
     batcher = _batcher(engine, max_wait_s=10)  # nothing runs: the gather window is long
-    async with anyio.create_task_group() as tg:
-        batcher.start(tg)
+    async with batcher:
         job = _job()
         batcher.submit(job)
         await anyio.sleep(0)
@@ -121,19 +127,21 @@ async def test_a_caller_giving_up_abandons_its_job():
         assert running.state == "finished" and str(running.outcome) == "first"
         batcher.abandon(running)
         assert running.state == "finished"
-        tg.cancel_scope.cancel()
     assert engine.batches == []
 
 
 async def test_a_detached_loop_serves_callers_that_never_entered_and_stop_ends_it():
     engine = _Engine()
     batcher = _batcher(engine)
-    batcher.start_detached()
-    batcher.start_detached()  # serving already: a no-op
+    batcher.ensure_serving()
+    batcher.ensure_serving()  # serving already: a no-op
     job = _job("alone")
     batcher.submit(job)
     assert (await job.wait()).text == "alone"
+    assert batcher.serving and not batcher._detached.done()
+    async with batcher:  # serving already (detached): this block does not own it
+        pass
     assert batcher.serving
     await batcher.stop()
-    assert not batcher.serving and engine.stops == 1
+    assert not batcher.serving and engine.stops == 1 and batcher._detached.done()
     await batcher.stop()  # stopping twice is fine

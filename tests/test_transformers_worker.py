@@ -422,14 +422,12 @@ async def test_async_with_owns_the_batching_loop_and_closing_fails_what_is_in_fl
             async with worker as entered:
                 assert entered is worker and worker._batcher.serving
                 assert worker._batcher._detached.done(), "the detached loop stayed stopped"
-                with pytest.raises(RuntimeError, match="already serving"):
-                    await worker.__aenter__()
                 assert (await worker.complete(req("plan"))).text == expected
                 callers.start_soon(caller)
                 with anyio.fail_after(30):
                     while worker._decoder.active == 0:
                         await anyio.sleep(0.001)
-        assert not worker._batcher.serving and worker._task_group is None
+        assert not worker._batcher.serving and worker._batcher._owner is None
     assert isinstance(outcome[0], WorkerError) and "closed" in str(outcome[0])
     assert worker._decoder.active == 0 and events == []
 
@@ -459,8 +457,13 @@ async def test_a_pool_entered_with_async_with_owns_its_workers_batching_loops(li
     worker = TransformersWorker(lively_dense_dir, name="local")
     route = Route(choices=[Choice(worker="local")])
     pool = Pool({"local": worker, "again": worker}, RoutingPolicy(version="v", default=route))
-    async with pool:  # the same worker under two names is entered once
-        assert worker._batcher.serving and worker._task_group is not None
+    async with pool:
+        owner = worker._batcher._owner
+        assert worker._batcher.serving and owner.depth == 1, "entered once, though named twice"
         assert (await pool.complete(req("plan"))).usage.completion_tokens >= 1
         assert worker._batcher._detached is None, "served by the pool's task group"
-    assert not worker._batcher.serving and worker._task_group is None
+    assert not worker._batcher.serving and worker._batcher._owner is None
+    async with worker, pool:  # the worker's own block owns the loop; the pool's entry does not
+        assert worker._batcher._owner.depth == 2  # the pool entered it in the owner's task
+        assert (await pool.complete(req("plan"))).usage.completion_tokens >= 1
+    assert not worker._batcher.serving

@@ -7,14 +7,15 @@ hands the queue to `run_batch`. With a continuous-batching engine (`rolepool.poo
 the loop first gathers up to `max_batch_size` requests, or whatever arrived within `max_wait` of
 the oldest one, so a burst is prefilled together.
 
-Who runs the loop: a worker entered with `async with` runs it in a task group that entry owns
-(`Batcher.start`), so it ends when the block ends. A worker nobody entered (SDK code that only
-calls `complete`) starts it on first use in a detached task of the running event loop
-(`Batcher.start_detached`), which ends with `stop()` (the worker's `aclose()`) or with the loop.
-anyio can only start a task inside a task group, and no task group of the caller's outlives its
-request, so that one path uses asyncio's own task API; rolepool runs on anyio's asyncio backend.
-Either way the loop's task starts in a fresh `contextvars.Context`, so it never emits events into
-the run that happened to start or enter it (see `rolepool.core.emit`).
+Who runs the loop: `async with batcher` (a worker's, a pool's) runs it in a task group that block
+owns, so it ends when the block ends; entering a batcher that serves already does not take it
+over. A batcher nobody entered (SDK code that only calls a worker's `complete`) starts the loop
+on first use (`ensure_serving`) in a detached task of the running event loop, which ends with
+`stop()` (the worker's `aclose()`) or with the event loop. anyio can only start a task inside a
+task group, and no task group of the caller's outlives its request, so that one path uses
+asyncio's own task API; rolepool runs on anyio's asyncio backend. Either way the loop's task
+starts in a fresh `contextvars.Context`, so it never emits events into the run that happened to
+start or enter it (see `rolepool.core.emit`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 import anyio.abc
@@ -92,6 +93,17 @@ class _Serving:
     ended: anyio.Event = field(default_factory=anyio.Event)
 
 
+@dataclass(eq=False)
+class _Owner:
+    """The `async with` block whose task group runs the loop: its task, its event loop, and how
+    deep that task has entered."""
+
+    task: int
+    token: anyio.lowlevel.EventLoopToken
+    group: anyio.abc.TaskGroup
+    depth: int = 1
+
+
 class Batcher:
     """The queue and its batching loop; `run_batch` must finish every job it is handed.
 
@@ -125,7 +137,10 @@ class Batcher:
         self._queue: list[Job] = []
         self._wakeup: anyio.Event | None = None
         self._serving: _Serving | None = None
+        self._owner: _Owner | None = None
         self._detached: asyncio.Task[None] | None = None  # held so it is not garbage-collected
+        self.stopping = False
+        """`stop()` is under way: an engine returns at its next step (read from any thread)."""
         self._last_token: anyio.lowlevel.EventLoopToken | None = None
 
     @property
@@ -143,7 +158,7 @@ class Batcher:
         return bool(self._queue) and self._in_flight() < self.max_batch_size
 
     def submit(self, job: Job) -> None:
-        """Queue `job`; the batching loop must be serving (`start` or `start_detached`)."""
+        """Queue `job`; call `ensure_serving` first."""
         job.queued_at = time.perf_counter()
         self._queue.append(job)
         if self._wakeup is not None:
@@ -160,32 +175,74 @@ class Batcher:
 
     # -- the loop's lifetime ----------------------------------------------------------------------
 
-    def start(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Run the loop in `task_group` (its owner's) until `stop()` or until the group is
-        cancelled; a RuntimeError if it is serving already on this event loop."""
-        serving = self._claim()
-        # start_soon gives the task a copy of the current context: make that an empty one.
-        contextvars.Context().run(task_group.start_soon, self._serve, serving)
+    async def __aenter__(self) -> Batcher:
+        """Run the loop in a task group this block owns, until the block ends. Entering while
+        it serves already (an enclosing block entered it, or a request outside any block
+        started it) does not take it over: that entry's exit does nothing."""
+        task, token = anyio.get_current_task().id, anyio.lowlevel.current_token()
+        owner = self._owner
+        if owner is not None and owner.token == token:
+            if owner.task == task:  # nested in the owner's own block
+                owner.depth += 1
+            self.ensure_serving()
+            return self
+        if self.serving:
+            return self
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._owner = _Owner(task, token, group)
+        self._start_in(group)
+        return self
 
-    def start_detached(self) -> None:
-        """Start the loop, unless it is serving already, in a task of the running event loop
-        that no task group owns (see the module docstring for why); `stop()` ends it."""
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        owner = self._owner
+        here = (anyio.get_current_task().id, anyio.lowlevel.current_token())
+        if owner is None or (owner.task, owner.token) != here:
+            return None  # an entry that did not take the loop over
+        owner.depth -= 1
+        if owner.depth:
+            return None
+        self._owner = None
+        try:
+            await self.stop()
+        except BaseException as exc:  # the task group is exited however stopping went
+            await owner.group.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return await owner.group.__aexit__(*exc_info)
+
+    def ensure_serving(self) -> None:
+        """Start the loop unless it serves on this event loop: in the task group of the open
+        `async with` block if there is one, else detached (see the module docstring)."""
         if self.serving:
             return
+        owner = self._owner
+        if owner is not None and owner.token == anyio.lowlevel.current_token():
+            self._start_in(owner.group)
+        else:
+            serving = self._claim()
+            loop = asyncio.get_running_loop()
+            self._detached = loop.create_task(self._serve(serving), context=contextvars.Context())
+
+    def _start_in(self, group: anyio.abc.TaskGroup) -> None:
         serving = self._claim()
-        loop = asyncio.get_running_loop()
-        self._detached = loop.create_task(self._serve(serving), context=contextvars.Context())
+        # start_soon gives the task a copy of the current context: make that an empty one.
+        contextvars.Context().run(group.start_soon, self._serve, serving)
 
     async def stop(self) -> None:
         """End the loop (from any task on its event loop) and wait until it has ended: anything
-        still queued fails with a WorkerError. Does nothing when the loop is not running."""
+        still queued fails with a WorkerError. Does nothing when the loop is not running. A
+        later `ensure_serving` starts it again."""
         serving = self._serving
         if serving is not None and serving.token != anyio.lowlevel.current_token():
             return  # it runs on another event loop (or ran on one that is gone)
         if serving is not None:
-            serving.scope.cancel()
-            with anyio.CancelScope(shield=True):
-                await serving.ended.wait()
+            self.stopping = True
+            try:
+                serving.scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await serving.ended.wait()
+            finally:
+                self.stopping = False
         self._fail_queued()
 
     def _claim(self) -> _Serving:

@@ -26,8 +26,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
-import anyio
-import anyio.abc
 import torch
 
 from rolepool.core import (
@@ -100,7 +98,6 @@ class TransformersWorker:
         self._load_failed = False
         self._recorder: ExpertRecorder | None = None
         self._decoder: Decoder | None = None
-        self._closing = False
         self._load_lock = threading.Lock()
         self._batcher = Batcher(
             self._run_batch,
@@ -110,7 +107,6 @@ class TransformersWorker:
             on_stop=self._fail_in_flight,
             on_new_loop=lambda: self._decoder.reset() if self._decoder is not None else None,
         )
-        self._task_group: anyio.abc.TaskGroup | None = None
         self._counts: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
         self._generate_seconds = 0.0
@@ -195,38 +191,20 @@ class TransformersWorker:
         return self._model is not None or (not self._load_failed and self.path.is_dir())
 
     async def __aenter__(self) -> TransformersWorker:
-        """Serve in a task group this `async with` owns, until the block ends. The weights are
-        still loaded on first use (or by `load()`)."""
-        if self._batcher.serving:
-            raise RuntimeError(
-                f"worker {self._name!r} is already serving on this event loop (entered, or "
-                "started by a request made outside `async with`)"
-            )
-        group = anyio.create_task_group()
-        await group.__aenter__()
-        self._batcher.start(group)
-        self._task_group = group
+        """Serve in a task group this `async with` owns until the block ends; then requests
+        still queued or decoding fail with a `WorkerError`. Entering a worker that serves
+        already (an enclosing block, or a request outside any block, started it) does not take
+        it over. The weights are still loaded on first use (or by `load()`)."""
+        await self._batcher.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> bool | None:
-        group, self._task_group = self._task_group, None
-        try:
-            await self.aclose()
-        except BaseException as exc:  # the task group is exited however closing went
-            if group is not None:
-                await group.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        return await group.__aexit__(*exc_info) if group is not None else None
+        return await self._batcher.__aexit__(*exc_info)
 
     async def aclose(self) -> None:
-        """Stop serving: requests still queued or decoding fail with a `WorkerError`. Safe to
-        call more than once; a later request starts serving again."""
-        self._closing = True  # a decode loop returns at its next step
-        try:
-            await self._batcher.stop()
-        finally:
-            self._closing = False
-        self._fail_in_flight()
+        """Stop serving, from any task: requests still queued or decoding fail with a
+        `WorkerError`. Safe to call more than once; a later request starts serving again."""
+        await self._batcher.stop()
 
     def _fail_in_flight(self) -> None:
         """Rows still decoding when the batching loop stopped: nobody will step them again."""
@@ -269,7 +247,7 @@ class TransformersWorker:
             request, prompt_ids, self._max_tokens(request, len(prompt_ids)), arrived_at=arrived
         )
         self._counts["requests"] += 1
-        self._batcher.start_detached()  # a no-op when serving (entered, or started before)
+        self._batcher.ensure_serving()
         self._batcher.submit(job)
         try:
             return await job.wait()
@@ -281,7 +259,8 @@ class TransformersWorker:
     def _yield_now(self) -> bool:
         """Stop decoding for now: requests wait to be admitted here, other work (another
         worker's) waits for the compute thread, or the worker is closing."""
-        return self._closing or self._batcher.admission_waiting() or compute.jobs_waiting()
+        batcher = self._batcher
+        return batcher.stopping or batcher.admission_waiting() or compute.jobs_waiting()
 
     async def _run_batch(self, batch: list[Job]) -> None:
         if self._decoder is None:
