@@ -21,10 +21,18 @@ from rolepool import Agent
 from rolepool.core import RunContext, ToolCall, ToolError
 from rolepool.pools.testing import ScriptedWorker
 from rolepool.tools.builtin import SandboxLimits, read_file, run_python, run_sandboxed, write_file
+from rolepool.tools.builtin.sandbox.confine import landlock_abi
 from rolepool.zoo import toolset
 
 pytestmark = pytest.mark.anyio
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only enforced when rolepool runs as root")
+ROOT = os.geteuid() == 0
+as_root = pytest.mark.skipif(not ROOT, reason="only when rolepool runs as root")
+files_confined = pytest.mark.skipif(
+    not ROOT and landlock_abi() < 1, reason="as non-root, needs Landlock (docs/sandbox.md)"
+)
+signals_confined = pytest.mark.skipif(
+    not ROOT and landlock_abi() < 6, reason="as non-root, needs Landlock ABI 6 (docs/sandbox.md)"
+)
 
 
 def _sandbox_pids() -> list[int]:
@@ -192,7 +200,7 @@ async def test_environment_secrets_do_not_reach_the_code(
     assert "['HOME', 'LANG', 'PATH', 'TMPDIR']" in text
 
 
-@as_root
+@files_confined
 async def test_parent_environment_cannot_be_read_through_proc(
     ctx: RunContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,7 +209,7 @@ async def test_parent_environment_cannot_be_read_through_proc(
     assert "PermissionError" in message and "hunter2" not in message
 
 
-@as_root
+@files_confined
 async def test_writing_and_reading_outside_the_workspace_is_refused(
     ctx: RunContext, outside: Path
 ) -> None:
@@ -214,6 +222,10 @@ async def test_writing_and_reading_outside_the_workspace_is_refused(
     message = await _fail(ctx, f"print(open({str(secret)!r}).read())")
     assert "PermissionError" in message and "top secret" not in message
     assert "PermissionError" in await _fail(ctx, "open('/root/owned-by-sandbox', 'w')")
+    # World-readable and world-writable places outside are closed too (Landlock).
+    assert "PermissionError" in await _fail(ctx, "print(open('/etc/passwd').read())")
+    assert "PermissionError" in await _fail(ctx, "open('/var/tmp/planted-by-sandbox', 'w')")
+    assert not Path("/var/tmp/planted-by-sandbox").exists()
 
 
 async def test_network_to_an_outside_address_fails_fast(ctx: RunContext) -> None:
@@ -233,7 +245,7 @@ async def test_network_to_an_outside_address_fails_fast(ctx: RunContext) -> None
     assert time.perf_counter() - started < 3
 
 
-@as_root
+@signals_confined
 async def test_signals_to_the_parent_are_refused(ctx: RunContext) -> None:
     code = (
         "import os, signal\n"

@@ -153,6 +153,16 @@ def confine_files(config: dict, writable: list[str], confine: ModuleType) -> str
     return f"confined (Landlock ABI {landlock.abi})"
 
 
+def confine_signals(config: dict, status: dict[str, object], confine: ModuleType) -> str:
+    """Signals may reach only the sandbox's own processes: as root by its own uid (the kernel
+    refuses another uid's), otherwise by Landlock's signal scope (ABI 6 and later)."""
+    if config["uid"] is not None:
+        return "refused outside (a uid of its own)"
+    if str(status["filesystem"]).startswith("confined") and confine.landlock_abi() >= 6:
+        return "refused outside (Landlock scope)"
+    raise OSError("needs Landlock ABI 6 or later, or rolepool running as root")
+
+
 def forbid_unix_sockets(confine: ModuleType) -> str:
     """A network namespace does not hide Unix sockets named by a path: a seccomp filter refuses
     to create one that could reach outside (see `confine.forbid_unix_sockets`)."""
@@ -192,6 +202,7 @@ def set_up(config: dict) -> dict[str, object]:
         status["mounts"] = "NOT ENFORCED: no mount namespace"
     guarded(status, "filesystem", weak, lambda: confine_files(config, writable, confine))
     guarded(status, "unix_sockets", weak, lambda: forbid_unix_sockets(confine))
+    guarded(status, "signals", weak, lambda: confine_signals(config, status, confine))
     if config["uid"] is not None:
         drop_to(config["uid"], config["prefixes"])
     else:

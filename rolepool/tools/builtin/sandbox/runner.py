@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -32,123 +31,18 @@ from pydantic import Field
 
 from rolepool.core import RunContext, ToolError
 from rolepool.tools.builtin.sandbox import child
+from rolepool.tools.builtin.sandbox.result import Capture, SandboxLimits, SandboxResult, make_result
 from rolepool.tools.builtin.sandbox.uids import UidPool, kill_uid
 from rolepool.tools.builtin.snapshot import snapshot_workspace
 from rolepool.tools.tool import tool
 
 _CHILD = Path(child.__file__)  # run by path: see its docstring
-_STATUS_PREFIX = child.STATUS_PREFIX.encode()
 _MARKER = "--rolepool-sandbox"  # in every sandbox process's command line, to find strays
 _UIDS = UidPool()  # as root, each run's throwaway uid
 ALLOW_WEAK = "ROLEPOOL_SANDBOX_ALLOW_WEAK"  # "1": run where the kernel lacks an isolation, loudly
 # Read-only for the code besides the interpreter's prefixes: programs, shared libraries, the
 # loader's cache, the time zone. Not /etc as a whole (/etc/passwd), not /proc, not /home.
 _SYSTEM_FILES = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime")
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Per-run limits. Output is kept as head + tail per stream so a traceback's last line shows."""
-
-    memory_bytes: int = 512 * 2**20
-    max_processes: int = 32
-    file_size_bytes: int = 16 * 2**20
-    open_files: int = 64
-    keep_head: int = 6_000
-    keep_tail: int = 3_000
-    max_output_bytes: int = 8 * 2**20  # stdout + stderr; beyond it the process group is killed
-    disk_bytes: int = 64 * 2**20  # the working directory, a tmpfs: the snapshot and all writes
-    tmp_bytes: int = 32 * 2**20  # each of the private /tmp and /dev/shm (tmpfs, so RAM)
-
-
-@dataclass
-class SandboxResult:
-    """What happened to one sandboxed run; `ok` is a clean exit with status 0."""
-
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    timed_out: bool = False
-    output_capped: bool = False
-    network: str = "unknown"
-    uid: int | None = None
-    setup_error: str | None = None
-    duration: float = 0.0
-    limits: SandboxLimits = field(default_factory=SandboxLimits)
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not (self.timed_out or self.output_capped)
-
-    def status(self, timeout_s: float) -> str:
-        if self.setup_error:
-            return f"sandbox setup failed: {self.setup_error}"
-        if self.timed_out:
-            return f"killed: wall-clock timeout of {timeout_s:g}s"
-        if self.output_capped:
-            return f"killed: output over {self.limits.max_output_bytes} bytes"
-        code = self.exit_code
-        if code is not None and code < 0:
-            name = _signal_name(-code)
-            why = {"SIGXCPU": " (CPU time limit)", "SIGKILL": " (CPU time or memory limit)"}
-            return f"killed by {name}{why.get(name, '')}"
-        text = f"exit status {code}"
-        if code and "MemoryError" in self.stderr[-self.limits.keep_tail :]:
-            text += f" (memory limit is {self.limits.memory_bytes // 2**20} MB)"
-        return text
-
-    def report(self, timeout_s: float) -> str:
-        """The labelled text the model reads, for success and failure alike."""
-        parts = [
-            self.status(timeout_s),
-            f"--- stdout ---\n{self.stdout}",
-            f"--- stderr ---\n{self.stderr}",
-        ]
-        if self.network != "isolated":
-            parts.append(f"note: network {self.network}")
-        return "\n".join(parts)
-
-
-class _Capture:
-    """Keeps the first `head` and last `tail` bytes of a stream: bounded memory, any volume."""
-
-    def __init__(self, head: int, tail: int) -> None:
-        self.head, self.tail = bytearray(), bytearray()
-        self.head_max, self.tail_max = head, tail
-        self.total = 0
-
-    def add(self, chunk: bytes) -> None:
-        self.total += len(chunk)
-        room = self.head_max - len(self.head)
-        if room > 0:
-            self.head += chunk[:room]
-            chunk = chunk[room:]
-        if chunk and self.tail_max:
-            self.tail += chunk
-            del self.tail[: max(0, len(self.tail) - self.tail_max)]
-
-    def text(self) -> str:
-        head = bytes(self.head)
-        if head.startswith(_STATUS_PREFIX):
-            head = head.split(b"\n", 1)[1] if b"\n" in head else b""
-        shown = len(self.head) + len(self.tail)
-        if self.total > shown:
-            marker = (
-                f"\n…[truncated: {self.total} bytes in all; showing the first "
-                f"{len(self.head)} and the last {len(self.tail)}]…\n"
-            )
-            return head.decode("utf-8", "replace") + marker + self.tail.decode("utf-8", "replace")
-        return (head + bytes(self.tail)).decode("utf-8", "replace")
-
-    def status(self) -> dict[str, object]:
-        if not self.head.startswith(_STATUS_PREFIX) or b"\n" not in self.head:
-            return {}
-        line = bytes(self.head).split(b"\n", 1)[0][len(_STATUS_PREFIX) :]
-        try:
-            value = json.loads(line)
-        except ValueError:
-            return {}
-        return value if isinstance(value, dict) else {}
 
 
 async def run_sandboxed(
@@ -203,8 +97,8 @@ async def _run(
     argv = [sys.executable, "-I", str(_CHILD), json.dumps(config), _MARKER]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir),
            "LANG": "C.UTF-8"}  # fmt: skip
-    out = _Capture(limits.keep_head, limits.keep_tail)
-    err = _Capture(limits.keep_head, limits.keep_tail)
+    out = Capture(limits.keep_head, limits.keep_tail)
+    err = Capture(limits.keep_head, limits.keep_tail)
     started = time.perf_counter()
     process = await anyio.open_process(
         argv, cwd=workdir, env=env, start_new_session=True
@@ -212,7 +106,7 @@ async def _run(
     kill = _killer(process.pid, uid)
     capped = False
 
-    async def pump(stream: ByteReceiveStream | None, capture: _Capture) -> None:
+    async def pump(stream: ByteReceiveStream | None, capture: Capture) -> None:
         nonlocal capped
         if stream is None:
             return
@@ -238,38 +132,8 @@ async def _run(
             with anyio.move_on_after(5):
                 await process.wait()
             await process.aclose()
-    return _result(process.returncode, out, err, limits, uid, started,
+    return make_result(process.returncode, out, err, limits, uid, started,
                    timed_out=timer.cancelled_caught, capped=capped)  # fmt: skip
-
-
-def _result(
-    code: int | None,
-    out: _Capture,
-    err: _Capture,
-    limits: SandboxLimits,
-    uid: int | None,
-    started: float,
-    *,
-    timed_out: bool,
-    capped: bool,
-) -> SandboxResult:
-    """The result, with what the child said it set up (its first stderr line)."""
-    status = err.status()
-    setup_error = str(status["error"]) if "error" in status else None
-    if not status and code == child.SETUP_FAILED:
-        setup_error = "the sandbox did not start"
-    return SandboxResult(
-        exit_code=code,
-        stdout=out.text(),
-        stderr=err.text(),
-        timed_out=timed_out,
-        output_capped=capped,
-        network=str(status.get("network", "unknown")),
-        uid=uid,
-        setup_error=setup_error,
-        duration=time.perf_counter() - started,
-        limits=limits,
-    )
 
 
 async def _feed(stream: ByteSendStream | None, data: bytes) -> None:
@@ -314,13 +178,6 @@ def _killer(pid: int, uid: int | None) -> Callable[[], Awaitable[None]]:
             await anyio.to_thread.run_sync(kill_uid, uid)
 
     return kill
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 # The sandbox enforces `timeout_s` (at most 60 s) itself; the loop's bound only has to exceed it.
