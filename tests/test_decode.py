@@ -12,7 +12,7 @@ import shutil
 import anyio
 import pytest
 import torch
-from test_transformers_worker import PROMPTS, _relive, gather, req
+from test_transformers_worker import PROMPTS, _relive, answer_or_error, gather, req
 
 from rolepool.core import Message, Request, Sampling
 from rolepool.pools.batching import Job
@@ -308,15 +308,8 @@ async def test_closing_the_worker_fails_the_rows_still_decoding(lively_dense):
     worker = TransformersWorker(lively_dense, max_wait_ms=0)
     await worker.load()
     outcome: list = []
-
-    async def caller() -> None:
-        try:
-            outcome.append(await worker.complete(req(PROMPTS[1], max_tokens=1000)))
-        except WorkerError as exc:
-            outcome.append(exc)
-
     async with anyio.create_task_group() as tg:
-        tg.start_soon(caller)
+        tg.start_soon(answer_or_error, worker, req(PROMPTS[1], max_tokens=1000), outcome)
         with anyio.fail_after(30):
             while worker.stats["decode_steps"] < 3:
                 await anyio.sleep(0.001)

@@ -97,6 +97,14 @@ async def gather(worker: TransformersWorker, requests: list[Request]) -> list:
     return out
 
 
+async def answer_or_error(worker: TransformersWorker, request: Request, into: list) -> None:
+    """Append the completion to `into`, or the WorkerError the request ended with."""
+    try:
+        into.append(await worker.complete(request))
+    except WorkerError as exc:
+        into.append(exc)
+
+
 async def one_by_one(worker: TransformersWorker, requests: list[Request]) -> list:
     return [await worker.complete(r) for r in requests]
 
@@ -409,13 +417,6 @@ async def test_async_with_owns_the_batching_loop_and_closing_fails_what_is_in_fl
     expected = (await worker.complete(req("plan"))).text  # serving detached (never entered)
     await worker.aclose()
     outcome: list = []
-
-    async def caller() -> None:
-        try:
-            outcome.append(await worker.complete(req(PROMPTS[1], max_tokens=1000)))
-        except WorkerError as exc:
-            outcome.append(exc)
-
     events: list = []
     async with anyio.create_task_group() as callers:
         with emitting(events.append):
@@ -423,7 +424,9 @@ async def test_async_with_owns_the_batching_loop_and_closing_fails_what_is_in_fl
                 assert entered is worker and worker._batcher.serving
                 assert worker._batcher._detached.done(), "the detached loop stayed stopped"
                 assert (await worker.complete(req("plan"))).text == expected
-                callers.start_soon(caller)
+                callers.start_soon(
+                    answer_or_error, worker, req(PROMPTS[1], max_tokens=1000), outcome
+                )
                 with anyio.fail_after(30):
                     while worker._decoder.active == 0:
                         await anyio.sleep(0.001)
