@@ -1,7 +1,7 @@
 """The `rolepool` command. Thin: it parses arguments and calls the packages.
 
-Bad input (unknown run id, unreadable store) is one clear message on stderr and exit code 2,
-never a traceback.
+Bad input (unknown run id, unreadable store, an option out of range: see `rolepool.cli_args`) is
+one clear message on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,13 +17,19 @@ from rich.table import Table
 
 from rolepool import __version__
 from rolepool.agents.run_cli import add_run_command
-from rolepool.core import RolepoolError, UserError
+from rolepool.cli_args import InputFile, OneLineParser, OutputFile, Seconds, count
+from rolepool.core import ConfigError, RolepoolError, UserError
 from rolepool.evals.cli import add_eval_command
 from rolepool.pools.serve_cli import add_serve_command
+from rolepool.runtime.drift import parse_duration
 from rolepool.runtime.store import EventStore, default_store_path
 from rolepool.runtime.trace import render_tree
 from rolepool.tools.builtin.docs_cli import add_docs_command
 from rolepool.zoo.commands import add_zoo_commands
+
+STORE = InputFile("event store")
+DURATION = Seconds(parse_duration, most=100 * 365 * 86400.0, errors=(ConfigError,))
+"""Beyond a century the window's dates overflow."""
 
 
 def _store(args: argparse.Namespace) -> EventStore:
@@ -117,7 +123,7 @@ def cmd_trace_stats(args: argparse.Namespace, out: Console) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="rolepool",
         description="Multi-agent runtime on pools of MoE and dense models: runs, traces, evals.",
     )
@@ -135,23 +141,26 @@ def build_parser() -> argparse.ArgumentParser:
     store_help = (
         "event store (default: $ROLEPOOL_EVENTS_DB, $ROLEPOOL_HOME/events.db or the user data dir)"
     )
+    store = {"type": STORE, "help": store_help}
 
     listing = trace_cmds.add_parser("list", help="recent runs, newest first")
-    listing.add_argument("--db", help=store_help)
-    listing.add_argument("--limit", type=int, default=20, help="how many runs (default 20)")
+    listing.add_argument("--db", **store)
+    listing.add_argument("--limit", type=count(), default=20, help="how many runs (default 20)")
     listing.add_argument("--json", action="store_true", help="one JSON object per run")
     listing.set_defaults(handler=cmd_trace_list)
 
     show = trace_cmds.add_parser("show", help="a run as a tree of agents, model and tool calls")
     show.add_argument("run_id", help="the run id, or an unambiguous prefix of it")
-    show.add_argument("--db", help=store_help)
+    show.add_argument("--db", **store)
     show.add_argument("--json", action="store_true", help="print the raw events as JSON lines")
-    show.add_argument("--html", metavar="FILE", help="write a self-contained HTML timeline")
+    show.add_argument(
+        "--html", type=OutputFile(), metavar="FILE", help="write a self-contained HTML timeline"
+    )
     show.set_defaults(handler=cmd_trace_show)
 
     opener = trace_cmds.add_parser("open", help="a run's HTML timeline, in the web browser")
     opener.add_argument("run_id", help="the run id, or an unambiguous prefix of it")
-    opener.add_argument("--db", help=store_help)
+    opener.add_argument("--db", **store)
     opener.set_defaults(handler=cmd_trace_open)
 
     stats = trace_cmds.add_parser(
@@ -159,9 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="invalid-call rate and MoE expert-load health per worker, role and window; "
         "exits 1 when a window is flagged (collapse or invalid-call jump)",
     )
-    stats.add_argument("--since", default="1h", help="how far back, e.g. 30m, 6h, 2d (default 1h)")
-    stats.add_argument("--window", help="window length (default: a sixth of --since)")
-    stats.add_argument("--db", help=store_help)
+    stats.add_argument(
+        "--since", type=DURATION, default="1h", help="how far back, e.g. 30m, 6h, 2d (default 1h)"
+    )
+    stats.add_argument(
+        "--window", type=DURATION, help="window length (default: a sixth of --since)"
+    )
+    stats.add_argument("--db", **store)
     stats.add_argument("--json", action="store_true", help="one JSON object per window")
     stats.set_defaults(handler=cmd_trace_stats)
     add_serve_command(commands)
@@ -173,7 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad command line (its one line printed)
+        return exc.code if isinstance(exc.code, int) else 2
     # Piped output is read by people in wide windows and by grep: do not fold it at 80 columns.
     out = Console() if sys.stdout.isatty() else Console(width=200)
     try:

@@ -120,8 +120,8 @@ def test_replay_that_matches_no_case(tmp_path, suite, capsys):
     [
         (["--suite", "no-such-suite"], "unknown suite"),
         (["--workers", "dense-s9"], "no worker dense-s9"),
-        (["--replay", "x.jsonl", "--workers", "dense-s1"], "drop --pool/--workers"),
-        (["--limit", "0"], "--limit must be at least 1"),
+        (["--replay", __file__, "--workers", "dense-s1"], "drop --pool/--workers"),
+        (["--limit", "0"], "--limit: must be at least 1"),
         (["--pool", "missing.toml"], "missing.toml"),
     ],
 )

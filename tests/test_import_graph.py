@@ -1,6 +1,7 @@
 """rolepool's imports point one way, as ../shared/DESIGN.md lays them out:
 `cli -> evals -> agents -> runtime -> pools, tools -> core`, with `zoo` beside `pools` (pools may
-load zoo checkpoints by name; zoo imports nothing above tools) and `heap`, a leaf like core.
+load zoo checkpoints by name; zoo imports nothing above tools) and `heap` and `cli_args` (the
+argparse types every layer's command uses), leaves like core.
 
 Every import counts, also one inside a function or under `TYPE_CHECKING`: a lazy import still
 makes the importer depend on the imported module, and moving an import into a function is how a
@@ -18,14 +19,15 @@ from pathlib import Path
 import rolepool
 
 TOP = "rolepool"  # the package itself: rolepool/__init__.py, the public SDK's re-exports
-_BELOW_AGENTS = {"runtime", "pools", "tools", "zoo", "heap", "core"}
+_BELOW_AGENTS = {"runtime", "pools", "tools", "zoo", "heap", "cli_args", "core"}
 MAY_IMPORT: dict[str, set[str]] = {
     "core": set(),
     "heap": set(),
-    "tools": {"core"},
-    "zoo": {"tools", "heap", "core"},
-    "pools": {"tools", "zoo", "heap", "core"},
-    "runtime": {"pools", "tools", "zoo", "heap", "core"},
+    "cli_args": set(),
+    "tools": {"cli_args", "core"},
+    "zoo": {"tools", "heap", "cli_args", "core"},
+    "pools": {"tools", "zoo", "heap", "cli_args", "core"},
+    "runtime": {"pools", "tools", "zoo", "heap", "cli_args", "core"},
     "agents": _BELOW_AGENTS,
     "evals": {"agents", *_BELOW_AGENTS},
     TOP: {"evals", "agents", *_BELOW_AGENTS},

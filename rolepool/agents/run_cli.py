@@ -22,6 +22,7 @@ from rich.table import Table
 
 from rolepool.agents.roles import builtin_agents
 from rolepool.agents.workflow import Workflow, WorkflowResult
+from rolepool.cli_args import TEXT_FILE, Float, Int, OutputDir, OutputFile, count
 from rolepool.core import ConfigError, Event, RolepoolError, Sampling, UserError, new_run_id
 from rolepool.runtime import Limits, Run
 from rolepool.runtime.approval import ApprovalRequest, Decision, allow_all
@@ -34,6 +35,10 @@ TINY_MAX_TOKENS = 160
 """On the built-in pool: tool results shown to the shipped models (cut where their training cut
 them) and their longest reply (the budget their evaluation uses), because their whole context is
 512 tokens and every invalid reply that is fed back stays in it."""
+
+
+DEADLINE = Float(0, 30 * 86400.0)
+"""A run's wall clock: above 0 and at most 30 days (anyio's deadline overflows near 1e308)."""
 
 
 def add_run_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -50,7 +55,9 @@ def add_run_command(subparsers: Any) -> argparse.ArgumentParser:
         help='what to do, e.g. "Plan this: have the coder test the parser, and ask the search '
         'agent to find the routing policy."',
     )
-    parser.add_argument("--pool", metavar="FILE", help="pool config (TOML); default: built-in")
+    parser.add_argument(
+        "--pool", type=TEXT_FILE, metavar="FILE", help="pool config (TOML); default: built-in"
+    )
     parser.add_argument("--yes", "-y", action="store_true", help="approve every tool call")
     parser.add_argument(
         "--approve",
@@ -59,17 +66,22 @@ def add_run_command(subparsers: Any) -> argparse.ArgumentParser:
         help=f"comma-separated tools that need approval (default {DEFAULT_APPROVE}; '' = none)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    parser.add_argument("--workspace", metavar="DIR", help="the run's workspace (default: new)")
-    parser.add_argument("--db", help="event store (default: as for `rolepool trace`)")
+    parser.add_argument(
+        "--workspace", type=OutputDir(), metavar="DIR", help="the run's workspace (default: new)"
+    )
+    parser.add_argument(
+        "--db", type=OutputFile(), help="event store (default: as for `rolepool trace`)"
+    )
     limits = parser.add_argument_group("limits")
-    limits.add_argument("--max-turns", type=int, default=6, help="model calls per agent (6)")
-    limits.add_argument("--max-steps", type=int, default=8, help="steps the planner may assign (8)")
-    limits.add_argument("--deadline", type=float, default=600.0, help="wall-clock seconds (600)")
-    limits.add_argument("--max-tokens", type=int, help="token budget for the run (default none)")
-    limits.add_argument("--concurrency", type=int, default=4, help="steps at once (4)")
-    limits.add_argument(
+    add = limits.add_argument
+    add("--max-turns", type=count(1_000), default=6, help="model calls per agent (6)")
+    add("--max-steps", type=count(1_000), default=8, help="steps the planner may assign (8)")
+    add("--deadline", type=DEADLINE, default=600.0, help="wall-clock seconds (600)")
+    add("--max-tokens", type=count(10**9), help="token budget for the run (default none)")
+    add("--concurrency", type=count(1_000), default=4, help="steps at once (4)")
+    add(
         "--max-result-chars",
-        type=int,
+        type=Int(100, 10**8),
         help=f"longest tool result shown to a model (default {TINY_RESULT_CHARS} on the built-in "
         "pool, whose models have a 512-token context; 20000 otherwise)",
     )
@@ -97,8 +109,6 @@ def _pool(args: argparse.Namespace) -> Any:
     if args.pool:
         from rolepool.pools.config import build_pool
 
-        if not Path(args.pool).is_file():
-            raise UserError(f"--pool: no such file: {args.pool}")
         return build_pool(Path(args.pool))
     from rolepool.pools.default import default_pool
 
@@ -112,7 +122,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     sampling = None if args.pool else Sampling(max_tokens=TINY_MAX_TOKENS)
     flow = Workflow(
         builtin_agents(sampling),
-        concurrency=_positive(args.concurrency, "--concurrency"),
+        concurrency=args.concurrency,
         approve=approve,
     )
     err = Console(stderr=True, soft_wrap=True)
@@ -134,12 +144,6 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         raise
     _print_result(result, out, as_json=args.json)
     return 0
-
-
-def _positive(value: int, flag: str) -> int:
-    if value < 1:
-        raise ConfigError("must be at least 1", where=flag)
-    return value
 
 
 async def _run(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from rolepool.cli_args import TEXT_FILE, InputDir, NameOrFile, Names, OutputDir, count
 from rolepool.core import ConfigError, UserError
 
 if TYPE_CHECKING:
@@ -20,6 +21,12 @@ if TYPE_CHECKING:
     from rolepool.evals.result_line import ResultLine
 
 DEFAULT_OUT = "rolepool-eval"
+
+
+def _builtin_suites() -> tuple[str, ...]:
+    from rolepool.evals.suites import SUITES
+
+    return SUITES
 
 
 def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -36,36 +43,45 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
         "--suite",
         action="append",
         default=[],
+        type=NameOrFile(_builtin_suites, "suite"),
         metavar="SUITE",
         help="a built-in suite (roles, bfcl-simple, bfcl-multiple, bfcl-parallel, "
         "bfcl-parallel-multiple, bfcl-irrelevance) or a suite .jsonl file; repeatable "
         "(default: roles)",
     )
-    parser.add_argument("--pool", metavar="FILE", help="evaluate the workers of this pool.toml")
+    parser.add_argument(
+        "--pool", type=TEXT_FILE, metavar="FILE", help="evaluate the workers of this pool.toml"
+    )
     parser.add_argument(
         "--workers",
+        type=Names(),
         metavar="A,B",
         help="only these workers (names from the pool, or shipped reference models by default)",
     )
-    parser.add_argument("--limit", type=int, metavar="N", help="at most N cases per suite")
+    parser.add_argument("--limit", type=count(), metavar="N", help="at most N cases per suite")
     parser.add_argument(
         "--out",
         default=DEFAULT_OUT,
+        type=OutputDir(),
         metavar="DIR",
         help=f"output directory, also the resume point (default ./{DEFAULT_OUT})",
     )
     parser.add_argument(
         "--replay",
+        type=TEXT_FILE,
         metavar="FILE",
         help='score precomputed outputs (JSONL of {"id", "text"} or {"id", "tool_calls"}) '
         "without any model; the worker is named after the file",
     )
     parser.add_argument(
-        "--bfcl-dir", metavar="DIR", help="BFCL v4 data directory (default $ROLEPOOL_BFCL_DIR)"
+        "--bfcl-dir",
+        type=InputDir(),
+        metavar="DIR",
+        help="BFCL v4 data directory (default $ROLEPOOL_BFCL_DIR)",
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
+        type=count(4096),
         default=64,
         metavar="N",
         help="cases in flight per worker (default 64; in-process workers batch them)",
@@ -167,6 +183,12 @@ def cmd_eval(args: argparse.Namespace, out: Any) -> int:
         raise UserError(f"--concurrency must be at least 1, got {args.concurrency}")
     _quiet_transformers()
     cases = load_cases(args)
+    # Whatever can be refused is refused before --out is made: a failed command leaves no
+    # directory behind.
+    if args.replay:
+        lines, missing = replay_lines(cases, args.replay)
+    else:
+        targets = select_targets(args)
     outdir = Path(args.out)
     with ResultsFile(outdir) as results:
         if results.repaired:
@@ -175,7 +197,6 @@ def cmd_eval(args: argparse.Namespace, out: Any) -> int:
                 f"{results.path} in results.torn; that case runs again[/]"
             )
         if args.replay:
-            lines, missing = replay_lines(cases, args.replay)
             done = results.done()
             for line in lines:
                 if line.key not in done:
@@ -187,7 +208,6 @@ def cmd_eval(args: argparse.Namespace, out: Any) -> int:
                 )
             names = {lines[0].worker}
         else:
-            targets = select_targets(args)
             names = {t.name for t in targets}
             if _run_models(cases, targets, results, outdir, args, out) != 0:
                 return 130

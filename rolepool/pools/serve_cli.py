@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from rolepool.cli_args import TEXT_FILE, Int
 from rolepool.core import UserError
 
 DEFAULT_KEY_ENV = "ROLEPOOL_SERVE_API_KEY"
@@ -26,7 +27,9 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         "/v1/models, /health, /metrics). Binds 127.0.0.1 unless told otherwise.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.add_argument(
+        "--port", type=Int(0, 65535), default=8000, help="port to bind (default 8000; 0: any free)"
+    )
     parser.add_argument(
         "--api-key-env",
         default=DEFAULT_KEY_ENV,
@@ -45,6 +48,7 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--pool",
+        type=TEXT_FILE,
         metavar="FILE",
         help="a pool.toml describing workers and routing policy (see docs/pool-config.md)",
     )
@@ -57,8 +61,6 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     """Load the workers, then serve until Ctrl-C. Bad input is a `UserError` (exit code 2)."""
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port must be 0-65535, got {args.port}")
     if args.pool and args.model:
         raise UserError("give --pool or --model, not both")
     api_key = os.environ.get(args.api_key_env) or None

@@ -10,32 +10,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from rolepool.cli_args import MAX_COUNT, SEED, Float, InputDir, Int, OutputDir, count
 from rolepool.core import UserError
 from rolepool.zoo.tokenizer import MIN_VOCAB_SIZE
 
-
-def _at_least(least: int) -> Any:
-    """An argparse type: an integer no smaller than `least` (argparse reports anything else)."""
-
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < least:
-            raise argparse.ArgumentTypeError(f"must be at least {least}, not {value}")
-        return value
-
-    parse.__name__ = "integer"  # what argparse names in "invalid integer value"
-    return parse
-
-
-def _std(text: str) -> float:
-    """An argparse type: a standard deviation of initial weights, above 0 and below 1."""
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be above 0 and below 1, not {value}")
-    return value
-
-
-_std.__name__ = "float"  # what argparse names in "invalid float value"
+_STEPS = 10**7  # the shipped recipes train a few thousand
+_CHECKPOINT = InputDir("checkpoint directory")
 
 
 def add_zoo_commands(subparsers: Any) -> None:
@@ -44,21 +24,23 @@ def add_zoo_commands(subparsers: Any) -> None:
 
     train = cmds.add_parser("train", help="train a reference model (the shipped recipe)")
     train.add_argument("--arch", choices=("moe", "dense"), required=True)
-    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--seed", type=SEED, default=1)
     train.add_argument(
         "--steps",
-        type=_at_least(1),
+        type=count(_STEPS),
         default=None,
         help="default: the shipped recipe's (for an upcycled MoE, the MoE's steps after the "
         "dense ones)",
     )
     train.add_argument(
-        "--batch-size", type=_at_least(1), default=None, help="both phases of an upcycled MoE"
+        "--batch-size", type=count(65_536), default=None, help="both phases of an upcycled MoE"
     )
-    train.add_argument("--lr", type=float, default=None, help="both phases of an upcycled MoE")
+    train.add_argument(
+        "--lr", type=Float(0, 1), default=None, help="both phases of an upcycled MoE"
+    )
     train.add_argument(
         "--vocab-size",
-        type=_at_least(MIN_VOCAB_SIZE),
+        type=Int(MIN_VOCAB_SIZE, 1 << 20),
         default=None,
         help="BPE vocabulary (default: the shipped recipe's, 512)",
     )
@@ -67,7 +49,7 @@ def add_zoo_commands(subparsers: Any) -> None:
     )
     train.add_argument(
         "--sort-window",
-        type=_at_least(1),
+        type=count(10_000),
         default=None,
         help="length-sort batches within windows of this many batches (default: the shipped "
         "recipe's, 16)",
@@ -81,27 +63,29 @@ def add_zoo_commands(subparsers: Any) -> None:
     )
     train.add_argument(
         "--init-std",
-        type=_std,
+        type=Float(0, 1, high_excluded=True),
         default=None,
         help="standard deviation of the initial weights (default: the shipped recipe's)",
     )
     train.add_argument(
         "--upcycle-steps",
-        type=_at_least(0),
+        type=Int(0, _STEPS),
         default=None,
         help="MoE: train a dense model this many steps first and continue from it as the MoE "
         "(sparse upcycling); 0 starts the MoE from random weights (default: the shipped "
         "recipe's)",
     )
-    train.add_argument("--out", required=True, help="directory for the checkpoint")
+    train.add_argument(
+        "--out", type=OutputDir(), required=True, help="directory for the checkpoint"
+    )
     train.add_argument("--eval", action="store_true", help="score both held-out splits after")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=cmd_train)
 
     ev = cmds.add_parser("eval", help="score a checkpoint on the held-out splits")
-    ev.add_argument("model_dir")
-    ev.add_argument("--n", type=int, default=None, help="items per split (default 600)")
-    ev.add_argument("--show-errors", type=int, default=0, metavar="N")
+    ev.add_argument("model_dir", type=_CHECKPOINT)
+    ev.add_argument("--n", type=count(), default=None, help="items per split (default 600)")
+    ev.add_argument("--show-errors", type=Int(0, MAX_COUNT), default=0, metavar="N")
     ev.set_defaults(handler=cmd_eval)
 
     listing = cmds.add_parser("list", help="the shipped checkpoints with their scores")
@@ -109,7 +93,9 @@ def add_zoo_commands(subparsers: Any) -> None:
     listing.set_defaults(handler=cmd_list)
 
     cards = cmds.add_parser("cards", help="rewrite the model cards of every checkpoint in a dir")
-    cards.add_argument("root", nargs="?", default=None, help="default: the shipped checkpoints")
+    cards.add_argument(
+        "root", nargs="?", type=InputDir(), default=None, help="default: the shipped checkpoints"
+    )
     cards.set_defaults(handler=cmd_cards)
 
 

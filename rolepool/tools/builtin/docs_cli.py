@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rolepool.core import UserError
+from rolepool.cli_args import InputPath, Int, OutputFile
 from rolepool.tools.builtin.docs import DocumentCollection, default_collection
 
 # Above this many files `add` prints progress, so a big directory is visibly working.
@@ -38,18 +38,20 @@ def add_docs_command(subparsers: Any) -> argparse.ArgumentParser:
     )
 
     add = commands.add_parser("add", help="index text and Markdown files (directories recursively)")
-    add.add_argument("paths", nargs="+", metavar="PATH", help="files or directories")
-    add.add_argument("--db", help=db_help)
+    add.add_argument(
+        "paths", nargs="+", type=InputPath(), metavar="PATH", help="files or directories"
+    )
+    add.add_argument("--db", type=OutputFile(), help=db_help)
     add.set_defaults(handler=cmd_docs_add)
 
     search = commands.add_parser("search", help="the best documents for a query (BM25)")
     search.add_argument("query", help="free text; operators are taken as plain words")
-    search.add_argument("--top-k", type=int, default=5, help="how many results (default 5)")
-    search.add_argument("--db", help=db_help)
+    search.add_argument("--top-k", type=Int(1, 100), default=5, help="how many results (default 5)")
+    search.add_argument("--db", type=OutputFile(), help=db_help)
     search.set_defaults(handler=cmd_docs_search)
 
     listing = commands.add_parser("list", help="every document in the collection")
-    listing.add_argument("--db", help=db_help)
+    listing.add_argument("--db", type=OutputFile(), help=db_help)
     listing.set_defaults(handler=cmd_docs_list)
     return parser
 
@@ -83,8 +85,6 @@ def cmd_docs_add(args: argparse.Namespace, out: Console) -> int:
 
 
 def cmd_docs_search(args: argparse.Namespace, out: Console) -> int:
-    if not 1 <= args.top_k <= 100:
-        raise UserError(f"--top-k must be 1-100, got {args.top_k}")
     with _open(args, seed=True) as collection:
         hits = collection.search(args.query, args.top_k)
     if not hits:

@@ -1,0 +1,294 @@
+"""argparse types for every option of the `rolepool` command: numbers within bounds, paths
+checked before any work starts, and errors that are one line.
+
+A bad value raises `argparse.ArgumentTypeError`, which `OneLineParser` prints as one line,
+`error: argument --x: MESSAGE (see rolepool CMD --help)` (exit code 2, no traceback); text that
+is not a number at all raises `ValueError`, which argparse words as "invalid int value: 'x'".
+Each type says what it checks in `kind`, so tests/test_cli_inputs.py can find every option of the
+command from the parser itself and try the edges of its kind. A leaf module: it imports nothing
+of rolepool, so the commands of every layer may use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import math
+import os
+import tempfile
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+MAX_COUNT = 1_000_000
+"""The largest count an option takes unless it says otherwise: far above any real use, far below
+what overflows SQLite, torch or a Python list."""
+SEED_MAX = 2**64 - 1  # torch and numpy take seeds up to 64 bits
+_UTF8_CHUNK = 1 << 20
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An `ArgumentParser` whose errors are one line in the style of the command's other errors,
+    `error: MESSAGE (see PROG --help)`, without the usage block; subcommands made with
+    `add_subparsers` are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())
+        self.exit(2, f"error: {text} (see {self.prog} --help)\n")
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A value as an error message echoes it: a 5,000-digit number is cut, not printed whole."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(bound: float) -> str:
+    """A bound as people write it: 2592000, not 2.592e+06."""
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+@dataclass(frozen=True)
+class Int:
+    """A whole number from `least` to `most`."""
+
+    least: int
+    most: int = MAX_COUNT
+    kind = "int"
+    __name__ = "int"  # argparse's word in "invalid int value"
+
+    def __call__(self, text: str) -> int:
+        value = int(text)
+        if value < self.least:
+            raise argparse.ArgumentTypeError(f"must be at least {self.least}, not {_shown(value)}")
+        if value > self.most:
+            raise argparse.ArgumentTypeError(f"must be at most {self.most}, not {_shown(value)}")
+        return value
+
+
+def count(most: int = MAX_COUNT) -> Int:
+    """A positive count: 1 to `most`."""
+    return Int(1, most)
+
+
+SEED = Int(0, SEED_MAX)
+
+
+@dataclass(frozen=True)
+class Float:
+    """A finite number in a range; `low` is excluded (`above`) unless `low_included`, `high` is
+    included (`at most`) unless `high_excluded`."""
+
+    low: float
+    high: float
+    low_included: bool = False
+    high_excluded: bool = False
+    kind = "float"
+    __name__ = "float"
+
+    def __call__(self, text: str) -> float:
+        value = float(text)
+        too_low = value < self.low if self.low_included else value <= self.low
+        too_high = value >= self.high if self.high_excluded else value > self.high
+        if not math.isfinite(value) or too_low or too_high:
+            low, high = _number(self.low), _number(self.high)
+            lower = f"at least {low}" if self.low_included else f"above {low}"
+            upper = f"below {high}" if self.high_excluded else f"at most {high}"
+            raise argparse.ArgumentTypeError(f"must be {lower} and {upper}, not {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class Seconds:
+    """A duration as `parse` reads it ('90s', '1h'), at most `most` seconds; kept as text."""
+
+    parse: Callable[[str], float]
+    most: float
+    errors: tuple[type[Exception], ...] = (ValueError,)
+    """What `parse` raises for text it cannot read."""
+    kind = "duration"
+    __name__ = "duration"
+
+    def __call__(self, text: str) -> str:
+        try:
+            seconds = self.parse(text)
+        except self.errors as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if not seconds <= self.most:  # also NaN and infinity
+            raise argparse.ArgumentTypeError(f"{_shown(text)!r}: at most {_number(self.most)} s")
+        return text
+
+
+@dataclass(frozen=True)
+class Names:
+    """A comma-separated list of at least one name; kept as text."""
+
+    kind = "names"
+    __name__ = "names"
+
+    def __call__(self, text: str) -> str:
+        if not [name for name in text.split(",") if name.strip()]:
+            raise argparse.ArgumentTypeError("give at least one name, e.g. a,b")
+        return text
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; name a file or directory")
+    return Path(text).expanduser()
+
+
+def _fail(message: str) -> NoReturn:
+    raise argparse.ArgumentTypeError(message)
+
+
+def _check_utf8(path: Path, text: str, what: str) -> None:
+    """Decode the whole file in chunks: the first bad byte is reported here, not as a traceback
+    from whatever reads the file later."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_UTF8_CHUNK):
+                decoder.decode(chunk)
+                offset += len(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        _fail(f"cannot read {what} {text}: not UTF-8 text (near byte {offset + exc.start})")
+    except OSError as exc:
+        _fail(f"cannot read {what} {text}: {exc.strerror or exc}")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An existing, readable regular file; UTF-8 text throughout when `utf8`. Kept as text."""
+
+    what: str = "file"
+    utf8: bool = False
+    kind = "input-file"
+    __name__ = "file"
+
+    def __call__(self, text: str) -> str:
+        path = _path(text)
+        if path.is_dir():
+            _fail(f"cannot read {self.what} {text}: it is a directory")
+        if not path.exists():
+            _fail(f"no such file: {text}" if self.what == "file" else f"no {self.what} at {text}")
+        if not path.is_file():
+            _fail(f"cannot read {self.what} {text}: not a regular file")
+        if not os.access(path, os.R_OK):
+            _fail(f"cannot read {self.what} {text}: permission denied")
+        if self.utf8:
+            _check_utf8(path, text, self.what)
+        return text
+
+
+@dataclass(frozen=True)
+class NameOrFile:
+    """The name of a built-in thing (one of `names()`, asked only when needed) or a file that
+    `file` accepts. Kept as text."""
+
+    names: Callable[[], Collection[str]]
+    what: str
+    file: InputFile = InputFile(utf8=True)
+    kind = "input-file"
+    __name__ = "name or file"
+
+    def __call__(self, text: str) -> str:
+        names = self.names()
+        if text in names:
+            return text
+        if text.strip() and not Path(text).expanduser().exists():
+            known = ", ".join(names)
+            _fail(f"unknown {self.what} {text!r}: not a built-in {self.what} ({known}) nor a file")
+        return self.file(text)
+
+
+TEXT_FILE = InputFile(utf8=True)
+"""A pool.toml, a suite or a replay file: read as UTF-8 text."""
+
+
+@dataclass(frozen=True)
+class InputDir:
+    """An existing directory that can be listed. Kept as text."""
+
+    what: str = "directory"
+    kind = "input-dir"
+    __name__ = "directory"
+
+    def __call__(self, text: str) -> str:
+        path = _path(text)
+        if not path.exists():
+            _fail(f"no {self.what} at {text}")
+        if not path.is_dir():
+            _fail(f"{text} is not a directory ({self.what} expected)")
+        if not os.access(path, os.R_OK | os.X_OK):
+            _fail(f"cannot read {self.what} {text}: permission denied")
+        return text
+
+
+@dataclass(frozen=True)
+class InputPath:
+    """An existing file or directory (what is in it is for the command to judge). Kept as text."""
+
+    kind = "input-path"
+    __name__ = "path"
+
+    def __call__(self, text: str) -> str:
+        if not _path(text).exists():
+            _fail(f"no such file or directory: {text}")
+        return text
+
+
+def _writable_dir(directory: Path, text: str) -> None:
+    """Whether a file can be made in `directory`, by making one and removing it: `os.access`
+    says yes to root everywhere, also in /proc and on read-only mounts."""
+    if not directory.exists():
+        _fail(f"cannot write {text}: no directory {directory} (create it first)")
+    if not directory.is_dir():
+        _fail(f"cannot write {text}: {directory} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rolepool-probe-", dir=directory)
+    except OSError as exc:
+        _fail(f"cannot write in {directory}: {exc.strerror or exc}")
+    os.close(fd)
+    os.unlink(probe)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A file to write: an existing regular file, or a new one in a writable directory that
+    exists. Kept as text."""
+
+    kind = "output-file"
+    __name__ = "file"
+
+    def __call__(self, text: str) -> str:
+        path = _path(text)
+        if path.is_dir():
+            _fail(f"cannot write {text}: it is a directory, not a file")
+        if path.exists():
+            if not path.is_file():
+                _fail(f"cannot write {text}: not a regular file")
+            if not os.access(path, os.W_OK):
+                _fail(f"cannot write {text}: permission denied")
+            return text
+        _writable_dir(path.parent, text)
+        return text
+
+
+@dataclass(frozen=True)
+class OutputDir:
+    """A directory to write into: an existing writable one, or a new one whose parent exists and
+    is writable (nothing is created here). Kept as text."""
+
+    kind = "output-dir"
+    __name__ = "directory"
+
+    def __call__(self, text: str) -> str:
+        path = _path(text)
+        if path.exists() and not path.is_dir():
+            _fail(f"cannot write into {text}: it is a file, not a directory")
+        _writable_dir(path if path.exists() else path.parent, text)
+        return text
