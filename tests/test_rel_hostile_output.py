@@ -362,3 +362,117 @@ def test_a_lone_surrogate_from_an_in_process_model_does_not_kill_the_run():
 
     result = anyio.run(lambda: Agent("a").run("go", worker=worker))
     assert result.output == "half an emoji: \ufffd"
+
+
+# -- a server's answer nested past the JSON parser's stack ---------------------------------------
+
+
+def _deep_answer(depth: int, as_string: bool) -> bytes:
+    arguments = '{"a": ' + "[" * depth + "]" * depth + "}"
+    call = {"id": "c1", "type": "function", "function": {"name": "add", "arguments": "ARGS"}}
+    body = json.dumps({"choices": [{"message": {"role": "assistant", "tool_calls": [call]}}]})
+    body = body.replace('"ARGS"', json.dumps(arguments) if as_string else arguments)
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    return (head + "connection: close\r\n\r\n" + body).encode()
+
+
+async def _answer_every_request(listener, answer: bytes) -> None:
+    async def handle(stream):
+        async with stream:
+            seen = b""
+            while b"\r\n\r\n" not in seen:
+                seen += await stream.receive()
+            head, _, body = seen.partition(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))  # fmt: skip
+            while len(body) < length:
+                body += await stream.receive()
+            await stream.send(answer)
+
+    await listener.serve(handle)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("as_string", [False, True])
+async def test_a_call_nested_5000_deep_from_a_server_is_bad_model_output(as_string):
+    """Found by the red-team pass: a tool call with 5,000-deep arguments from an HTTP worker was
+    a RecursionError, counted as a worker failure. It is the model's output: the loop refuses it,
+    tells the model, and in the end the run fails with ModelBehaviorError; no breaker counts it."""
+    from rolepool.core import ModelBehaviorError
+    from rolepool.pools.breaker import BreakerSettings
+    from rolepool.pools.openai_worker import OpenAIWorker
+    from rolepool.pools.policy import Choice, Route, RoutingPolicy
+    from rolepool.pools.pool import Pool
+
+    @tool
+    def add(a: list) -> str:
+        """Add.
+
+        Args:
+            a: the items
+        """
+        raise AssertionError("never called")
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_answer_every_request, listener, _deep_answer(5000, as_string))
+        remote = OpenAIWorker(f"http://127.0.0.1:{port}", "m", name="remote", max_retries=0)
+        route = Route(choices=[Choice(worker="remote")])
+        pool = Pool({"remote": remote}, RoutingPolicy(version="v", default=route),
+                    breaker=BreakerSettings(failure_threshold=1))  # fmt: skip
+        agent = Agent("a", role="coder", instructions="x", tools=[add])
+        async with pool:
+            with pytest.raises(ModelBehaviorError):
+                await agent.run("go", worker=pool, limits=Limits(max_retries=1))
+        tg.cancel_scope.cancel()
+    assert pool.stats["remote"]["failures"] == 0 and pool.breaker("remote").state == "closed"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"a": "DEEP"},
+        {"a": [float("inf")]},
+        {"a": [float("nan")]},
+        {"a": [b"bytes"]},
+        {"a": [{1: "non-string key"}]},
+    ],
+)
+async def test_calls_a_worker_parsed_itself_meet_the_text_parsers_rules(arguments):
+    """A worker that hands back parsed calls (an in-process function, a server's tool parser)
+    gets the same refusals as text: nesting past 64 levels, non-finite numbers and values JSON
+    cannot hold are bad model output (ModelBehaviorError after the retries), never a crash or a
+    worker failure, and the tool never runs."""
+    from rolepool.core import ModelBehaviorError
+    from rolepool.pools.breaker import BreakerSettings
+    from rolepool.pools.policy import Choice, Route, RoutingPolicy
+    from rolepool.pools.pool import Pool
+
+    if arguments["a"] == "DEEP":
+        deep: list = []
+        for _ in range(5000):
+            deep = [deep]
+        arguments = {"a": deep}
+    ran = []
+
+    @tool
+    def add(a: list) -> str:
+        """Add.
+
+        Args:
+            a: the items
+        """
+        ran.append(a)
+        return "x"
+
+    worker = FunctionWorker(
+        lambda r: [ToolCall(id="c1", name="add", arguments=arguments)], name="w"
+    )
+    pool = Pool({"w": worker}, RoutingPolicy(version="v", default=Route(choices=[Choice(worker="w")])),
+                breaker=BreakerSettings(failure_threshold=1))  # fmt: skip
+    agent = Agent("a", role="coder", instructions="x", tools=[add])
+    with pytest.raises(ModelBehaviorError, match="arguments of 'add'"):
+        await agent.run("go", worker=pool, limits=Limits(max_retries=1))
+    assert ran == [] and pool.stats["w"]["failures"] == 0

@@ -109,6 +109,10 @@ class Completion(BaseModel):
     expert_load: list[list[int]] | None = None
     policy_version: str | None = None
     finish_reason: str | None = None
+    unreadable: str | None = None
+    """Why the worker could not read the model's output (a reply nested past the JSON parser's
+    stack, say), or None. Such a reply is bad model output, not a worker fault: the run loop
+    tells the model, as it does for a reply its own parser cannot read."""
 
 
 class WorkerInfo(BaseModel):

@@ -133,6 +133,14 @@ class OpenAIWorker:
             with anyio.fail_after(self.timeout):
                 data = await self._post_with_retries(self._body(request), headers)
             completion = self._completion(data, tools=bool(request.tools))
+        except _Unreadable as exc:  # the loop refuses it and tells the model
+            info = self._info
+            completion = Completion(
+                worker=info.name,
+                model=info.model,
+                architecture=info.architecture,
+                unreadable=str(exc),
+            )
         except TimeoutError:
             raise self._error(f"no answer within timeout={self.timeout:g}s") from None
         except WorkerError:
@@ -198,6 +206,10 @@ class OpenAIWorker:
             raise self._error(f"HTTP {response.status_code}: {self._server_message(response)}")
         try:
             data = response.json()
+        except RecursionError:
+            raise _Unreadable(
+                "the reply nests JSON past what can be decoded (a call's arguments, most likely)"
+            ) from None
         except ValueError:
             raise self._error(f"response is not JSON: {response.text[:200]!r}") from None
         if not isinstance(data, dict):
@@ -278,6 +290,11 @@ def _retry_after(response: httpx.Response) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+class _Unreadable(Exception):
+    """A chat completion nested past the JSON parser's stack. Only model output nests like that
+    (a call's arguments), so it is bad model output, not a worker fault."""
+
+
 def _read_tool_calls(raw: Any, text: str) -> tuple[list[ToolCall] | None, str]:
     """Calls the server parsed, or (None, text) so the run loop parses and reports problems.
 
@@ -334,7 +351,7 @@ def _unwrap_answer(text: str) -> str:
     """`{"answer": "..."}` from guided decoding is a final answer: return its text."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or a reply nested past the parser's stack
         return text
     if isinstance(value, dict) and value.keys() == {"answer"} and isinstance(value["answer"], str):
         return value["answer"]

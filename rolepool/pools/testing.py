@@ -36,7 +36,11 @@ def _to_completion(reply: Reply, info: WorkerInfo) -> Completion:
 def _approx_tokens(request: Request, completion: Completion) -> Usage:
     """Whitespace token counts, so usage and token budgets behave plausibly in tests."""
     prompt = sum(len(m.content.split()) for m in request.messages)
-    out = completion.text or json.dumps([c.model_dump() for c in completion.tool_calls or []])
+    calls = completion.tool_calls or []
+    try:
+        out = completion.text or json.dumps([c.model_dump() for c in calls])
+    except (ValueError, TypeError, RecursionError):  # arguments no JSON holds: the loop says so
+        out = " ".join(c.name for c in calls)
     return Usage(prompt_tokens=prompt, completion_tokens=len(out.split()))
 
 

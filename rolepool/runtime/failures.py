@@ -11,6 +11,7 @@ import anyio
 from rolepool.core import Completion, RolepoolError, ToolCall, WorkerError
 from rolepool.core.messages import new_call_id, utf8_safe
 from rolepool.pools.worker import Worker
+from rolepool.tools.parsing import too_deep
 
 
 def first_leaf(group: BaseExceptionGroup) -> BaseException:
@@ -71,7 +72,11 @@ def clean_completion(completion: Completion) -> Completion:
         return completion
     text = utf8_safe(completion.text)
     calls = completion.tool_calls and [
-        c.model_copy(update={"name": utf8_safe(c.name), "arguments": utf8_safe_value(c.arguments)})
+        c  # left whole: the loop refuses it, and cleaning would recurse past Python's stack
+        if too_deep(c.arguments)
+        else c.model_copy(
+            update={"name": utf8_safe(c.name), "arguments": utf8_safe_value(c.arguments)}
+        )
         for c in completion.tool_calls
     ]
     return completion.model_copy(update={"text": text, "tool_calls": calls})

@@ -43,7 +43,7 @@ from rolepool.pools.worker import Worker
 from rolepool.runtime.failures import clean_completion, unique_ids, worker_error
 from rolepool.runtime.run import BodyResult, RunScope
 from rolepool.runtime.tool_calls import InvalidCall, ToolCalls, ValidCall
-from rolepool.tools.parsing import parse_tool_calls
+from rolepool.tools.parsing import argument_problem, parse_tool_calls
 from rolepool.tools.tool import Tool
 
 
@@ -144,6 +144,10 @@ class AgentLoop:
     async def _turn(self, turn: int) -> str | None:
         """One model call and what follows it; returns the final answer or None to go on."""
         completion = await self._ask(turn)
+        problem = completion.unreadable or _native_call_problem(completion)
+        if problem is not None:  # the model's output, refused as the text parser would
+            self._reject_unparseable(_reply_summary(completion), problem)
+            return None
         if completion.tool_calls is not None and completion.tool_calls:
             calls, text = unique_ids(completion.tool_calls), completion.text
         else:
@@ -286,6 +290,22 @@ class AgentLoop:
                 attempts=self.retries,
                 last_error=problem,
             )
+
+
+def _native_call_problem(completion: Completion) -> str | None:
+    """The first call a worker parsed whose arguments the text parser would have refused."""
+    for call in completion.tool_calls or []:
+        problem = argument_problem(call.arguments)
+        if problem is not None:
+            return f"arguments of {call.name!r}: {problem}"
+    return None
+
+
+def _reply_summary(completion: Completion) -> str:
+    """What the transcript keeps of a refused reply: its text, and each parsed call by name
+    (their arguments may be what could not be held)."""
+    calls = " ".join(f"[call {c.name}(…)]" for c in completion.tool_calls or [])
+    return f"{completion.text} {calls}".strip()[:4000]
 
 
 def _elided(text: str) -> str:

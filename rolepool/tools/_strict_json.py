@@ -202,6 +202,47 @@ def value_problem(value: Any) -> str | None:
     return None
 
 
+def argument_problem(value: Any) -> str | None:
+    """What makes already-decoded call arguments something the text parser would have refused:
+    nesting past MAX_DEPTH, a non-finite number, a lone surrogate, or a value JSON cannot hold.
+    Walks with its own stack, so no depth of nesting can exhaust Python's."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                return depth_message()
+            if isinstance(item, dict):
+                if not all(isinstance(key, str) for key in item):
+                    return "object keys must be strings"
+                if any(_SURROGATE.search(key) for key in item):
+                    return surrogate_message()
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if _SURROGATE.search(item):
+                return surrogate_message()
+        elif isinstance(item, float) and not math.isfinite(item):
+            return float_message()
+        elif item is not None and not isinstance(item, bool | int | float):
+            return f"a {type(item).__name__} is not a JSON value"
+    return None
+
+
+def too_deep(value: Any) -> bool:
+    """Whether `value` nests lists and objects past MAX_DEPTH (checked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def find_problem(text: str, decoded: Decoded) -> tuple[int, str] | None:
     """The first strictness problem in a decoded value, with its offset when we can find it."""
     message = decoded.problem or value_problem(decoded.value)

@@ -21,10 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rolepool.core.messages import ToolCall, new_call_id
-from rolepool.tools._strict_json import Decoded, JsonError, StrictDecoder, find_problem
+from rolepool.tools._strict_json import (
+    Decoded,
+    JsonError,
+    StrictDecoder,
+    argument_problem,
+    find_problem,
+    too_deep,
+)
 from rolepool.tools.call_objects import call_shaped, skip_space, to_call
 
-__all__ = ["ParseFailure", "ParseResult", "parse_tool_calls"]
+__all__ = ["ParseFailure", "ParseResult", "argument_problem", "parse_tool_calls", "too_deep"]
 
 _SNIPPET_RADIUS = 40
 # Decoding attempts per text for JSON-looking fragments. Code in a final answer has thousands of
