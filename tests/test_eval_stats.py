@@ -4,6 +4,7 @@ enumeration, and a different algebraic route to the same interval."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pytest
@@ -133,6 +134,11 @@ from rolepool.evals.result_line import ResultLine  # noqa: E402
 from rolepool.evals.summary import build_summary  # noqa: E402
 
 
+def summary_json(records):
+    """summary.json as written: the keys README documents are what these tests read."""
+    return json.loads(build_summary(records).to_json())
+
+
 def record(worker, arch, i, exact, *, role="coder", category="single", latency=1.0, load=None):
     call_case = category != "no_call"
     return ResultLine.model_validate(
@@ -173,7 +179,7 @@ def workers_with(rates: dict[str, tuple[str, list[bool]]]):
 
 def test_summary_keys_rates_and_intervals():
     oks = [True] * 30 + [False] * 70
-    summary = build_summary(workers_with({"d1": ("dense", oks)}))
+    summary = summary_json(workers_with({"d1": ("dense", oks)}))
     w = summary["workers"]["d1"]
     assert w["architecture"] == "dense" and w["overall"]["n"] == 100
     exact = w["overall"]["exact_acc"]
@@ -200,7 +206,7 @@ def test_summary_keys_rates_and_intervals():
 def test_pair_comparison_counts_discordant_cases():
     a = [True] * 20 + [False] * 20
     b = [True] * 8 + [False] * 12 + [True] * 2 + [False] * 18  # A alone right 12, B alone 2
-    summary = build_summary(workers_with({"a": ("dense", a), "b": ("moe", b)}))
+    summary = summary_json(workers_with({"a": ("dense", a), "b": ("moe", b)}))
     pair = next(
         c for c in summary["comparisons"] if c["kind"] == "workers" and c["metric"] == "exact_acc"
     )
@@ -209,13 +215,14 @@ def test_pair_comparison_counts_discordant_cases():
     assert pair["p_holm"] >= pair["p_value"]
     arch = next(c for c in summary["comparisons"] if c["kind"] == "architectures")
     assert arch["verdict"] == "cannot tell"  # one model per architecture
+    assert arch["p_value"] is None and "difference" not in arch  # the key written as before
 
 
 def test_two_models_per_architecture_cannot_show_a_difference():
     """Even a large, consistent gap: 2 + 2 models cannot give p < 0.05 across models, and the
     summary says so instead of pooling the cases into an overconfident test."""
     hi, lo = [True] * 90 + [False] * 10, [True] * 10 + [False] * 90
-    summary = build_summary(
+    summary = summary_json(
         workers_with(
             {"d1": ("dense", hi), "d2": ("dense", hi), "m1": ("moe", lo), "m2": ("moe", lo)}
         )
@@ -227,6 +234,7 @@ def test_two_models_per_architecture_cannot_show_a_difference():
     )
     assert arch["verdict"] == "no detectable difference"
     assert arch["p_value"] == pytest.approx(1 / 3) and arch["min_p"] == pytest.approx(1 / 3)
+    assert arch["difference"] == pytest.approx(0.8)
     assert "no detectable difference" in arch["text"] and "smallest p" in arch["text"]
     agg = summary["architectures"]["dense"]["overall"]["exact_acc"]
     assert agg["rate"] == pytest.approx(0.9) and agg["sd"] == pytest.approx(0.0)
@@ -237,7 +245,7 @@ def test_four_models_per_architecture_can_show_a_difference():
     def oks(k):
         return [True] * k + [False] * (100 - k)
 
-    summary = build_summary(
+    summary = summary_json(
         workers_with(
             {
                 **{f"d{i}": ("dense", oks(80 + i)) for i in range(4)},
@@ -263,7 +271,7 @@ def test_expert_health_per_role_and_divergence():
         record("m", "moe", 1, True, role="coder", load=even),
         record("m", "moe", 2, False, role="writer", load=skewed),
     ]
-    health = build_summary(records)["workers"]["m"]["expert_health"]
+    health = summary_json(records)["workers"]["m"]["expert_health"]
     coder, writer = health["by_role"]["coder"], health["by_role"]["writer"]
     assert coder["entropy_mean"] == 1.0 and coder["max_over_mean"] == 1.0
     assert coder["idle_experts"] == [] and coder["tokens"] == 40

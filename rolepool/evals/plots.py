@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rolepool.evals.result_line import ResultLine
+from rolepool.evals.role_expert_load import ExpertHealth
+from rolepool.evals.summary_types import Summary, WorkerSummary
 
 PLOTTED = ("exact_acc", "name_acc", "schema_valid")
 ARCH_COLOURS = {
@@ -30,12 +32,12 @@ def _pyplot() -> Any:
     return plt
 
 
-def worker_colours(workers: dict[str, Any]) -> dict[str, str]:
+def worker_colours(workers: dict[str, WorkerSummary]) -> dict[str, str]:
     """Shades of one hue per architecture, so dense and MoE read apart at a glance."""
     used: dict[str, int] = {}
     out = {}
     for name, w in workers.items():
-        palette = ARCH_COLOURS.get(w.get("architecture", ""), OTHER)
+        palette = ARCH_COLOURS.get(w.architecture, OTHER)
         i = used.get(palette[0], 0)
         used[palette[0]] = i + 1
         out[name] = palette[i % len(palette)]
@@ -49,11 +51,11 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def accuracy_by_role(summary: dict[str, Any]) -> bytes:
+def accuracy_by_role(summary: Summary) -> bytes:
     """One panel per metric: a bar per worker per role, with its Wilson 95% interval."""
     plt = _pyplot()
-    workers = summary["workers"]
-    roles = sorted({r for w in workers.values() for r in w["by_role"]})
+    workers = summary.workers
+    roles = sorted({r for w in workers.values() for r in w.by_role})
     colours = worker_colours(workers)
     fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4.6 * len(PLOTTED), 3.6), sharey=True)
     width = 0.8 / max(1, len(workers))
@@ -61,13 +63,14 @@ def accuracy_by_role(summary: dict[str, Any]) -> bytes:
         for i, (name, w) in enumerate(workers.items()):
             xs, ys, lo, hi = [], [], [], []
             for j, role in enumerate(roles):
-                cell = w["by_role"].get(role, {}).get(metric)
-                if not cell or cell["rate"] is None:
+                group = w.by_role.get(role)
+                cell = group.cell(metric) if group is not None else None
+                if cell is None or cell.rate is None:
                     continue
                 xs.append(j - 0.4 + width * (i + 0.5))
-                ys.append(cell["rate"])
-                lo.append(max(0.0, cell["rate"] - cell["ci95"][0]))
-                hi.append(max(0.0, cell["ci95"][1] - cell["rate"]))
+                ys.append(cell.rate)
+                lo.append(max(0.0, cell.rate - cell.ci95[0]))
+                hi.append(max(0.0, cell.ci95[1] - cell.rate))
             ax.bar(
                 xs,
                 ys,
@@ -88,12 +91,12 @@ def accuracy_by_role(summary: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def latency(records: Sequence[ResultLine], summary: dict[str, Any]) -> bytes:
+def latency(records: Sequence[ResultLine], summary: Summary) -> bytes:
     """Per-case latency (sum of the case's model calls) per worker, as box plots."""
     plt = _pyplot()
-    workers = list(summary["workers"])
+    workers = list(summary.workers)
     data = [[float(r.latency) for r in records if r.worker == w] for w in workers]
-    colours = worker_colours(summary["workers"])
+    colours = worker_colours(summary.workers)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.3 * len(workers) + 2), 3.4))
     box = ax.boxplot(
         data, tick_labels=workers, patch_artist=True, showfliers=True, flierprops={"markersize": 3}
@@ -107,17 +110,17 @@ def latency(records: Sequence[ResultLine], summary: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def expert_heatmap(name: str, health: dict[str, Any]) -> bytes:
+def expert_heatmap(name: str, health: ExpertHealth) -> bytes:
     """One heatmap per role: each layer's share of tokens per expert (even share = 1/experts)."""
     plt = _pyplot()
-    roles = list(health["by_role"])
+    roles = list(health.by_role)
     fig, axes = plt.subplots(1, len(roles), figsize=(3.2 * len(roles) + 1, 2.9), squeeze=False)
     image = None
-    top = max(s for r in roles for layer in health["by_role"][r]["share"] for s in layer) or 1
+    top = max(s for r in roles for layer in health.by_role[r].share for s in layer) or 1
     for ax, role in zip(axes[0], roles, strict=True):
-        share = health["by_role"][role]["share"]
+        share = health.by_role[role].share
         image = ax.imshow(share, cmap="viridis", vmin=0, vmax=top, aspect="auto")
-        ax.set_title(f"{role}  (H={health['by_role'][role]['entropy_mean']:.2f})", fontsize=9)
+        ax.set_title(f"{role}  (H={health.by_role[role].entropy_mean:.2f})", fontsize=9)
         ax.set_xlabel("expert")
         ax.set_xticks(range(len(share[0])))
         ax.set_yticks(range(len(share)))
@@ -128,13 +131,13 @@ def expert_heatmap(name: str, health: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
-def all_figures(records: Sequence[ResultLine], summary: dict[str, Any]) -> dict[str, bytes]:
+def all_figures(records: Sequence[ResultLine], summary: Summary) -> dict[str, bytes]:
     """File name -> PNG bytes for every figure the report shows."""
     figures = {"accuracy_by_role.png": accuracy_by_role(summary)}
     figures["latency.png"] = latency(records, summary)
-    for name, w in summary["workers"].items():
-        if w.get("expert_health"):
-            figures[f"expert_load_{_safe(name)}.png"] = expert_heatmap(name, w["expert_health"])
+    for name, w in summary.workers.items():
+        if w.expert_health is not None:
+            figures[f"expert_load_{_safe(name)}.png"] = expert_heatmap(name, w.expert_health)
     return figures
 
 

@@ -8,7 +8,6 @@ report_tables.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,13 @@ from rolepool.evals.report_tables import (
     worker_rows,
 )
 from rolepool.evals.result_line import ResultLine
+from rolepool.evals.summary_types import Summary
 
 
-def terminal_report(summary: dict[str, Any], paths: dict[str, Path] | None = None) -> Group:
+def terminal_report(summary: Summary, paths: dict[str, Path] | None = None) -> Group:
     table = Table(
-        title=f"rolepool eval: {', '.join(summary['suites'])} "
-        f"({summary['results']} results; rates with Wilson 95% intervals)"
+        title=f"rolepool eval: {', '.join(summary.suites)} "
+        f"({summary.results} results; rates with Wilson 95% intervals)"
     )
     for header in HEADERS:
         table.add_column(
@@ -65,11 +65,11 @@ def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str
     return lines
 
 
-def markdown_report(summary: dict[str, Any]) -> str:
+def markdown_report(summary: Summary) -> str:
     out = [
-        f"# rolepool eval: {_md_cell(', '.join(summary['suites']))}",
+        f"# rolepool eval: {_md_cell(', '.join(summary.suites))}",
         "",
-        f"{summary['results']} results, generated {summary['generated']}. Rates with Wilson "
+        f"{summary.results} results, generated {summary.generated}. Rates with Wilson "
         "95% intervals; latency is the model time of a case (batching wait included); tok/s is "
         "completion tokens per second while the worker had cases in flight.",
         "",
@@ -100,9 +100,7 @@ def markdown_report(summary: dict[str, Any]) -> str:
             "",
         ]
         out += _md_table(["worker", "role", "entropy", "min entropy", "max/mean", "idle"], experts)
-    out += ["", "## All comparisons", ""] + [
-        f"- {_md_cell(c['text'])}" for c in summary["comparisons"]
-    ]
+    out += ["", "## All comparisons", ""] + [f"- {_md_cell(c.text)}" for c in summary.comparisons]
     out += [
         "",
         "Figures: accuracy_by_role.png, latency.png, expert_load_*.png; the HTML report "
@@ -113,7 +111,7 @@ def markdown_report(summary: dict[str, Any]) -> str:
 
 
 def write_reports(
-    directory: Path, summary: dict[str, Any], records: Sequence[ResultLine]
+    directory: Path, summary: Summary, records: Sequence[ResultLine]
 ) -> dict[str, Path]:
     """summary.json, report.md, the PNG figures and report.html; returns their paths."""
     from rolepool.evals.plots import all_figures, save_figures  # matplotlib only when drawing
@@ -124,7 +122,7 @@ def write_reports(
         "markdown": directory / "report.md",
         "html": directory / "report.html",
     }
-    paths["summary"].write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    paths["summary"].write_text(summary.to_json())
     paths["markdown"].write_text(markdown_report(summary))
     figures = all_figures(records, summary)
     save_figures(figures, directory)

@@ -15,13 +15,16 @@ from typing import Any
 from rolepool.evals.report_tables import (
     HEADERS,
     arch_rows,
+    architecture_pairs,
     category_rows,
     expert_rows,
     key_findings,
     role_rows,
+    worker_pairs,
     worker_rows,
 )
 from rolepool.evals.result_line import ResultLine
+from rolepool.evals.summary_types import Summary
 
 MAX_EXAMPLES = 6  # failed cases shown per worker
 
@@ -66,21 +69,19 @@ def _img(figures: dict[str, bytes], name: str, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{encoded}">'
 
 
-def _comparisons(summary: dict[str, Any]) -> str:
-    rows = []
-    for c in summary["comparisons"]:
-        if c["kind"] == "workers":
-            rows.append(
-                [
-                    c["metric"],
-                    f"{c['a']} vs {c['b']}",
-                    str(c["n"]),
-                    f"{c['a_only']} / {c['b_only']}",
-                    f"{c['p_value']:.3g}",
-                    f"{c['p_holm']:.3g}",
-                    c["verdict"],
-                ]
-            )
+def _comparisons(summary: Summary) -> str:
+    rows = [
+        [
+            c.metric,
+            f"{c.a} vs {c.b}",
+            str(c.n),
+            f"{c.a_only} / {c.b_only}",
+            f"{c.p_value:.3g}",
+            f"{c.p_holm:.3g}",
+            c.verdict,
+        ]
+        for c in worker_pairs(summary)
+    ]
     table = _table(
         [
             "metric",
@@ -94,9 +95,7 @@ def _comparisons(summary: dict[str, Any]) -> str:
         rows,
         left=2,
     )
-    words = "".join(
-        f"<li>{_e(c['text'])}</li>" for c in summary["comparisons"] if c["kind"] == "architectures"
-    )
+    words = "".join(f"<li>{_e(c.text)}</li>" for c in architecture_pairs(summary))
     return (
         f"<h3>Architectures (models as the unit)</h3><ul class=findings>{words}</ul>"
         f"<h3>Worker pairs (cases as the unit)</h3>{table}"
@@ -127,20 +126,18 @@ def _short(arguments: Any) -> str:
     return text if len(text) < 160 else text[:157] + "..."
 
 
-def render_html(
-    summary: dict[str, Any], records: Sequence[ResultLine], figures: dict[str, bytes]
-) -> str:
-    suites = ", ".join(summary["suites"])
+def render_html(summary: Summary, records: Sequence[ResultLine], figures: dict[str, bytes]) -> str:
+    suites = ", ".join(summary.suites)
     experts = expert_rows(summary)
     heatmaps = "".join(
         _img(figures, name, f"expert load heatmap of {name}")
         for name in figures
         if name.startswith("expert_load_")
     )
-    examples = "".join(_examples(records, name) for name in summary["workers"])
+    examples = "".join(_examples(records, name) for name in summary.workers)
     body = [
         f"<h1>rolepool eval: {_e(suites)}</h1>",
-        f'<p class="muted">{summary["results"]} results · generated {_e(summary["generated"])} · '
+        f'<p class="muted">{summary.results} results · generated {_e(summary.generated)} · '
         "rates with Wilson 95% intervals · latency = model time per case, batching wait "
         "included · tok/s = completion tokens per second while the worker had cases in "
         "flight</p>",

@@ -13,13 +13,51 @@ routed to different experts, which is what "experts specialise by role" would me
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+
+from pydantic import BaseModel
 
 from rolepool.evals.result_line import ResultLine
 from rolepool.evals.significance import js_divergence
 from rolepool.runtime.expert_health import summarize_expert_load
 
 IDLE_SHARE = 0.1  # of an even share
+
+
+class RoleExpertLoad(BaseModel):
+    """One role's expert load on one worker, summed over its cases."""
+
+    tokens: int
+    entropy_mean: float
+    entropy_min: float
+    max_over_mean: float
+    entropy_by_layer: list[float]
+    max_over_mean_by_layer: list[float]
+    idle_experts: list[list[int]]
+    """`[layer, expert]` pairs under `IDLE_SHARE` of an even share."""
+    share: list[list[float]]
+    """Each layer's share of tokens per expert."""
+
+
+class RolePairDivergence(BaseModel):
+    a: str
+    b: str
+    jsd_mean: float
+    jsd: list[float]
+    """Per layer, bits."""
+
+
+class Divergence(BaseModel):
+    pairs: list[RolePairDivergence]
+    max: float | None
+    measure: str
+
+
+class ExpertHealth(BaseModel):
+    """A MoE worker's expert load per role and how far apart the roles are routed."""
+
+    by_role: dict[str, RoleExpertLoad]
+    divergence: Divergence
+    idle_rule: str
 
 
 def _summed_loads(records: Sequence[ResultLine]) -> dict[str, list[list[int]]]:
@@ -54,25 +92,25 @@ def _shares(load: list[list[int]]) -> list[list[float]]:
     return [[c / sum(layer) if sum(layer) else 0.0 for c in layer] for layer in load]
 
 
-def expert_health(records: Sequence[ResultLine]) -> dict[str, Any] | None:
+def expert_health(records: Sequence[ResultLine]) -> ExpertHealth | None:
     """Per-role health and the divergence between roles; None when no line carries a load."""
     loads = _summed_loads(records)
     if not loads:
         return None
-    by_role: dict[str, Any] = {}
+    by_role: dict[str, RoleExpertLoad] = {}
     for role, load in sorted(loads.items()):
         health = summarize_expert_load(load)
         assert health is not None
-        by_role[role] = {
-            "tokens": sum(load[0]) if load else 0,
-            "entropy_mean": round(health.entropy_mean, 4),
-            "entropy_min": round(health.entropy_min, 4),
-            "max_over_mean": round(health.max_over_mean_max, 4),
-            "entropy_by_layer": health.entropy,
-            "max_over_mean_by_layer": health.max_over_mean,
-            "idle_experts": _idle(load),
-            "share": [[round(s, 5) for s in layer] for layer in _shares(load)],
-        }
+        by_role[role] = RoleExpertLoad(
+            tokens=sum(load[0]) if load else 0,
+            entropy_mean=round(health.entropy_mean, 4),
+            entropy_min=round(health.entropy_min, 4),
+            max_over_mean=round(health.max_over_mean_max, 4),
+            entropy_by_layer=health.entropy,
+            max_over_mean_by_layer=health.max_over_mean,
+            idle_experts=_idle(load),
+            share=[[round(s, 5) for s in layer] for layer in _shares(load)],
+        )
     pairs = []
     roles = sorted(loads)
     for i, a in enumerate(roles):
@@ -81,18 +119,17 @@ def expert_health(records: Sequence[ResultLine]) -> dict[str, Any] | None:
             if len(la) != len(lb):
                 continue
             per_layer = [js_divergence(x, y) for x, y in zip(la, lb, strict=True)]
-            pairs.append(
-                {"a": a, "b": b, "jsd_mean": sum(per_layer) / len(per_layer), "jsd": per_layer}
-            )
-    return {
-        "by_role": by_role,
-        "divergence": {
-            "pairs": pairs,
-            "max": max((p["jsd_mean"] for p in pairs), default=None),
-            "measure": "Jensen-Shannon divergence of expert shares, bits, mean over layers",
-        },
-        "idle_rule": f"an expert with under {IDLE_SHARE:g} of an even share of a layer's tokens",
-    }
+            mean = sum(per_layer) / len(per_layer)
+            pairs.append(RolePairDivergence(a=a, b=b, jsd_mean=mean, jsd=per_layer))
+    return ExpertHealth(
+        by_role=by_role,
+        divergence=Divergence(
+            pairs=pairs,
+            max=max((p.jsd_mean for p in pairs), default=None),
+            measure="Jensen-Shannon divergence of expert shares, bits, mean over layers",
+        ),
+        idle_rule=f"an expert with under {IDLE_SHARE:g} of an even share of a layer's tokens",
+    )
 
 
 def merge_counts(loads: Sequence[list[list[int]] | None]) -> list[list[int]] | None:
@@ -110,4 +147,4 @@ def merge_counts(loads: Sequence[list[list[int]] | None]) -> list[list[int]] | N
     return total
 
 
-__all__ = ["IDLE_SHARE", "expert_health", "merge_counts"]
+__all__ = ["IDLE_SHARE", "ExpertHealth", "expert_health", "merge_counts"]
