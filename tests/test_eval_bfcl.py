@@ -12,7 +12,7 @@ import pytest
 from rolepool.core import ToolCall
 from rolepool.evals.bfcl import CATEGORIES, to_json_schema
 from rolepool.evals.cases import Case, Prediction
-from rolepool.evals.replay import prediction_from_replay
+from rolepool.evals.replay import ReplayRecord, prediction_from_replay
 from rolepool.evals.scoring import reference_calls, score_case
 from rolepool.evals.suites import SuiteError, load_suite
 
@@ -49,7 +49,7 @@ def _case(suites, case_id: str) -> Case:
 
 def _score(case: Case, *calls: tuple[str, dict]) -> dict:
     record = {"id": case.id, "tool_calls": [{"name": n, "arguments": a} for n, a in calls]}
-    return score_case(case, prediction_from_replay(case, record))
+    return score_case(case, prediction_from_replay(case, ReplayRecord.model_validate(record)))
 
 
 def _exact(case: Case, *calls: tuple[str, dict]) -> bool:
@@ -113,7 +113,8 @@ def test_replaying_the_ground_truth_is_exact_on_every_case(suites, name):
         else:
             records = [{"id": case.id, "text": "None of these functions can answer that."}]
         for record in records:
-            scores = score_case(case, prediction_from_replay(case, record))
+            replayed = prediction_from_replay(case, ReplayRecord.model_validate(record))
+            scores = score_case(case, replayed)
             assert scores.exact, (case.id, record)
             assert scores.json_valid and scores.false_call in (None, False)
             if case.expects_call:
@@ -249,9 +250,11 @@ def test_any_call_on_an_irrelevance_case_fails(suites):
     scores = _score(case, (tool, {"weight": 70.0, "height": 1.75}))
     assert scores.exact is False and scores.false_call is True
     assert scores.no_call_correct is False and scores.parsed is None
-    text = score_case(case, prediction_from_replay(case, {"id": case.id, "text": "I can't."}))
+    text = score_case(case, prediction_from_replay(case, ReplayRecord(id=case.id, text="I can't.")))
     assert text.exact and text.no_call_correct and text.false_call is False
-    attempt = prediction_from_replay(case, {"id": case.id, "text": '{"name": "x", "arguments": '})
+    attempt = prediction_from_replay(
+        case, ReplayRecord(id=case.id, text='{"name": "x", "arguments": ')
+    )
     assert not score_case(case, attempt).no_call_correct  # a broken call is not abstaining
 
 

@@ -299,10 +299,11 @@ def test_case_and_prediction_round_trip_as_json(roles):
     assert empty.first is None and empty.final is None
 
 
+@pytest.mark.slow  # loads a shipped checkpoint
 def test_roles_scores_agree_with_the_zoo_scorer_on_real_model_outputs():
     """The shipped dense-s1's greedy outputs on the first cases of both splits, scored by the
     zoo's evaluator (what the model cards report) and by replaying them here: same verdicts."""
-    from rolepool.evals.replay import prediction_from_replay
+    from rolepool.evals.replay import ReplayRecord, prediction_from_replay
     from rolepool.evals.scoring import score_case
     from rolepool.zoo import checkpoint_path, evaluate
 
@@ -320,7 +321,9 @@ def test_roles_scores_agree_with_the_zoo_scorer_on_real_model_outputs():
         )
         for index, (example, output) in enumerate(zip(examples, outputs, strict=True)):
             case = cases[f"roles/{split}/{index:04d}"]
-            mine = score_case(case, prediction_from_replay(case, {"id": case.id, "text": output}))
+            mine = score_case(
+                case, prediction_from_replay(case, ReplayRecord(id=case.id, text=output))
+            )
             verdicts.append((case.id, evaluate.score_item(example, output)["exact"], mine.exact))
     assert [(i, zoo) for i, zoo, _ in verdicts] == [(i, mine) for i, _, mine in verdicts]
     assert {zoo for _, zoo, _ in verdicts} == {True, False}  # both verdicts are exercised

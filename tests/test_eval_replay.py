@@ -9,7 +9,7 @@ import pytest
 
 from rolepool.core import Message, UserError
 from rolepool.evals.cases import Case, ExpectedCall
-from rolepool.evals.replay import load_replay, prediction_from_replay
+from rolepool.evals.replay import ReplayRecord, load_replay, prediction_from_replay
 from rolepool.evals.scoring import score_case
 
 READ_DOC = {
@@ -52,9 +52,10 @@ def test_records_load_by_id_in_file_order(tmp_path):
     )
     records = load_replay(path)
     assert list(records) == ["r1", "r2"]
-    assert [r.get("text") for r in records["r1"]] == ["hello", None]
-    assert records["r2"][0]["tool_calls"] == [{"name": "read_doc", "arguments": {"doc_id": "A"}}]
-    assert records["r1"][1]["tool_calls"] == [{"name": "f", "arguments": {}}]
+    assert [r.text for r in records["r1"]] == ["hello", None]
+    calls = [c.model_dump() for c in records["r2"][0].tool_calls]
+    assert calls == [{"name": "read_doc", "arguments": {"doc_id": "A"}}]
+    assert [c.model_dump() for c in records["r1"][1].tool_calls] == [{"name": "f", "arguments": {}}]
 
 
 @pytest.mark.parametrize(
@@ -89,7 +90,7 @@ def test_a_missing_replay_file_is_a_user_error(tmp_path):
 
 
 def _predict(record):
-    return prediction_from_replay(CASE, {"id": CASE.id, **record})
+    return prediction_from_replay(CASE, ReplayRecord(id=CASE.id, **record))
 
 
 @pytest.mark.parametrize(

@@ -13,15 +13,27 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from rolepool.core import ToolCall, UserError
 from rolepool.evals.cases import Attempt, Case, Prediction
+from rolepool.evals.result_line import CallRecord
 from rolepool.evals.scoring import call_problems
 from rolepool.tools.parsing import parse_tool_calls
 
 _KEYS = frozenset({"id", "text", "tool_calls"})
 
 
-def load_replay(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+class ReplayRecord(BaseModel):
+    """One line of a replay file, checked: what a model wrote for case `id`, as text, as native
+    calls (OpenAI's `{"function": ...}` wrapper taken off, string arguments decoded), or both."""
+
+    id: str
+    text: str | None = None
+    tool_calls: list[CallRecord] | None = None
+
+
+def load_replay(path: str | Path) -> dict[str, list[ReplayRecord]]:
     """Records by case id, in file order (an id may repeat: the caller decides what that means).
     A malformed line raises `UserError` naming `FILE:LINE`."""
     path = Path(path)
@@ -29,17 +41,17 @@ def load_replay(path: str | Path) -> dict[str, list[dict[str, Any]]]:
         handle = path.open(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"replay file {str(path)!r}: {exc.strerror or exc}") from None
-    records: dict[str, list[dict[str, Any]]] = {}
+    records: dict[str, list[ReplayRecord]] = {}
     with handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             record = _record(line, f"{path}:{number}")
-            records.setdefault(record["id"], []).append(record)
+            records.setdefault(record.id, []).append(record)
     return records
 
 
-def _record(line: str, where: str) -> dict[str, Any]:
+def _record(line: str, where: str) -> ReplayRecord:
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
@@ -55,11 +67,12 @@ def _record(line: str, where: str) -> dict[str, Any]:
         raise UserError(f'{where}: needs "text" or "tool_calls"')
     if "text" in record and not isinstance(record["text"], str):
         raise UserError(f'{where}: "text" must be a string')
+    calls = None
     if "tool_calls" in record:
-        record["tool_calls"] = [
+        calls = [
             _call(item, f"{where}: tool_calls[{i}]") for i, item in enumerate(_list(record, where))
         ]
-    return record
+    return ReplayRecord(id=record["id"], text=record.get("text"), tool_calls=calls)
 
 
 def _list(record: dict[str, Any], where: str) -> list[Any]:
@@ -69,7 +82,7 @@ def _list(record: dict[str, Any], where: str) -> list[Any]:
     return calls
 
 
-def _call(item: Any, where: str) -> dict[str, Any]:
+def _call(item: Any, where: str) -> CallRecord:
     """One native call, OpenAI's `{"function": {...}}` wrapper accepted; arguments decoded."""
     if isinstance(item, dict) and isinstance(item.get("function"), dict):
         item = item["function"]
@@ -83,16 +96,16 @@ def _call(item: Any, where: str) -> dict[str, Any]:
             raise UserError(f'{where}: "arguments" string is not JSON ({exc.msg})') from None
     if not isinstance(arguments, dict):
         raise UserError(f'{where}: "arguments" must be a JSON object')
-    return {"name": item["name"], "arguments": arguments}
+    return CallRecord(name=item["name"], arguments=arguments)
 
 
-def prediction_from_replay(case: Case, record: dict[str, Any]) -> Prediction:
+def prediction_from_replay(case: Case, record: ReplayRecord) -> Prediction:
     """One attempt from one record, seen as the run loop would see that completion: native calls
     taken as they are, text parsed, an empty reply refused, calls validated against the case's
     tools. `record` is one value from `load_replay` (already checked)."""
-    text = record.get("text") or ""
-    if record.get("tool_calls"):
-        calls = [ToolCall(name=c["name"], arguments=c["arguments"]) for c in record["tool_calls"]]
+    text = record.text or ""
+    if record.tool_calls:
+        calls = [ToolCall(name=c.name, arguments=c.arguments) for c in record.tool_calls]
         return Prediction(attempts=[_attempt(case, text, calls, None)])
     parsed = parse_tool_calls(text)
     if parsed.failure is not None:
