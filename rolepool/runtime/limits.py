@@ -40,3 +40,10 @@ class Limits(BaseModel):
     max_result_chars: int = Field(
         default=20_000, ge=100, description="longer tool results are truncated with a marker"
     )
+    max_parallel_tools: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="tool calls of one run running at once (all its agents together); more wait "
+        "for a slot, and a call's timeout starts when it has one",
+    )

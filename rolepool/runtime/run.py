@@ -99,6 +99,8 @@ class RunScope:
         self.approver = approver
         self.span_id = new_span_id()
         self.usage = Usage()
+        self.tool_slots = anyio.CapacityLimiter(limits.max_parallel_tools)
+        """Tool calls of this run running at once (`Limits.max_parallel_tools`)."""
 
     @property
     def run_id(self) -> str:

@@ -145,10 +145,21 @@ class ToolCalls:
         return False
 
     async def _run_one(self, item: ValidCall, results: dict[str, ToolResult]) -> None:
-        call, tool, span = item.call, item.tool, item.span_id
-        if tool.needs_approval and not await self._approved(item, results):
+        if item.tool.needs_approval and not await self._approved(item, results):
             return
-        self.scope.emit(ToolStarted(**self._base(), span_id=span, call_id=call.id, tool=call.name))
+        if item.tool.nests_agents:  # a workflow step: bounded by the workflow, not by slots
+            await self._execute(item, results)
+            return
+        async with self.scope.tool_slots:  # calls past max_parallel_tools wait here
+            await self._execute(item, results)
+
+    async def _execute(self, item: ValidCall, results: dict[str, ToolResult]) -> None:
+        call, tool, span = item.call, item.tool, item.span_id
+        self.scope.emit(
+            ToolStarted(
+                **self._base(), span_id=span, call_id=call.id, tool=call.name, server=tool.server
+            )
+        )
         timeout = tool.timeout or self.scope.limits.tool_timeout
         ctx = RunContext(
             run_id=self.scope.run_id,
@@ -172,6 +183,9 @@ class ToolCalls:
             raise
         except (Exception, SystemExit) as exc:  # a failing tool is reported, never fatal
             error = f"{type(exc).__name__}: {exc}"
+        except BaseException:  # cancelled: the run is ending (a limit hit by another call, ...)
+            self._finish(item, started, "", "cancelled: the run ended before the call finished")
+            raise
         results[call.id] = ToolResult(call_id=call.id, name=call.name, content=content, error=error)
         self._finish(item, started, content, error)
 

@@ -48,6 +48,12 @@ class Tool:
     needs_approval: bool
     takes_context: bool
     args_model: type[BaseModel] | None
+    server: str | None = None
+    """The MCP server a tool comes from (named in its events and spans); None for Python tools."""
+    nests_agents: bool = False
+    """The call runs agents of the same run (a workflow step, `assign`). It takes no tool slot
+    (`Limits.max_parallel_tools`), so the calls of the agents it runs can take them; such calls
+    are bounded by the workflow's own limits instead (`max_steps`, `concurrency`)."""
 
     def __init__(
         self,

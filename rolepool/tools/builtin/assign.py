@@ -48,7 +48,7 @@ def assign_tool(
     dispatch: Dispatch | None = None, roles: Sequence[str] = BUILTIN_WORKER_ROLES
 ) -> Tool:
     """The `assign` tool for the planner role, running steps through `dispatch`."""
-    return Tool(
+    tool = Tool(
         "assign",
         DESCRIPTION,
         assign_schema(roles),
@@ -56,6 +56,8 @@ def assign_tool(
         roles={"planner"},
         takes_context=True,
     )
+    tool.nests_agents = True  # a step's own tool calls take the run's tool slots
+    return tool
 
 
 assign = assign_tool()
