@@ -22,6 +22,7 @@ from rolepool.core.messages import Message, ToolCall, ToolResult
 from rolepool.core.requests import (
     Architecture,
     Completion,
+    Decoding,
     Request,
     Sampling,
     ToolSpec,
@@ -34,6 +35,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "DeadlineExceeded",
+    "Decoding",
     "Event",
     "EventBase",
     "EventsLost",

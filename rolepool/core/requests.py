@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rolepool.core.messages import Message, ToolCall
 
@@ -60,6 +60,38 @@ class ToolSpec(BaseModel):
         }
 
 
+DecodingMode = Literal["free", "auto", "required", "named", "json_schema", "json_object"]
+
+
+class Decoding(BaseModel):
+    """How a worker may constrain what the model writes (schema-constrained decoding).
+
+    - `free`: nothing constrained (the default);
+    - `auto`: free text until the model opens a tool call in its own format, then the call is
+      held to one of the offered tools and its arguments to that tool's schema;
+    - `required`: at least one call to an offered tool; `named`: exactly the tool `tool`;
+    - `json_schema`: the reply is JSON valid against `json_schema`; `json_object`: any JSON
+      object (OpenAI's `response_format`).
+    A worker that cannot honour a mode other than `free` refuses the request (RequestRefused)
+    rather than ignoring it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: DecodingMode = "free"
+    tool: str | None = None
+    """The tool a `named` reply must call."""
+    json_schema: dict[str, Any] | None = None
+    """The schema a `json_schema` reply must match."""
+
+    @model_validator(mode="after")
+    def _fields_match_mode(self) -> Decoding:
+        if (self.mode == "named") != (self.tool is not None):
+            raise ValueError("a tool name is given with mode 'named', and only then")
+        if (self.mode == "json_schema") != (self.json_schema is not None):
+            raise ValueError("a schema is given with mode 'json_schema', and only then")
+        return self
+
+
 class Request(BaseModel):
     """One completion request from an agent's run loop to a worker."""
 
@@ -71,6 +103,8 @@ class Request(BaseModel):
     agent: str | None = None
     span_id: str | None = None
     """The model-call span this request belongs to, so pool events nest under it."""
+    decoding: Decoding = Field(default_factory=Decoding)
+    """What the worker may constrain (see `Decoding`); free by default."""
     worker: str | None = None
     """Serve from this worker of the pool alone (by its name in the pool), as when an HTTP
     client names a model; None lets the routing policy choose."""
