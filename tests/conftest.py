@@ -2,6 +2,19 @@ from __future__ import annotations
 
 import pytest
 
+MODEL_FIXTURES = frozenset({"tiny_dense_dir", "tiny_moe_dir"})
+"""Fixtures that build a model on disk. A test that uses one, itself or through another fixture,
+loads a model and is marked `slow`, so `pytest -m "not slow"` leaves it out. A test that loads a
+shipped checkpoint or trains a model carries `@pytest.mark.slow` itself."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by mark
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    slow = pytest.mark.slow
+    for item in items:
+        if MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(slow)
+
 
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path, monkeypatch):

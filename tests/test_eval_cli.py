@@ -155,6 +155,7 @@ def test_defaults_are_the_roles_suite_on_every_shipped_model():
     assert {"dense-s1", "dense-s2", "moe-s1", "moe-s2"} <= set(names)
 
 
+@pytest.mark.slow  # loads the shipped checkpoints
 def test_shipped_models_end_to_end(tmp_path, capsys, isolated_store):
     out = tmp_path / "out"
     assert main(["eval", "--workers", "dense-s1,moe-s1", "--limit", "6", "--out", str(out)]) == 0

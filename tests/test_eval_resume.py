@@ -122,6 +122,7 @@ def keys(path: Path) -> list[tuple]:
     return [(r.suite, r.case, r.worker) for r in load_results(path.parent)]
 
 
+@pytest.mark.slow  # loads a shipped checkpoint, in a child process too
 def test_kill_9_mid_run_then_resume(tmp_path, capsys):
     out = tmp_path / "eval"
     proc = start_and_wait(out, 3)
@@ -140,6 +141,7 @@ def test_kill_9_mid_run_then_resume(tmp_path, capsys):
     assert summary["workers"]["dense-s1"]["overall"]["n"] == LIMIT
 
 
+@pytest.mark.slow  # loads a shipped checkpoint, in a child process too
 def test_ctrl_c_leaves_a_consistent_file(tmp_path, capsys):
     out = tmp_path / "eval"
     proc = start_and_wait(out, 2)

@@ -65,6 +65,7 @@ def _steps(
     return out
 
 
+@pytest.mark.slow  # loads a tiny model
 def test_lean_prefill_and_steps_match_the_models_forward_on_a_padded_batch(model):
     lean = LeanStep.build(model)
     assert lean is not None
@@ -73,6 +74,7 @@ def test_lean_prefill_and_steps_match_the_models_forward_on_a_padded_batch(model
     )
 
 
+@pytest.mark.slow  # loads a tiny model
 def test_fusing_leaves_the_models_own_forward_and_memory_unchanged(model):
     ids = torch.tensor([[5, 9, 17, 3, 40]])
     with torch.inference_mode():
@@ -122,6 +124,7 @@ def test_grouped_query_heads_and_attention_biases():
     _assert_lean_matches(model, lean, [[1, 2, 3, 4], [9, 8]], 6)
 
 
+@pytest.mark.slow  # loads a tiny model
 def test_a_model_whose_step_differs_is_declined(tmp_path):
     """A variant the lean step does not model (here: a different attention scale) is caught by
     the check at build time, so the engine keeps the model's own forward."""

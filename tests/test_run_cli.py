@@ -26,6 +26,7 @@ def test_bad_input_is_one_message_and_exit_2(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # loads the shipped checkpoints
 def test_default_pool_end_to_end_on_the_shipped_models(tmp_path, capsys, isolated_store):
     task = "Plan this: have the coder test the parser, and ask the search agent to find the routing policy."
     code = main(["run", task, "--yes", "--json", "--workspace", str(tmp_path)])

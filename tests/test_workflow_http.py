@@ -39,6 +39,7 @@ async def test_workflow_over_http_with_failover(tmp_path, isolated_store):
     assert {e.worker for e in events if e.type == "model.completed"} == {"remote"}
 
 
+@pytest.mark.slow  # loads a shipped checkpoint
 async def test_shipped_model_behind_serve_runs_the_workflow(tmp_path, isolated_store):
     from rolepool.pools.transformers_worker import TransformersWorker
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -453,6 +457,7 @@ def test_an_unknown_precision_is_refused_before_training():
         train(Recipe(model_overrides={"initializer_range": 0.1}), progress=False)
 
 
+@pytest.mark.slow  # saves and loads a tiny model
 def test_the_recipes_init_std_sets_the_initial_weights(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -471,15 +476,16 @@ def test_the_recipes_init_std_sets_the_initial_weights(tmp_path):
                 assert torch.std(p.float()).item() == pytest.approx(std, rel=0.15), name
 
 
+@pytest.mark.slow  # trains a tiny model a step
 def test_conversations_longer_than_the_context_are_left_out_of_training(monkeypatch):
     from rolepool.zoo import train as zoo_train
 
     seen: list[int] = []
     real = zoo_train.batches
 
-    def spy(data, r, pad_id, **kwargs):
+    def spy(data, recipe, pad_id, **kwargs):
         seen.extend(len(ids) for ids, _ in data)
-        return real(data, r, pad_id, **kwargs)
+        return real(data, recipe, pad_id, **kwargs)
 
     monkeypatch.setattr(zoo_train, "batches", spy)
     recipe = zoo_train.Recipe(
@@ -494,6 +500,7 @@ def test_conversations_longer_than_the_context_are_left_out_of_training(monkeypa
     assert len(seen) < 300  # some were longer
 
 
+@pytest.mark.slow  # trains a tiny model a step
 def test_the_recipes_vocabulary_size_sizes_the_tokenizer_and_the_model(tmp_path):
     from transformers import AutoConfig, AutoTokenizer
 
@@ -662,3 +669,25 @@ def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch, capsys):
         capsys.readouterr().err
     )
     assert len(seen) == 5  # refused before training
+
+
+# -- the fast test subset -----------------------------------------------------------------------
+def test_tests_that_use_a_model_fixture_are_left_out_of_the_fast_subset(tmp_path):
+    """conftest.py marks a test `slow` when it uses a model-building fixture, itself or through
+    another fixture, so `pytest -m "not slow"` (README, Contributing) loads no model."""
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_probe.py").write_text(
+        "import pytest\n\n\n"
+        "@pytest.fixture\ndef lively(tiny_dense_dir):\n    return tiny_dense_dir\n\n\n"
+        "def test_direct(tiny_moe_dir):\n    pass\n\n\n"
+        "def test_through_a_fixture(lively):\n    pass\n\n\n"
+        "def test_no_model(tmp_path):\n    pass\n"
+    )
+    argv = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    argv += ["-o", "markers=slow: loads a model", "-m", "not slow", str(tmp_path)]
+    fast = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+    assert fast.returncode == 0, fast.stdout + fast.stderr
+    assert [line for line in fast.stdout.splitlines() if "::" in line] == [
+        "test_probe.py::test_no_model"
+    ]
+    assert "(2 deselected)" in fast.stdout  # test_direct and test_through_a_fixture
