@@ -118,23 +118,25 @@ async def test_reading_and_writing_outside_the_workspace_is_refused(tmp_path):
 
 @pytest.mark.skipif(not SIGNALS_CONFINED, reason="as non-root, needs Landlock ABI 6")
 async def test_signals_to_rolepool_and_to_every_process_are_refused(tmp_path):
+    # In the sandbox's PID namespace rolepool's pid and group name nothing (ESRCH); without the
+    # namespace a uid of its own (root) or Landlock's signal scope refuses them (EPERM).
     code = (
         "import os, signal\n"
-        "for attempt in (lambda: os.kill(os.getppid(), signal.SIGKILL),\n"
+        f"for attempt in (lambda: os.kill({os.getpid()}, signal.SIGKILL),\n"
         f"                lambda: os.kill({os.getpid()}, signal.SIGTERM),\n"
         f"                lambda: os.killpg({os.getpgid(0)}, signal.SIGKILL)):\n"
         "    try:\n"
         "        attempt()\n"
-        "    except PermissionError as exc:\n"
+        "    except (PermissionError, ProcessLookupError) as exc:\n"
         "        print('refused', exc.errno)\n"
         "try:\n"
         "    os.kill(-1, signal.SIGKILL)  # every process it may signal (Linux spares the caller)\n"
-        "except PermissionError:\n"
-        "    pass  # as non-root, Landlock's scope refuses every process outside the sandbox\n"
+        "except OSError:\n"
+        "    pass  # none it may signal: nothing outside the sandbox is in reach\n"
         "print('after kill(-1)')\n"
     )
     output, finished = await escape(code, tmp_path)
-    assert output.count("refused 1") == 3  # EPERM
+    assert output.count("refused") == 3
     assert finished.error is None and "after kill(-1)" in output  # it reached nobody outside
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -25,6 +26,7 @@ SETUP_FAILED = 121
 CLONE_NEWNET = getattr(os, "CLONE_NEWNET", 0x40000000)
 CLONE_NEWUSER = getattr(os, "CLONE_NEWUSER", 0x10000000)
 CLONE_NEWNS = getattr(os, "CLONE_NEWNS", 0x00020000)
+CLONE_NEWPID = getattr(os, "CLONE_NEWPID", 0x20000000)
 
 
 def unshare(flags: int) -> None:
@@ -41,11 +43,12 @@ def unshare(flags: int) -> None:
 
 
 def enter_namespaces(confine: ModuleType) -> str:
-    """New network and mount namespaces, inside a new user namespace when not root (mapping the
-    user to itself): nothing on the network is reachable, and what is mounted here is the
-    sandbox's alone and gone with its last process."""
+    """New network, mount and PID namespaces, inside a new user namespace when not root (mapping
+    the user to itself): nothing on the network is reachable, what is mounted here is the
+    sandbox's alone, and the code's processes (its children, see `run_in_pid_namespace`) see no
+    process outside and all die with it."""
     uid, gid = os.geteuid(), os.getegid()
-    unshare(CLONE_NEWNET | CLONE_NEWNS | (0 if uid == 0 else CLONE_NEWUSER))
+    unshare(CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | (0 if uid == 0 else CLONE_NEWUSER))
     if uid != 0:
         confine.map_own_user(uid, gid)
     confine.mount("none", "/", None, confine.MS_REC | confine.MS_PRIVATE)
@@ -234,6 +237,43 @@ def run_code(code: bytes) -> None:
         sys.exit(1)
 
 
+def run_in_pid_namespace(code: bytes) -> None:
+    """Fork the namespace's first process (its init), which runs the code in a child of its own
+    and reaps every orphan; this process then ends as the code's process ended, so the parent
+    sees the same exit status or signal as without a namespace."""
+    read_end, write_end = os.pipe()
+    init = os.fork()
+    if init == 0:
+        os.close(read_end)
+        runner = os.fork()
+        if runner == 0:
+            os.close(write_end)
+            run_code(code)
+            return  # the code's process ends as any interpreter does
+        while True:  # init: reap everything until the code's process is done
+            pid, wait_status = os.wait()
+            if pid == runner:
+                os.write(write_end, str(wait_status).encode())
+                os._exit(0)  # the kernel then kills whatever is left in the namespace
+    os.close(write_end)
+    os.waitpid(init, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        relayed = pipe.read()
+    end_as(int(relayed) if relayed else None)
+
+
+def end_as(wait_status: int | None) -> None:
+    """Exit with the code's exit status, or die of its signal (SIGKILL if unknown)."""
+    number = signal.SIGKILL if wait_status is None else 0
+    if wait_status is not None and os.WIFSIGNALED(wait_status):
+        number = os.WTERMSIG(wait_status)
+    if number:
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+        os._exit(128 + number)
+    os._exit(os.waitstatus_to_exitcode(wait_status))
+
+
 def main() -> None:
     config = json.loads(sys.argv[1])
     code = sys.stdin.buffer.read()
@@ -246,7 +286,10 @@ def main() -> None:
         report({"error": repr(exc)})
         os._exit(SETUP_FAILED)
     report(status)
-    run_code(code)
+    if status["network"] == "isolated":  # the namespaces, a PID namespace among them
+        run_in_pid_namespace(code)
+    else:
+        run_code(code)
 
 
 if __name__ == "__main__":

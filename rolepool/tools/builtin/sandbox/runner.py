@@ -14,6 +14,7 @@ so the model sees its traceback and the trace and evals see that the code failed
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -31,13 +32,20 @@ from pydantic import Field
 
 from rolepool.core import RunContext, ToolError
 from rolepool.tools.builtin.sandbox import child
-from rolepool.tools.builtin.sandbox.result import Capture, SandboxLimits, SandboxResult, make_result
+from rolepool.tools.builtin.sandbox.result import (
+    NOT_ENFORCED,
+    Capture,
+    SandboxLimits,
+    SandboxResult,
+    make_result,
+)
 from rolepool.tools.builtin.sandbox.uids import UidPool, kill_uid
 from rolepool.tools.builtin.snapshot import snapshot_workspace
 from rolepool.tools.tool import tool
 
 _CHILD = Path(child.__file__)  # run by path: see its docstring
 _MARKER = "--rolepool-sandbox"  # in every sandbox process's command line, to find strays
+_log = logging.getLogger(__name__)
 _UIDS = UidPool()  # as root, each run's throwaway uid
 ALLOW_WEAK = "ROLEPOOL_SANDBOX_ALLOW_WEAK"  # "1": run where the kernel lacks an isolation, loudly
 # Read-only for the code besides the interpreter's prefixes: programs, shared libraries, the
@@ -132,8 +140,12 @@ async def _run(
             with anyio.move_on_after(5):
                 await process.wait()
             await process.aclose()
-    return make_result(process.returncode, out, err, limits, uid, started,
-                   timed_out=timer.cancelled_caught, capped=capped)  # fmt: skip
+    result = make_result(process.returncode, out, err, limits, uid, started,
+                         timed_out=timer.cancelled_caught, capped=capped)  # fmt: skip
+    if result.not_enforced or result.network.startswith(NOT_ENFORCED):
+        _log.warning("sandbox ran with weaker isolation (%s=1): %s", ALLOW_WEAK,
+                     "; ".join([f"network: {result.network}", *result.not_enforced]))  # fmt: skip
+    return result
 
 
 async def _feed(stream: ByteSendStream | None, data: bytes) -> None:
