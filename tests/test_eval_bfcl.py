@@ -72,8 +72,8 @@ def test_every_category_loads_with_json_schema_tools(suites):
         for case in cases:
             assert case.role is None and case.messages[0].role == "user"
             for tool in case.tools:
-                assert tool["parameters"]["type"] == "object"
-                assert not bfcl_types & set(_all_types(tool["parameters"]))
+                assert tool.parameters["type"] == "object"
+                assert not bfcl_types & set(_all_types(tool.parameters))
     assert all(not c.expects_call for c in suites["bfcl-irrelevance"])
     assert all(len(c.expected) == 1 for c in suites["bfcl-simple"] + suites["bfcl-multiple"])
     assert all(len(c.expected) >= 2 for c in suites["bfcl-parallel"])
@@ -246,7 +246,7 @@ def test_answer_key_types_win_only_for_their_own_values(suites):
 @needs_bfcl
 def test_any_call_on_an_irrelevance_case_fails(suites):
     case = suites["bfcl-irrelevance"][0]
-    tool = case.tools[0]["name"]
+    tool = case.tools[0].name
     scores = _score(case, (tool, {"weight": 70.0, "height": 1.75}))
     assert scores.exact is False and scores.false_call is True
     assert scores.no_call_correct is False and scores.parsed is None

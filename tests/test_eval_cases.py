@@ -89,8 +89,8 @@ def test_a_suite_file_loads_every_form(tmp_path):
     assert w1.messages[0].content == "You are the search agent."
     assert w1.expects_call and w1.expected[0].arguments["unit"] == ["c", ""]
     assert not w2.expects_call and w2.expected == []
-    assert [t["name"] for t in c1.tools] == ["run_python", "finish", "get_weather"]
-    assert c1.tools[0]["parameters"] == tool_spec("run_python").parameters
+    assert [t.name for t in c1.tools] == ["run_python", "finish", "get_weather"]
+    assert c1.tools[0].parameters == tool_spec("run_python").parameters
     assert c1.messages[2].tool_calls[0].arguments == {"code": "print(1)"}
     assert c1.messages[2].tool_calls[0].id == "call_0"
     assert c1.messages[3].tool_call_id == "call_0" and c1.string_match == "exact"
@@ -281,7 +281,7 @@ async def test_a_roles_case_through_the_real_loop_renders_as_training_data(roles
     for case in picked:
         _, split, index = case.id.split("/")
         example = examples[split][int(index)]
-        tools = [Tool(t["name"], t["description"], t["parameters"], None) for t in case.tools]
+        tools = [Tool(t.name, t.description, t.parameters, None) for t in case.tools]
         worker = ScriptedWorker(["done"])
         spec = LoopInputs(name="eval", role=case.role or "assistant", instructions="", tools=tools)
         await run_agent(spec, case.messages, worker, new_scope(store=False))

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rolepool.core import ConfigError, Message, UserError
+from rolepool.core import ConfigError, Message, ToolSpec, UserError
 from rolepool.evals.cases import Case, ExpectedCall
 from rolepool.evals.errors import SuiteError
 from rolepool.tools.tool import Tool
@@ -149,7 +149,7 @@ def _case(
             raise SuiteError(where, f"no possible answer for id {case_id!r}")
         truth, answer_where = answers[case_id]
         expected = expected_calls(truth, answer_where)
-        offered = {t["name"] for t in tools}
+        offered = {t.name for t in tools}
         for call in expected:
             if call.name not in offered:
                 raise SuiteError(answer_where, f"ground truth calls {call.name!r}, not offered")
@@ -186,8 +186,8 @@ def expected_calls(truth: Any, where: str) -> list[ExpectedCall]:
     return calls
 
 
-def convert_function(function: Any, where: str) -> dict[str, Any]:
-    """A BFCL function definition as `{"name", "description", "parameters"}` (JSON Schema)."""
+def convert_function(function: Any, where: str) -> ToolSpec:
+    """A BFCL function definition as a `ToolSpec` (its parameters as JSON Schema)."""
     if not isinstance(function, dict) or not isinstance(function.get("name"), str):
         raise SuiteError(where, 'a function needs a string "name"')
     parameters = function.get("parameters") or {"type": "dict", "properties": {}}
@@ -197,14 +197,14 @@ def convert_function(function: Any, where: str) -> dict[str, Any]:
     return checked_tool(function["name"], str(function.get("description", "")), schema, where)
 
 
-def checked_tool(name: str, description: str, parameters: Any, where: str) -> dict[str, Any]:
-    """A case's tool as `{"name", "description", "parameters"}`, refused here (at `where`) for
-    anything the run loop's `Tool` would refuse later: a bad name, a broken JSON Schema."""
+def checked_tool(name: str, description: str, parameters: Any, where: str) -> ToolSpec:
+    """A case's tool, refused here (at `where`) for anything the run loop's `Tool` would refuse
+    later: a bad name, a broken JSON Schema."""
     try:
         Tool.from_schema(name, description, parameters)
-    except ConfigError as exc:
+        return ToolSpec(name=name, description=description, parameters=parameters)
+    except (ConfigError, ValidationError) as exc:
         raise SuiteError(where, str(exc)) from None
-    return {"name": name, "description": description, "parameters": parameters}
 
 
 def to_json_schema(node: Any, where: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rolepool.core import Message, ToolCall
+from rolepool.core import Message, ToolCall, ToolSpec
 
 OMITTED = ""
 """In an accepted-values list: the argument may be left out."""
@@ -32,8 +32,8 @@ class ExpectedCall(BaseModel):
 
 class Case(BaseModel):
     """One scored turn. `messages` is the conversation up to it, exactly as the model sees it
-    (system prompt included); `tools` are OpenAI-style function schemas
-    `{"name", "description", "parameters"}` in the order they are offered; `expected` is the set
+    (system prompt included); `tools` are the function schemas offered (name, description, JSON
+    Schema of the arguments), in the order they are offered; `expected` is the set
     of calls the next assistant turn must make, in any order; empty means no call is expected."""
 
     id: str
@@ -41,7 +41,7 @@ class Case(BaseModel):
     role: str | None = None
     category: str
     messages: list[Message]
-    tools: list[dict[str, Any]] = Field(default_factory=list)
+    tools: list[ToolSpec] = Field(default_factory=list)
     expected: list[ExpectedCall] = Field(default_factory=list)
     string_match: Literal["normalised", "exact"] = "normalised"
     """"normalised" compares strings as BFCL does (case and the characters ` ,./-_*^` ignored,
@@ -54,9 +54,9 @@ class Case(BaseModel):
     def expects_call(self) -> bool:
         return bool(self.expected)
 
-    def tool(self, name: str) -> dict[str, Any] | None:
+    def tool(self, name: str) -> ToolSpec | None:
         """The offered tool called `name`, or None."""
-        return next((t for t in self.tools if t.get("name") == name), None)
+        return next((t for t in self.tools if t.name == name), None)
 
 
 class Attempt(BaseModel):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rolepool.core import ToolSpec
 from rolepool.evals.cases import OMITTED, Case, ExpectedCall, messages_from_openai
 from rolepool.zoo.corpus import Example, generate
 from rolepool.zoo.toolset import schema as tool_schema
@@ -41,7 +42,7 @@ def roles_cases(limit: int | None = None) -> list[Case]:
 
 def _case(split: str, index: int, example: Example) -> Case:
     meta = example.meta
-    tools = [t["function"] if "function" in t else t for t in example.tools]
+    tools = [ToolSpec.model_validate(t.get("function", t)) for t in example.tools]
     expected = [
         ExpectedCall(name=c["name"], arguments=accepted_values(c["name"], c["arguments"]))
         for c in meta["expected"]

@@ -64,9 +64,9 @@ def case_tools(case: Case) -> list[Tool]:
         try:
             tools.append(
                 Tool.from_schema(
-                    spec["name"],
-                    spec.get("description", ""),
-                    spec.get("parameters") or {"type": "object", "properties": {}},
+                    spec.name,
+                    spec.description,
+                    spec.parameters or {"type": "object", "properties": {}},
                     record,
                     ends_run=True,
                 )

@@ -72,7 +72,7 @@ def score_case(case: Case, prediction: Prediction) -> Scores:
             and calls_match(
                 case.expected,
                 final.calls,
-                {t["name"]: t.get("parameters") or {} for t in case.tools},
+                {t.name: t.parameters or {} for t in case.tools},
                 exact_strings=case.string_match == "exact",
             )
         )
@@ -96,14 +96,14 @@ def attempt_valid(case: Case, attempt: Attempt) -> bool:
 def call_problems(case: Case, calls: list[ToolCall]) -> list[str]:
     """What the run loop would refuse in these calls: unknown tools and schema violations."""
     problems = []
-    offered = {t["name"]: t for t in case.tools}
+    offered = {t.name: t for t in case.tools}
     for call in calls:
         tool = offered.get(call.name)
         if tool is None:
             available = ", ".join(offered) or "none"
             problems.append(f"there is no tool named {call.name!r}; available: {available}")
             continue
-        schema: dict[str, Any] = tool.get("parameters") or {"type": "object"}
+        schema: dict[str, Any] = tool.parameters or {"type": "object"}
         problems.extend(
             f"{call.name}: {issue}" for issue in validate_arguments(schema, call.arguments)
         )
@@ -117,8 +117,9 @@ def reference_calls(case: Case) -> list[dict[str, Any]]:
     """
     out = []
     for call in case.expected:
-        tool = case.tool(call.name) or {}
-        required = set((tool.get("parameters") or {}).get("required") or [])
+        tool = case.tool(call.name)
+        parameters = (tool.parameters if tool is not None else None) or {}
+        required = set(parameters.get("required") or [])
         arguments = {}
         for name, accepted in call.arguments.items():
             values = [v for v in accepted if v != OMITTED]

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from rolepool.core import UserError
+from rolepool.core import ToolSpec, UserError
 from rolepool.evals.bfcl import CATEGORIES, checked_tool, load_bfcl
 from rolepool.evals.cases import Case, ExpectedCall, Suite, messages_from_openai
 from rolepool.evals.errors import SuiteError
@@ -110,7 +110,7 @@ def parse_case_line(line: str, where: str, *, suite: str) -> Case:
     except ValidationError as exc:
         raise SuiteError(where, _pydantic_problem(exc)) from None
     tools = [_resolve_tool(t, f"{where}: tools[{i}]") for i, t in enumerate(parsed.tools)]
-    names = [t["name"] for t in tools]
+    names = [t.name for t in tools]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate is not None:
         raise SuiteError(where, f"tools: {duplicate!r} is offered twice")
@@ -159,7 +159,7 @@ def _messages(line: _Line, where: str) -> list[Any]:
     return messages
 
 
-def _resolve_tool(tool: str | dict[str, Any], where: str) -> dict[str, Any]:
+def _resolve_tool(tool: str | dict[str, Any], where: str) -> ToolSpec:
     """A built-in tool by name, or a raw function schema checked like `@tool` checks one."""
     if isinstance(tool, str):
         if tool not in BUILTIN_TOOLS:
@@ -167,7 +167,7 @@ def _resolve_tool(tool: str | dict[str, Any], where: str) -> dict[str, Any]:
                 where, f"unknown built-in tool {tool!r} (known: {', '.join(BUILTIN_TOOLS)})"
             )
         spec = tool_spec(tool)
-        return {"name": spec.name, "description": spec.description, "parameters": spec.parameters}
+        return ToolSpec(name=spec.name, description=spec.description, parameters=spec.parameters)
     function = tool.get("function") if tool.get("type") == "function" else tool
     if not isinstance(function, dict) or not isinstance(function.get("name"), str):
         raise SuiteError(where, 'a tool needs a string "name" (or a built-in tool name)')
@@ -183,9 +183,9 @@ def _resolve_tool(tool: str | dict[str, Any], where: str) -> dict[str, Any]:
     return checked_tool(function["name"], description, parameters, where)
 
 
-def _check_expected(expected: list[ExpectedCall], tools: list[dict[str, Any]], where: str) -> None:
+def _check_expected(expected: list[ExpectedCall], tools: list[ToolSpec], where: str) -> None:
     """Expected calls must be answerable: an offered tool, and arguments its schema can take."""
-    offered = {t["name"]: t["parameters"] for t in tools}
+    offered = {t.name: t.parameters for t in tools}
     for index, call in enumerate(expected):
         at = f"expected[{index}]"
         if call.name not in offered:
