@@ -32,6 +32,7 @@ from rolepool.core import (
     Usage,
     UserError,
     WorkerError,
+    WorkerInfo,
 )
 from rolepool.core.events import ModelCompleted, ModelRequested, ToolCallInvalid, ToolCallParsed
 from rolepool.evals.cases import Attempt, Case, Prediction
@@ -197,10 +198,10 @@ def result_line(
         suite=case.suite,
         case=case.id,
         worker=target.name,
-        model=(first.model if first and first.model else info.get("model", "")),
+        model=(first.model if first and first.model else info.model if info else ""),
         architecture=architecture
         or (first.architecture if first and first.architecture != "unknown" else None)
-        or info.get("architecture", "unknown"),
+        or (info.architecture if info else "unknown"),
         role=case.role,
         category=case.category,
         scores=score_case(case, prediction),
@@ -221,13 +222,13 @@ def result_line(
     )
 
 
-def _info(worker: Worker | None) -> dict[str, Any]:
+def _info(worker: Worker | None) -> WorkerInfo | None:
     if worker is None:
-        return {}
+        return None
     try:
-        return worker.info.model_dump()
+        return worker.info
     except Exception:  # a worker whose info needs a server we cannot reach yet
-        return {}
+        return None
 
 
 @dataclass
