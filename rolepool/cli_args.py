@@ -3,7 +3,7 @@ checked before any work starts, and errors that are one line.
 
 A bad value raises `argparse.ArgumentTypeError`, which `OneLineParser` prints as one line,
 `error: argument --x: MESSAGE (see rolepool CMD --help)` (exit code 2, no traceback); text that
-is not a number at all raises `ValueError`, which argparse words as "invalid int value: 'x'".
+is not a number at all is "invalid int value: 'x'", as argparse words it.
 Each type says what it checks in `kind`, so tests/test_cli_inputs.py can find every option of the
 command from the parser itself and try the edges of its kind. A leaf module: it imports nothing
 of rolepool, so the commands of every layer may use it.
@@ -59,7 +59,10 @@ class Int:
     __name__ = "int"  # argparse's word in "invalid int value"
 
     def __call__(self, text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:  # argparse's words, with a 5,000-digit text cut short
+            raise argparse.ArgumentTypeError(f"invalid int value: {_shown(text)!r}") from None
         if value < self.least:
             raise argparse.ArgumentTypeError(f"must be at least {self.least}, not {_shown(value)}")
         if value > self.most:
@@ -88,7 +91,10 @@ class Float:
     __name__ = "float"
 
     def __call__(self, text: str) -> float:
-        value = float(text)
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid float value: {_shown(text)!r}") from None
         too_low = value < self.low if self.low_included else value <= self.low
         too_high = value >= self.high if self.high_excluded else value > self.high
         if not math.isfinite(value) or too_low or too_high:
