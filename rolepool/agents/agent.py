@@ -26,6 +26,7 @@ from rolepool.runtime import (
 )
 from rolepool.runtime.approval import Approver
 from rolepool.runtime.run import Body, BodyResult, RunScope, StoreOption
+from rolepool.tools.mcp import MCPServer, check_servers, mcp_tools
 from rolepool.tools.tool import Tool
 from rolepool.tools.tool import tool as make_tool
 
@@ -38,7 +39,8 @@ class Agent:
 
     `tools` may be `Tool`s or plain typed functions (wrapped with `@tool`). A tool restricted to
     other roles is refused here, at definition time, rather than at the first call.
-    `max_turns` / `max_retries` default to the run's `Limits`.
+    `max_turns` / `max_retries` default to the run's `Limits`. `mcp`: servers whose tools (as
+    they list them when a run starts, for this role) the agent may call; open them first.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class Agent:
         max_turns: int | None = None,
         max_retries: int | None = None,
         sampling: Sampling | None = None,
+        mcp: Iterable[MCPServer] = (),
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(
@@ -67,6 +70,7 @@ class Agent:
         self.max_turns = max_turns
         self.max_retries = max_retries
         self.sampling = sampling or Sampling()
+        self.mcp = check_servers(mcp, f"agent {name!r}: mcp")
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, role={self.role!r}, tools={[t.name for t in self.tools]})"
@@ -76,7 +80,7 @@ class Agent:
             name=self.name,
             role=self.role,
             instructions=self.instructions,
-            tools=tuple(self.tools),
+            tools=(*self.tools, *mcp_tools(self.mcp, self.role, [t.name for t in self.tools])),
             max_turns=self.max_turns,
             max_retries=self.max_retries,
             sampling=self.sampling,

@@ -45,6 +45,7 @@ from rolepool.runtime.run import BodyResult, StoreOption
 from rolepool.runtime.store import default_store_path
 from rolepool.tools.builtin.assign import assign_tool
 from rolepool.tools.builtin.report import report_path
+from rolepool.tools.mcp import MCPServer, check_servers, mcp_tools
 from rolepool.tools.tool import Tool
 
 COMPOSE_TEMPLATE = "Write a section titled {title} saying {body}."
@@ -88,7 +89,8 @@ class Workflow:
     `agents`: one `Agent` per role; the planner's role is `planner`, every other role is a role
     the planner may `assign` to (the default team is the four built-in roles). `concurrency`
     bounds the steps running at once; `approve` names tools that need approval in this workflow
-    (on top of tools made with `needs_approval=True`).
+    (on top of tools made with `needs_approval=True`). `mcp`: servers whose tools each role may
+    call as the server's `allow` permits (on top of the servers of the role's own agent).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Workflow:
         compose_title: str = "Results",
         share_answers: bool = True,
         step_templates: dict[str, str] | None = None,
+        mcp: Iterable[MCPServer] = (),
     ) -> None:
         team = list(agents) if agents is not None else builtin_agents()
         if concurrency < 1:
@@ -114,6 +117,7 @@ class Workflow:
             if "{task}" not in template:
                 raise ConfigError("must contain {task}", where=f"step_templates[{role!r}]")
         self.approve = frozenset(approve)
+        self.mcp = check_servers(mcp, "workflow mcp")
         self.agents = _by_role(team)
         self.worker_roles = [r for r in self.agents if r != PLANNER]
         if not self.worker_roles:
@@ -175,16 +179,18 @@ class Workflow:
         """The loop inputs of the role's agent inside this workflow: approval marks applied, the
         planner's `assign` bound to the run (`assign`), the other roles' tools forbidden."""
         agent = self.agents[role]
-        tools = [t for t in agent.tools if not (assign is not None and t.name == "assign")]
+        inputs = agent.loop_inputs()
+        tools = [t for t in inputs.tools if not (assign is not None and t.name == "assign")]
         if assign is not None:
             tools.insert(0, assign)
+        tools += mcp_tools(self.mcp, role, [t.name for t in tools])
         tools = [t.replace(needs_approval=True) if t.name in self.approve else t for t in tools]
         own = {t.name for t in tools}
         others = {t.name for r, a in self.agents.items() if r != role for t in a.tools}
         if role != PLANNER:
             others.add("assign")
         return dataclasses.replace(
-            agent.loop_inputs(), tools=tuple(tools), forbidden_tools=frozenset(others - own)
+            inputs, tools=tuple(tools), forbidden_tools=frozenset(others - own)
         )
 
 

@@ -209,6 +209,8 @@ class ToolStarted(EventBase):
     """The call's id."""
     tool: str
     """The tool's name."""
+    server: str | None = None
+    """The MCP server the tool comes from; None for a Python tool."""
 
 
 class ToolFinished(EventBase):

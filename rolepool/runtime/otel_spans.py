@@ -232,6 +232,8 @@ class OTelExporter:
     def _tool_started(self, event: ev.ToolStarted) -> None:
         if event.span_id not in self._open:  # a tool started without a parse event
             self._start(event, f"execute_tool {event.tool}", _tool_attributes(event))
+        if event.server:
+            self._open[event.span_id].set_attribute("rolepool.mcp.server", event.server)
 
     def _tool_finished(self, event: ev.ToolFinished) -> None:
         span = self._open.get(event.span_id)

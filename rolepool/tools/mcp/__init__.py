@@ -1,0 +1,14 @@
+"""Tools from MCP servers: `MCPServer.stdio(...)`, `MCPServer.http(...)`, and config files."""
+
+from rolepool.tools.mcp.attach import check_servers, mcp_tools
+from rolepool.tools.mcp.convert import MCPTool
+from rolepool.tools.mcp.server import HttpTarget, MCPServer, StdioTarget
+
+__all__ = [
+    "HttpTarget",
+    "MCPServer",
+    "MCPTool",
+    "StdioTarget",
+    "check_servers",
+    "mcp_tools",
+]
