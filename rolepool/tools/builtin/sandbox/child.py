@@ -157,13 +157,17 @@ def confine_files(config: dict, writable: list[str], confine: ModuleType) -> str
 
 
 def confine_signals(config: dict, status: dict[str, object], confine: ModuleType) -> str:
-    """Signals may reach only the sandbox's own processes: as root by its own uid (the kernel
-    refuses another uid's), otherwise by Landlock's signal scope (ABI 6 and later)."""
+    """Signals may reach only the sandbox's own processes: in its PID namespace no other process
+    has a pid; besides, as root a uid of its own (the kernel refuses another uid's) and, from
+    ABI 6, Landlock's signal scope."""
+    ways = ["PID namespace"] if status["network"] == "isolated" else []
     if config["uid"] is not None:
-        return "refused outside (a uid of its own)"
+        ways.append("a uid of its own")
     if str(status["filesystem"]).startswith("confined") and confine.landlock_abi() >= 6:
-        return "refused outside (Landlock scope)"
-    raise OSError("needs Landlock ABI 6 or later, or rolepool running as root")
+        ways.append("Landlock scope")
+    if not ways:
+        raise OSError("no PID namespace, no Landlock ABI 6, and rolepool is not root")
+    return f"refused outside ({', '.join(ways)})"
 
 
 def forbid_unix_sockets(confine: ModuleType) -> str:

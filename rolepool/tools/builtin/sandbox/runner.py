@@ -1,10 +1,12 @@
 """`run_python`: the coder role's code runner, in a sandboxed subprocess.
 
 The model's code is untrusted, so it runs in a separate interpreter that is set up before the first
-line of that code: a clean environment, resource limits, no network where the kernel lets us make a
-network namespace, and, when rolepool runs as root, a throwaway unprivileged uid (root ignores the
-process-count limit and may signal or read anything). What is and is not enforced, and the test
-behind each promise, is in docs/sandbox.md; keep the two in step.
+line of that code (`child.py`): a clean environment, resource limits, network, mount and PID
+namespaces with private size-capped /tmp, /dev/shm and working directory, Landlock on files, a
+seccomp filter against Unix sockets, and, when rolepool runs as root, a throwaway unprivileged uid
+(root ignores the process-count limit). Where the kernel lacks a part, the run is refused unless
+the user set `ROLEPOOL_SANDBOX_ALLOW_WEAK=1`. What is and is not enforced, and the test behind
+each promise, is in docs/sandbox.md; keep the two in step.
 
 A failed run (non-zero exit, killed by a limit, timed out, too much output) raises `ToolError`
 carrying the same labelled report a successful run returns: the run loop turns it into a tool error,
