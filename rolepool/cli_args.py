@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 MAX_COUNT = 1_000_000
 """The largest count an option takes unless it says otherwise: far above any real use, far below
@@ -139,12 +139,6 @@ class Names:
         return text
 
 
-def _path(text: str) -> Path:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path; name a file or directory")
-    return Path(text).expanduser()
-
-
 def _fail(message: str) -> NoReturn:
     raise argparse.ArgumentTypeError(message)
 
@@ -166,17 +160,32 @@ def _check_utf8(path: Path, text: str, what: str) -> None:
         _fail(f"cannot read {what} {text}: {exc.strerror or exc}")
 
 
+class _PathType:
+    """What argparse calls on a path option's text: `check` refuses a bad path; the text is kept
+    as given (the commands take strings), `~` expanded only to check it."""
+
+    kind: ClassVar[str] = "path"
+    __name__ = "path"
+
+    def __call__(self, text: str) -> str:
+        if not text.strip():
+            _fail("an empty path; name a file or directory")
+        self.check(Path(text).expanduser(), text)
+        return text
+
+    def check(self, path: Path, text: str) -> None:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class InputFile:
-    """An existing, readable regular file; UTF-8 text throughout when `utf8`. Kept as text."""
+class InputFile(_PathType):
+    """An existing, readable regular file; UTF-8 text throughout when `utf8`."""
 
     what: str = "file"
     utf8: bool = False
     kind = "input-file"
-    __name__ = "file"
 
-    def __call__(self, text: str) -> str:
-        path = _path(text)
+    def check(self, path: Path, text: str) -> None:
         if path.is_dir():
             _fail(f"cannot read {self.what} {text}: it is a directory")
         if not path.exists():
@@ -187,7 +196,10 @@ class InputFile:
             _fail(f"cannot read {self.what} {text}: permission denied")
         if self.utf8:
             _check_utf8(path, text, self.what)
-        return text
+
+
+TEXT_FILE = InputFile(utf8=True)
+"""A pool.toml, a suite or a replay file: read as UTF-8 text."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +209,7 @@ class NameOrFile:
 
     names: Callable[[], Collection[str]]
     what: str
-    file: InputFile = InputFile(utf8=True)
+    file: InputFile = TEXT_FILE
     kind = "input-file"
     __name__ = "name or file"
 
@@ -211,40 +223,31 @@ class NameOrFile:
         return self.file(text)
 
 
-TEXT_FILE = InputFile(utf8=True)
-"""A pool.toml, a suite or a replay file: read as UTF-8 text."""
-
-
 @dataclass(frozen=True)
-class InputDir:
-    """An existing directory that can be listed. Kept as text."""
+class InputDir(_PathType):
+    """An existing directory that can be listed."""
 
     what: str = "directory"
     kind = "input-dir"
-    __name__ = "directory"
 
-    def __call__(self, text: str) -> str:
-        path = _path(text)
+    def check(self, path: Path, text: str) -> None:
         if not path.exists():
             _fail(f"no {self.what} at {text}")
         if not path.is_dir():
             _fail(f"{text} is not a directory ({self.what} expected)")
         if not os.access(path, os.R_OK | os.X_OK):
             _fail(f"cannot read {self.what} {text}: permission denied")
-        return text
 
 
 @dataclass(frozen=True)
-class InputPath:
-    """An existing file or directory (what is in it is for the command to judge). Kept as text."""
+class InputPath(_PathType):
+    """An existing file or directory (what is in it is for the command to judge)."""
 
     kind = "input-path"
-    __name__ = "path"
 
-    def __call__(self, text: str) -> str:
-        if not _path(text).exists():
+    def check(self, path: Path, text: str) -> None:
+        if not path.exists():
             _fail(f"no such file or directory: {text}")
-        return text
 
 
 def _writable_dir(directory: Path, text: str) -> None:
@@ -263,38 +266,31 @@ def _writable_dir(directory: Path, text: str) -> None:
 
 
 @dataclass(frozen=True)
-class OutputFile:
+class OutputFile(_PathType):
     """A file to write: an existing regular file, or a new one in a writable directory that
-    exists. Kept as text."""
+    exists."""
 
     kind = "output-file"
-    __name__ = "file"
 
-    def __call__(self, text: str) -> str:
-        path = _path(text)
+    def check(self, path: Path, text: str) -> None:
         if path.is_dir():
             _fail(f"cannot write {text}: it is a directory, not a file")
-        if path.exists():
-            if not path.is_file():
-                _fail(f"cannot write {text}: not a regular file")
-            if not os.access(path, os.W_OK):
-                _fail(f"cannot write {text}: permission denied")
-            return text
-        _writable_dir(path.parent, text)
-        return text
+        if not path.exists():
+            _writable_dir(path.parent, text)
+        elif not path.is_file():
+            _fail(f"cannot write {text}: not a regular file")
+        elif not os.access(path, os.W_OK):
+            _fail(f"cannot write {text}: permission denied")
 
 
 @dataclass(frozen=True)
-class OutputDir:
+class OutputDir(_PathType):
     """A directory to write into: an existing writable one, or a new one whose parent exists and
-    is writable (nothing is created here). Kept as text."""
+    is writable (nothing is created here)."""
 
     kind = "output-dir"
-    __name__ = "directory"
 
-    def __call__(self, text: str) -> str:
-        path = _path(text)
+    def check(self, path: Path, text: str) -> None:
         if path.exists() and not path.is_dir():
             _fail(f"cannot write into {text}: it is a file, not a directory")
         _writable_dir(path if path.exists() else path.parent, text)
-        return text
