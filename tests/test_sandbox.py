@@ -547,3 +547,46 @@ async def test_every_isolation_is_in_place_here(ctx: RunContext) -> None:
     assert result.network == "isolated" and result.mounts.startswith("private tmpfs")
     assert result.filesystem.startswith("confined (Landlock ABI")
     assert result.unix_sockets == "refused (seccomp)" and result.signals.startswith("refused")
+
+
+_WITHOUT_NAMESPACES = """
+import json, os, platform, sys
+import anyio
+from rolepool.tools.builtin import run_sandboxed
+from rolepool.tools.builtin.sandbox import confine
+# A host without namespaces: unshare(2) fails with EPERM for this process and its children.
+confine.install_filter([(0x20, 0, 0, 4), (0x15, 1, 0, 0xC000003E), (0x06, 0, 0, 0x7FFF0000),
+                        (0x20, 0, 0, 0), (0x15, 0, 1, 272), (0x06, 0, 0, 0x00050001),
+                        (0x06, 0, 0, 0x7FFF0000)])
+code = "open('/tmp/weak-sandbox-was-here', 'w')"
+result = anyio.run(run_sandboxed, code, 5)
+print(json.dumps({"report": result.report(5), "setup_error": result.setup_error,
+                  "mounts": result.mounts, "filesystem": result.filesystem}))
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the test's filter is for x86_64")
+@pytest.mark.parametrize("accept", [False, True])
+def test_without_namespaces_the_run_is_refused_or_loudly_weaker(accept: bool) -> None:
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ROLEPOOL_SANDBOX_ALLOW_WEAK"}
+    if accept:
+        env["ROLEPOOL_SANDBOX_ALLOW_WEAK"] = "1"
+    run = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_NAMESPACES], env=env, capture_output=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr.decode()
+    result = json.loads(run.stdout.decode().strip().splitlines()[-1])
+    if not accept:
+        assert "network isolation unavailable" in result["setup_error"]
+        assert "ROLEPOOL_SANDBOX_ALLOW_WEAK=1" in result["setup_error"]
+        return
+    assert result["setup_error"] is None and result["filesystem"].startswith("confined")
+    assert "note: network NOT ENFORCED" in result["report"]
+    assert "WARNING: sandbox isolation mounts: NOT ENFORCED" in result["report"]
+    # Nothing was mounted on the host, and Landlock still keeps the code out of the host's /tmp.
+    assert "PermissionError" in result["report"]
+    assert not Path("/tmp/weak-sandbox-was-here").exists()

@@ -142,11 +142,15 @@ def _unix_socket_filter(machine: str) -> list[tuple[int, int, int, int]]:
 
 
 def forbid_unix_sockets() -> None:
-    """Install the filter for this process and its children (after `no_new_privileges`)."""
+    """Install the filter for this process and its children."""
     machine = platform.machine()
     if machine not in _ARCHES:
         raise OSError(f"no seccomp filter for {machine}")
-    program = _unix_socket_filter(machine)
+    install_filter(_unix_socket_filter(machine))
+
+
+def install_filter(program: list[tuple[int, int, int, int]]) -> None:
+    """Install a seccomp BPF program of (code, jump if true, jump if false, k) instructions."""
     filters = b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
     buffer = ctypes.create_string_buffer(filters, len(filters))
     fprog = struct.pack("@HP", len(program), ctypes.addressof(buffer))  # sock_fprog
