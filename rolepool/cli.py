@@ -22,7 +22,7 @@ from rolepool.core import ConfigError, RolepoolError, UserError
 from rolepool.evals.cli import add_eval_command
 from rolepool.pools.serve_cli import add_serve_command
 from rolepool.runtime.drift import parse_duration
-from rolepool.runtime.store import EventStore, default_store_path
+from rolepool.runtime.store import EventStore, RunState, default_store_path
 from rolepool.runtime.trace import render_tree
 from rolepool.tools.builtin.docs_cli import add_docs_command
 from rolepool.zoo.commands import add_zoo_commands
@@ -57,7 +57,8 @@ def cmd_trace_list(args: argparse.Namespace, out: Console) -> int:
     for col in ("started", "status", "duration", "agent", "events"):
         table.add_column(col, no_wrap=True)
     table.add_column("task", overflow="ellipsis", max_width=50)
-    colour = {"finished": "green", "failed": "red", "running": "yellow"}
+    colour = {"finished": "green", "failed": "red", "running": "yellow", "interrupted": "magenta",
+              "stalled": "red", "unknown": "dim"}  # fmt: skip
     for r in runs:
         took = f"{r.ended - r.started:.2f}s" if r.ended else ""
         table.add_row(
@@ -73,35 +74,35 @@ def cmd_trace_list(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def _run_events(args: argparse.Namespace) -> list:
+def _run_events(args: argparse.Namespace) -> tuple[list, RunState]:
     with _store(args) as store:
         matches = store.find_run(args.run_id)
         if not matches:
             raise UserError(f"no run with id {args.run_id!r} in {store.path}")
         if len(matches) > 1:
             raise UserError(f"{args.run_id!r} matches {len(matches)} runs; give more of the id")
-        return store.events(matches[0])
+        return store.events(matches[0]), store.state(matches[0])
 
 
 def cmd_trace_show(args: argparse.Namespace, out: Console) -> int:
-    events = _run_events(args)
+    events, state = _run_events(args)
     if args.html:
         from rolepool.runtime.viewer import write_run_html
 
-        out.print(str(write_run_html(events, args.html)), highlight=False, soft_wrap=True)
+        out.print(str(write_run_html(events, args.html, state)), highlight=False, soft_wrap=True)
         return 0
     if args.json:
         for event in events:
             sys.stdout.write(event.model_dump_json() + "\n")
         return 0
-    out.print(render_tree(events))
+    out.print(render_tree(events, state))
     return 0
 
 
 def cmd_trace_open(args: argparse.Namespace, out: Console) -> int:
     from rolepool.runtime.viewer import open_run_html
 
-    out.print(str(open_run_html(_run_events(args))), highlight=False, soft_wrap=True)
+    out.print(str(open_run_html(*_run_events(args))), highlight=False, soft_wrap=True)
     return 0
 
 

@@ -32,7 +32,7 @@ def test_round_trip_and_listing(tmp_path):
     assert [e.seq for e in store.events("run_a", after_seq=0)] == [1, 2]
     runs = store.runs()
     assert [(r.run_id, r.status, r.events) for r in runs] == [
-        ("run_b", "running", 1),
+        ("run_b", "unknown", 1),  # no end and no owner recorded: cannot tell running from dead
         ("run_a", "finished", 3),
     ]
     assert runs[1].ended == 101.0 and runs[1].task == "alpha"
@@ -158,7 +158,7 @@ def test_events_survive_a_killed_process(tmp_path):
     stored = [(e.seq, e.type) for e in store.events(run_id)]
     assert stored == observed
     assert stored[-1][1] == "tool.started"  # the run died inside its fourth tool call
-    assert store.runs()[0].status == "running"
+    assert store.runs()[0].status == "interrupted"
 
 
 FLOOD = textwrap.dedent(

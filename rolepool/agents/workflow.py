@@ -41,8 +41,9 @@ from rolepool.runtime import Limits, LoopInputs, Run, RunResult, RunScope, execu
 from rolepool.runtime.approval import Approver
 from rolepool.runtime.limits import StepLimitExceeded
 from rolepool.runtime.loop import run_agent
-from rolepool.runtime.run import BodyResult, StoreOption
-from rolepool.runtime.store import default_store_path
+from rolepool.runtime.replay import Replay, interrupted_run
+from rolepool.runtime.run import BodyResult, StoreOption, resolve_store
+from rolepool.runtime.store import EventStore, default_store_path
 from rolepool.tools.builtin.assign import assign_tool
 from rolepool.tools.builtin.report import report_path
 from rolepool.tools.mcp import MCPServer, check_servers, mcp_tools
@@ -132,8 +133,15 @@ class Workflow:
     async def run(self, task: str, *, worker: Worker, **options: Any) -> WorkflowResult:
         """Run to the composed answer. Options as for `Agent.run`, plus `approver`."""
         state, scope = self._prepare(task, worker, **options)
-        result = await execute(scope, task, state.body, label=PLANNER, workflow=self.name)
+        result = await execute(scope, state.task, state.body, label=PLANNER, workflow=self.name)
         return state.result(result)
+
+    async def resume(self, run_id: str, *, worker: Worker, **options: Any) -> WorkflowResult:
+        """Continue an interrupted run of this workflow (`trace list` says `interrupted`) as a
+        new run, from its stored events: stored model replies and tool results are replayed, a
+        call that was cut off is not run again (see `rolepool.runtime.replay`). Options as for
+        `run`; the task and workspace are the interrupted run's."""
+        return await self.run("", worker=worker, resume=run_id, **options)
 
     def run_sync(self, task: str, **kwargs: Any) -> WorkflowResult:
         """`run` for code that has no event loop of its own."""
@@ -144,7 +152,7 @@ class Workflow:
         """Start in the background to watch it; `await run.result()` is a `WorkflowResult`."""
         state, scope = self._prepare(task, worker, **options)
         async with start(
-            scope, task, state.body, label=PLANNER, workflow=self.name, finalize=state.result
+            scope, state.task, state.body, label=PLANNER, workflow=self.name, finalize=state.result
         ) as run:
             yield run
 
@@ -159,7 +167,13 @@ class Workflow:
         deps: Any = None,
         run_id: str | None = None,
         approver: Approver | None = None,
+        resume: str | None = None,
     ) -> tuple[_WorkflowRun, RunScope]:
+        replay = None
+        if resume is not None:  # the interrupted run's task, in its workspace
+            origin = interrupted_run(_resume_store(store), resume, self.name)
+            task, replay = origin.task, Replay(origin)
+            workspace = workspace or origin.workspace or default_workspace(origin.run_id)
         if not task.strip():
             raise ConfigError("the task is empty", where="workflow task")
         run_id = run_id or new_run_id()
@@ -172,6 +186,7 @@ class Workflow:
             workspace=workspace,
             deps=deps,
             approver=approver,
+            replay=replay,
         )
         return _WorkflowRun(self, task, worker, scope), scope
 
@@ -260,6 +275,13 @@ class _WorkflowRun:
             workspace=workspace,
             report=report if report is not None and report.exists() else None,
         )
+
+
+def _resume_store(store: StoreOption) -> EventStore:
+    found = resolve_store(store)
+    if found is None:
+        raise ConfigError("a run is resumed from its stored events: give a store", where="store")
+    return found
 
 
 def _answers(steps: list[Step]) -> list[str]:

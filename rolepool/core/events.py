@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter
 
+from rolepool.core.messages import ToolCall
 from rolepool.core.requests import Usage
 
 
@@ -55,6 +56,10 @@ class RunStarted(EventBase):
     """The agent's name for a run of one agent (None for a workflow)."""
     workflow: str | None = None
     """The workflow's name for a workflow run (None for a run of one agent)."""
+    workspace: str | None = None
+    """The run's workspace directory, where it has one (a resumed run works in the same one)."""
+    resumed_from: str | None = None
+    """The interrupted run this run continues (`Workflow.resume`); None for a fresh run."""
 
 
 class RunFinished(EventBase):
@@ -130,6 +135,9 @@ class ModelRequested(EventBase):
     """Names of the tools offered to the model."""
     elided: int = 0
     """Oldest tool results this request shows as a marker so the prompt fits the context."""
+    prompt_digest: str | None = None
+    """A hash of what the model is asked (messages, tools, sampling, role, agent): a resumed run
+    checks that it asks the same before it answers from the stored reply. None in old events."""
 
 
 class ModelCompleted(EventBase):
@@ -160,6 +168,14 @@ class ModelCompleted(EventBase):
     """Tokens each expert processed, `[layer][expert]` (MoE workers only)."""
     error: str | None = None
     """Why the call failed; None when the model answered."""
+    tool_calls: list[ToolCall] | None = None
+    """Calls the worker parsed itself (OpenAI-compatible servers), kept so a resumed run can
+    replay the reply whole; None when the loop parses `text` (and in old events)."""
+    unreadable: str | None = None
+    """Why the reply could not be read, when the worker or the loop's check of its calls said
+    so (a call stored in `tool_calls` then has its arguments left out)."""
+    replayed: bool = False
+    """The reply came from the stored events of the run this one resumes, not from a model."""
 
 
 class ToolCallParsed(EventBase):
@@ -229,6 +245,12 @@ class ToolFinished(EventBase):
     """The formatted result the model sees (first 2,000 characters)."""
     error: str | None = None
     """The tool error the model sees instead of a result; None on success."""
+    full_result: str | None = None
+    """The whole result when `result` is cut at 2,000 characters, so a resumed run can replay
+    it exactly; None otherwise (and in old events)."""
+    replayed: bool = False
+    """The result came from the stored events of the run this one resumes; the tool did not
+    run again."""
 
 
 class ApprovalRequested(EventBase):

@@ -28,6 +28,7 @@ from rolepool.core import (
     Request,
     RequestRefused,
     Sampling,
+    ToolCall,
     Usage,
     new_span_id,
 )
@@ -41,6 +42,7 @@ from rolepool.core.events import (
 from rolepool.core.messages import assistant, system, tool_message, user
 from rolepool.pools.worker import Worker
 from rolepool.runtime.failures import clean_completion, unique_ids, worker_error
+from rolepool.runtime.replay import prompt_digest
 from rolepool.runtime.run import BodyResult, RunScope
 from rolepool.runtime.tool_calls import InvalidCall, ToolCalls, ValidCall
 from rolepool.tools.parsing import argument_problem, parse_tool_calls
@@ -216,11 +218,6 @@ class AgentLoop:
             "role": self.inputs.role,
             "turn": turn,
         }
-        self.scope.emit(
-            ModelRequested(
-                **base, message_count=len(self.messages), tools=list(self.tools), elided=self.elided
-            )
-        )
         request = Request(
             messages=self._prompt(),
             tools=list(self.tool_specs),
@@ -230,10 +227,23 @@ class AgentLoop:
             agent=self.inputs.name,
             span_id=span,
         )
+        self.scope.emit(
+            ModelRequested(
+                **base,
+                message_count=len(self.messages),
+                tools=list(self.tools),
+                elided=self.elided,
+                prompt_digest=prompt_digest(request),
+            )
+        )
+        replay = self.scope.replay  # a resumed run answers from the stored reply where there is one
         started = time.perf_counter()
         try:
             with anyio.fail_after(self.scope.limits.model_timeout):
-                completion = await self.worker.complete(request)
+                if replay is not None:
+                    completion = await replay.complete(self.worker, request)
+                else:
+                    completion = await self.worker.complete(request)
         except BaseException as exc:
             error = worker_error(exc, self.worker, self.scope.limits.model_timeout)
             self.scope.emit(
@@ -244,7 +254,7 @@ class AgentLoop:
             if error is None:
                 raise
             raise error from exc
-        completion = clean_completion(completion)
+        completion = _refused_calls_named(clean_completion(completion))
         self.scope.emit(
             ModelCompleted(
                 **base,
@@ -256,6 +266,8 @@ class AgentLoop:
                 latency=completion.latency or time.perf_counter() - started,
                 text=completion.text,
                 expert_load=completion.expert_load,
+                tool_calls=completion.tool_calls,
+                unreadable=completion.unreadable,
             )
         )
         self.usage = self.usage + completion.usage
@@ -299,6 +311,17 @@ def _native_call_problem(completion: Completion) -> str | None:
         if problem is not None:
             return f"arguments of {call.name!r}: {problem}"
     return None
+
+
+def _refused_calls_named(completion: Completion) -> Completion:
+    """A reply whose worker-parsed calls the loop will refuse, with the reason in `unreadable`
+    and the calls by name only: what the turn needs of it, and storable as the event that lets
+    a resumed run replay it (arguments 5,000 levels deep cannot be written as JSON)."""
+    problem = None if completion.unreadable else _native_call_problem(completion)
+    if problem is None:
+        return completion
+    named = [ToolCall(id=c.id, name=c.name) for c in completion.tool_calls or []]
+    return completion.model_copy(update={"unreadable": problem, "tool_calls": named})
 
 
 def _reply_summary(completion: Completion) -> str:

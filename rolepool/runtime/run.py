@@ -1,7 +1,11 @@
 """A run: the scope that agents and tools share, its lifecycle events, and the handle to watch it.
 
 `execute` drives one run to its end and always closes it with `run.finished` or `run.failed`,
-including on cancellation and on a deadline, so the stored trace of every run has an end.
+including on cancellation and on a deadline, so the stored trace of every run has an end. A
+process killed outright (SIGKILL, a power cut) cannot write that end: so with a store, `execute`
+first records the process as the run's owner and keeps a heartbeat beside it, in a task of the
+run's own task group, and `trace list` tells a run whose owner is gone (`interrupted`) from one
+still going. An interrupted workflow can be resumed (`runtime/replay.py`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from pydantic import BaseModel, Field
@@ -30,8 +34,12 @@ from rolepool.core.events import RunFailed, RunFinished, RunStarted
 from rolepool.core.messages import utf8_safe
 from rolepool.runtime.approval import Approver
 from rolepool.runtime.limits import Limits
+from rolepool.runtime.owner import HEARTBEAT_INTERVAL, this_owner
 from rolepool.runtime.store import EventStore, default_store_path
 from rolepool.runtime.stream import EventStream, Subscription
+
+if TYPE_CHECKING:
+    from rolepool.runtime.replay import Replay
 
 StoreOption = EventStore | Literal[False] | None
 _default_stores: dict[Path, EventStore] = {}
@@ -91,8 +99,11 @@ class RunScope:
         workspace: Path | None = None,
         deps: Any = None,
         approver: Approver | None = None,
+        replay: Replay | None = None,
     ) -> None:
         self.stream = stream
+        self.replay = replay
+        """Answers from the stored events of the run this one resumes; None for a fresh run."""
         self.limits = limits
         self.workspace = workspace
         self.deps = deps
@@ -107,6 +118,8 @@ class RunScope:
         return self.stream.run_id
 
     def emit(self, event: Event) -> Event:
+        if self.replay is not None:  # it keys spans as they open, before anyone can ask
+            self.replay.observe(event)
         return self.stream.emit(event)
 
     def add_usage(self, usage: Usage) -> None:
@@ -133,9 +146,19 @@ async def execute(
     """Run `body` inside `scope` with the run's deadline; emit the run's first and last event."""
     started = time.perf_counter()
     task = utf8_safe(task)
+    store = scope.stream.store
+    resumed_from = scope.replay.origin.run_id if scope.replay is not None else None
+    if store is not None:  # before the first event: a run in the store always has its owner
+        store.claim_run(this_owner(scope.run_id, resumed_from))
     scope.emit(
         RunStarted(
-            run_id=scope.run_id, span_id=scope.span_id, task=task, agent=label, workflow=workflow
+            run_id=scope.run_id,
+            span_id=scope.span_id,
+            task=task,
+            agent=label,
+            workflow=workflow,
+            workspace=str(scope.workspace) if scope.workspace is not None else None,
+            resumed_from=resumed_from,
         )
     )
 
@@ -154,7 +177,7 @@ async def execute(
     deadline = scope.limits.deadline
     try:
         with anyio.move_on_after(deadline) as timer, emitting(scope.emit):
-            answer = await body(scope)
+            answer = await _with_heartbeat(scope, body)
         if timer.cancelled_caught:
             raise DeadlineExceeded(f"run exceeded its deadline of {deadline:g}s")
     except anyio.get_cancelled_exc_class() as exc:
@@ -184,6 +207,39 @@ async def execute(
     )
 
 
+async def _with_heartbeat(scope: RunScope, body: Body) -> BodyResult:
+    """`body(scope)`, with the owner's heartbeat beating beside it in a task group the run owns;
+    the body's error is raised as itself, not wrapped in the group's."""
+    store = scope.stream.store
+    if store is None:
+        return await body(scope)
+    error: Exception | None = None
+    answer: BodyResult | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_beat, store, scope.run_id)
+        try:
+            answer = await body(scope)
+        except Exception as exc:
+            error = exc
+        finally:
+            tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
+    assert answer is not None
+    return answer
+
+
+async def _beat(store: EventStore, run_id: str) -> None:
+    """Every `HEARTBEAT_INTERVAL` seconds, one UPDATE. A beat the store cannot take is skipped:
+    the run's events, not its heartbeat, decide whether the run goes on."""
+    while True:
+        await anyio.sleep(HEARTBEAT_INTERVAL)
+        try:
+            store.beat(run_id, time.time())
+        except Exception:  # noqa: S110 - a missed beat only ages the heartbeat
+            pass
+
+
 def new_scope(
     *,
     store: StoreOption = None,
@@ -192,11 +248,14 @@ def new_scope(
     workspace: Path | None = None,
     deps: Any = None,
     approver: Approver | None = None,
+    replay: Replay | None = None,
 ) -> RunScope:
     stream = EventStream(run_id or new_run_id(), store=resolve_store(store))
     for hook in list(_run_hooks):
         hook(stream)
-    return RunScope(stream, limits or Limits(), workspace=workspace, deps=deps, approver=approver)
+    return RunScope(
+        stream, limits or Limits(), workspace=workspace, deps=deps, approver=approver, replay=replay
+    )
 
 
 class Run:

@@ -8,12 +8,18 @@ to anyone (subscriber, listener, the stored trace) only after its commit, so a k
 loses no event that anybody observed; group commit only shortens the window in which an event
 exists but nobody can have seen it yet. With the default `synchronous=NORMAL` a power cut may lose
 the last transactions; pass `durability="full"` to fsync every commit as well.
+
+Beside the append-only events, one row per run in `run_owners` names the process that runs it and
+its latest heartbeat (see `runtime/owner.py`): the only row ever updated, once per heartbeat. A
+database from before that table gets it on open; one that cannot be written lists its runs
+without owners (status `unknown` for a run with no end).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -23,7 +29,8 @@ from typing import Literal, Protocol
 
 import platformdirs
 
-from rolepool.core import ConfigError, Event, event_from_json
+from rolepool.core import ConfigError, Event, UserError, event_from_json
+from rolepool.runtime.owner import Liveness, RunOwner, liveness
 
 ENV_DB = "ROLEPOOL_EVENTS_DB"
 ENV_HOME = "ROLEPOOL_HOME"
@@ -42,6 +49,20 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_run ON events (run_id, seq);
 CREATE INDEX IF NOT EXISTS events_type ON events (type, ts);
 """
+_OWNERS = """
+CREATE TABLE IF NOT EXISTS run_owners (
+    run_id TEXT PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    process_start REAL,
+    heartbeat REAL NOT NULL,
+    interval REAL NOT NULL,
+    resumed_from TEXT UNIQUE
+);
+"""
+_OWNER_COLUMNS = "run_id, pid, host, process_start, heartbeat, interval, resumed_from"
+RunStatus = Literal["running", "interrupted", "stalled", "unknown", "finished", "failed"]
+"""`unknown`: no end and no owner recorded (a run from before owners were recorded)."""
 
 _RUN_TYPES = ("run.started", "run.finished", "run.failed")
 _INSERT = (
@@ -84,6 +105,14 @@ def default_store_path() -> Path:
 
 
 @dataclass(frozen=True)
+class RunState:
+    """How a run stands, for `trace show` and the viewer: its status and who resumed it."""
+
+    status: RunStatus
+    resumed_by: str | None = None
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """One row of `rolepool trace list`."""
 
@@ -91,9 +120,13 @@ class RunSummary:
     started: float
     task: str
     agent: str | None
-    status: Literal["running", "finished", "failed"]
+    status: RunStatus
     ended: float | None
     events: int
+    resumed_from: str | None = None
+    """The interrupted run this one continues."""
+    resumed_by: str | None = None
+    """The run that continues this one, once it was resumed."""
 
 
 class EventStore:
@@ -113,6 +146,11 @@ class EventStore:
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the event store: {exc}", where=str(self.path)) from exc
+        try:
+            self._db.executescript(_OWNERS)
+            self._owners = True
+        except sqlite3.Error:  # an old database opened read-only: no owners to show
+            self._owners = False
         self._lock = threading.Lock()
         # events waiting for their group commit, per event loop (a loop runs in one thread);
         # asyncio rather than anyio here: docs/design-notes.md says why
@@ -214,6 +252,67 @@ class EventStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def claim_run(self, owner: RunOwner) -> None:
+        """Record `owner` as the process running `owner.run_id`. A run resuming another claims
+        it: a second claim on the same interrupted run is refused (`UserError`), so two resumes
+        can never both replay it. A run id used again (a caller's own ids) takes the row over."""
+        try:
+            with self._lock:
+                self._db.execute(
+                    f"INSERT INTO run_owners ({_OWNER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (run_id) DO UPDATE SET pid = excluded.pid, host = excluded.host,"
+                    " process_start = excluded.process_start, heartbeat = excluded.heartbeat,"
+                    " interval = excluded.interval, resumed_from = excluded.resumed_from",
+                    (owner.run_id, owner.pid, owner.host, owner.process_start,
+                     owner.heartbeat, owner.interval, owner.resumed_from),
+                )  # fmt: skip
+        except sqlite3.IntegrityError:
+            by = self.resumed_by(owner.resumed_from or "")
+            raise UserError(
+                f"run {owner.resumed_from} was already resumed as {by}; resume that run instead"
+            ) from None
+
+    def beat(self, run_id: str, now: float) -> None:
+        """The owner's heartbeat: one UPDATE of the run's owner row."""
+        with self._lock:
+            self._db.execute("UPDATE run_owners SET heartbeat = ? WHERE run_id = ?", (now, run_id))
+
+    def owner(self, run_id: str) -> RunOwner | None:
+        """Who runs (or ran) `run_id`; None for a run from before owners were recorded."""
+        if not self._owners:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_OWNER_COLUMNS} FROM run_owners WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return None if row is None else RunOwner(*row)
+
+    def resumed_by(self, run_id: str) -> str | None:
+        """The run that resumed `run_id`, if one did."""
+        if not self._owners:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT run_id FROM run_owners WHERE resumed_from = ?", (run_id,)
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def status(self, run_id: str) -> RunStatus:
+        """`finished` or `failed` by the run's last event, else what its owner says."""
+        with self._lock:
+            end = self._end(run_id)
+        return _status(end, self.owner(run_id))
+
+    def state(self, run_id: str) -> RunState:
+        return RunState(self.status(run_id), self.resumed_by(run_id))
+
+    def _end(self, run_id: str) -> tuple[str, float] | None:
+        return self._db.execute(
+            "SELECT type, ts FROM events WHERE run_id = ? AND type IN (?, ?)"
+            " ORDER BY seq DESC LIMIT 1",
+            (run_id, *_RUN_TYPES[1:]),
+        ).fetchone()
+
     def runs(self, limit: int = 50) -> list[RunSummary]:
         """The most recent runs first, with their status."""
         with self._lock:
@@ -224,28 +323,31 @@ class EventStore:
             ).fetchall()
             out = []
             for run_id, ts, body in started:
-                end = self._db.execute(
-                    "SELECT type, ts FROM events WHERE run_id = ? AND type IN (?, ?)"
-                    " ORDER BY seq DESC LIMIT 1",
-                    (run_id, *_RUN_TYPES[1:]),
-                ).fetchone()
+                end = self._end(run_id)
                 (count,) = self._db.execute(
                     "SELECT COUNT(*) FROM events WHERE run_id = ?", (run_id,)
                 ).fetchone()
                 first = event_from_json(body)
-                status = "running" if end is None else end[0].split(".")[1]
                 out.append(
                     RunSummary(
                         run_id=run_id,
                         started=ts,
                         task=getattr(first, "task", ""),
                         agent=getattr(first, "agent", None) or getattr(first, "workflow", None),
-                        status=status,  # type: ignore[arg-type]
+                        status=end[0].split(".")[1] if end else "unknown",  # type: ignore[arg-type]
                         ended=end[1] if end else None,
                         events=count,
+                        resumed_from=getattr(first, "resumed_from", None),
                     )
                 )
-        return out
+        return [self._with_owner(summary) for summary in out]
+
+    def _with_owner(self, summary: RunSummary) -> RunSummary:
+        """The summary with what the run's owner row says: liveness and who resumed it."""
+        owner = None if summary.ended is not None else self.owner(summary.run_id)
+        status = summary.status if owner is None else _status(None, owner)
+        by = self.resumed_by(summary.run_id)
+        return dataclasses.replace(summary, status=status, resumed_by=by)
 
     def close(self) -> None:
         self.flush()
@@ -257,3 +359,12 @@ class EventStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _status(end: tuple[str, float] | None, owner: RunOwner | None) -> RunStatus:
+    if end is not None:
+        return "finished" if end[0] == "run.finished" else "failed"
+    if owner is None:
+        return "unknown"
+    state: Liveness = liveness(owner)
+    return state

@@ -20,6 +20,7 @@ from rolepool.core import LimitExceeded, RunContext, ToolCall, ToolResult, new_s
 from rolepool.core.events import ToolCallInvalid, ToolCallParsed, ToolFinished, ToolStarted
 from rolepool.runtime.approval import ApprovalRequest, ask_approval
 from rolepool.runtime.failures import first_leaf
+from rolepool.runtime.replay import ResumeDiverged
 from rolepool.runtime.run import RunScope
 from rolepool.tools.results import format_result
 from rolepool.tools.tool import Tool
@@ -145,6 +146,13 @@ class ToolCalls:
         return False
 
     async def _run_one(self, item: ValidCall, results: dict[str, ToolResult]) -> None:
+        replay = self.scope.replay  # a resumed run: a stored outcome stands, nothing runs twice
+        if replay is not None and not item.tool.nests_agents:
+            stored = replay.tool_result(item.call, item.span_id)
+            if stored is not None:
+                results[item.call.id] = stored
+                self._finish(item, time.perf_counter(), stored.content, stored.error)
+                return
         if item.tool.needs_approval and not await self._approved(item, results):
             return
         if item.tool.nests_agents:  # a workflow step: bounded by the workflow, not by slots
@@ -178,7 +186,7 @@ class ToolCalls:
                 content = format_result(value, max_chars=self.scope.limits.max_result_chars)
             if timer.cancel_called:  # also when the tool swallowed its cancellation and returned
                 content, error = "", f"timed out after {timeout:g}s"
-        except LimitExceeded as exc:  # the run's limits end the run, even from inside a tool
+        except (LimitExceeded, ResumeDiverged) as exc:  # these end the run, even inside a tool
             self._finish(item, started, "", f"{type(exc).__name__}: {exc}")
             raise
         except (Exception, SystemExit) as exc:  # a failing tool is reported, never fatal
@@ -198,6 +206,7 @@ class ToolCalls:
                 tool=item.call.name,
                 duration=time.perf_counter() - started,
                 result=content[:2000],
+                full_result=content if len(content) > 2000 else None,
                 error=error,
             )
         )

@@ -1,4 +1,8 @@
-"""Turn a run's stored events back into its tree of spans, and draw that tree for the terminal."""
+"""Turn a run's stored events back into its tree of spans, and draw that tree for the terminal.
+
+A run without an end event is `running` only while its owner lives; the store says which
+(`RunState`), and the tree says `interrupted` (with the command that resumes it) once it is gone.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,14 @@ from rich.tree import Tree
 
 from rolepool.core import Event
 from rolepool.core import events as ev
+from rolepool.runtime.store import RunState
+
+_UNENDED = {
+    "running": ("running", "yellow"),
+    "interrupted": ("interrupted (its process is gone)", "magenta"),
+    "stalled": ("stalled (its process is alive but has stopped its heartbeat)", "red"),
+    "unknown": ("no end recorded (running, or gone before owners were recorded)", "yellow"),
+}
 
 
 @dataclass
@@ -60,11 +72,12 @@ def _timing(node: SpanNode, t0: float) -> str:
     return f"{node.end - node.start:.3f}s  +{node.start - t0:.3f}s"
 
 
-def _run_label(node: SpanNode, first: ev.RunStarted) -> Text:
+def _run_label(node: SpanNode, first: ev.RunStarted, state: RunState | None) -> Text:
     end = node.last("run.finished", "run.failed")
     out = Text(f"run {first.run_id} ", style="bold")
     if end is None:
-        out.append("running", style="yellow")
+        said, style = _UNENDED[state.status if state is not None else "running"]
+        out.append(said, style=style)
     elif isinstance(end, ev.RunFinished):
         out.append("finished", style="green")
     else:
@@ -72,6 +85,12 @@ def _run_label(node: SpanNode, first: ev.RunStarted) -> Text:
     out.append(f"  {node.end - node.start:.3f}s  task: {_short(first.task)}")
     if isinstance(end, ev.RunFailed):
         out.append(f"\n{end.error_type}: {_short(end.message, 200)}", style="red")
+    if first.resumed_from:
+        out.append(f"\nresumes interrupted run {first.resumed_from}", style="magenta")
+    if state is not None and state.resumed_by:
+        out.append(f"\nresumed as run {state.resumed_by}", style="magenta")
+    elif end is None and state is not None and state.status == "interrupted":
+        out.append(f"\nresume it: rolepool run --resume {first.run_id}", style="magenta")
     return out
 
 
@@ -95,6 +114,8 @@ def _model_label(node: SpanNode, first: ev.ModelRequested, t0: float) -> Text:
     out.append(f"{usage.prompt_tokens}+{usage.completion_tokens} tok  {_timing(node, t0)}")
     if first.elided:
         out.append(f"  ({first.elided} old results elided to fit)", style="yellow")
+    if end.replayed:
+        out.append("  (replayed from the resumed run)", style="dim")
     if end.error:
         out.append(f"\n{_short(end.error, 200)}", style="red")
     return out
@@ -106,16 +127,18 @@ def _tool_label(node: SpanNode, first: ev.ToolCallParsed | ev.ToolStarted, t0: f
     end = node.last("tool.finished")
     if not isinstance(end, ev.ToolFinished):
         return out.append("  (not finished)", style="yellow")
+    if end.replayed:
+        out.append("  (replayed)", style="dim")
     if end.error:
         return out.append(f"  ✗ {_timing(node, t0)}  {_short(end.error, 160)}", style="red")
     return out.append(f"  ✓ {_timing(node, t0)}  → {_short(end.result, 80)}")
 
 
-def _label(node: SpanNode, t0: float) -> Text:
+def _label(node: SpanNode, t0: float, state: RunState | None = None) -> Text:
     """One line per span: what it was, how it ended, how long it took and when it started."""
     first = node.events[0]
     if isinstance(first, ev.RunStarted):
-        return _run_label(node, first)
+        return _run_label(node, first, state)
     if isinstance(first, ev.AgentStarted):
         return _agent_label(node, first, t0)
     if isinstance(first, ev.ModelRequested):
@@ -128,14 +151,15 @@ def _label(node: SpanNode, t0: float) -> Text:
     return Text(f"{first.type}  +{node.start - t0:.3f}s")
 
 
-def render_tree(events: list[Event]) -> Tree:
-    """A rich `Tree` of the run: agents, model calls and tool calls with timings."""
+def render_tree(events: list[Event], state: RunState | None = None) -> Tree:
+    """A rich `Tree` of the run: agents, model calls and tool calls with timings. `state` (from
+    the store) tells an unfinished run that is running from one whose process is gone."""
     roots = build_tree(events)
     t0 = min((e.ts for e in events), default=0.0)
     top = Tree(Text(f"{len(events)} events"), guide_style="dim")
 
     def add(parent: Tree, node: SpanNode) -> None:
-        branch = parent.add(_label(node, t0))
+        branch = parent.add(_label(node, t0, state))
         for child in node.children:
             add(branch, child)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from rolepool.core import Event
 from rolepool.core import events as ev
 from rolepool.runtime.expert_health import summarize_expert_load
+from rolepool.runtime.store import RunState
 from rolepool.runtime.trace import SpanNode, build_tree
 
 _DETAIL_LIMIT = 4000
@@ -34,7 +35,7 @@ class _Row:
     title: str
     start: float
     end: float
-    status: str = "ok"  # ok | error | invalid | running
+    status: str = "ok"  # ok | error | invalid | running | interrupted
     meta: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     details: list[tuple[str, str]] = field(default_factory=list)
@@ -65,7 +66,24 @@ def _run_row(node: SpanNode, first: ev.RunStarted) -> _Row:
         row.errors.append(f"{end.error_type}: {end.message}")
     else:
         row.status = "running"
+    if first.resumed_from:
+        row.meta.append(f"resumes interrupted run {first.resumed_from}")
     return row
+
+
+def _mark_run(row: _Row, state: RunState | None) -> None:
+    """What the store knows and the events cannot: a run whose process is gone, who resumed it."""
+    if state is None:
+        return
+    if row.status == "running" and state.status != "running":
+        row.status = "interrupted"
+        row.errors.append(
+            f"{state.status}: no end was recorded and its process is gone or not beating"
+            if state.status != "unknown"
+            else "no end recorded (running, or gone before run owners were recorded)"
+        )
+    if state.resumed_by:
+        row.meta.append(f"resumed as run {state.resumed_by}")
 
 
 def _agent_row(node: SpanNode, first: ev.AgentStarted) -> _Row:
@@ -90,6 +108,8 @@ def _model_row(node: SpanNode, first: ev.ModelRequested) -> _Row:
         row.status = "running"
         return row
     row.title = f"chat {end.model or end.worker or '?'} · turn {first.turn}"
+    if end.replayed:
+        row.meta.append("replayed from the resumed run")
     u = end.usage
     row.meta += [f"worker {end.worker or '?'}", end.architecture]
     if end.policy_version:
@@ -119,7 +139,7 @@ def _tool_row(node: SpanNode, first: ev.ToolCallParsed | ev.ToolStarted) -> _Row
     if not isinstance(end, ev.ToolFinished):
         row.status = "running"
         return row
-    row.meta.append(_ms(end.duration))
+    row.meta.append("replayed" if end.replayed else _ms(end.duration))
     if end.error:
         row.status = "error"
         row.errors.append(end.error)
@@ -234,11 +254,14 @@ def _axis(total: float) -> str:
     return f'<div class="axis"><div class="label"></div>{lane}</div>'
 
 
-def render_run_html(events: list[Event]) -> str:
-    """The whole page for one run's events (as `EventStore.events(run_id)` returns them)."""
+def render_run_html(events: list[Event], state: RunState | None = None) -> str:
+    """The whole page for one run's events (as `EventStore.events(run_id)` returns them);
+    `state` (`EventStore.state`) marks a run whose process is gone and links a resumed one."""
     if not events:
         raise ValueError("a run with no events has nothing to show")
     rows = _rows(events)
+    if rows and rows[0].kind == "run":
+        _mark_run(rows[0], state)
     t0 = min(e.ts for e in events)
     total = max(max(e.ts for e in events) - t0, 1e-6)
     run_id = events[0].run_id
@@ -303,6 +326,7 @@ white-space:pre-wrap}
 .agent .bar{background:var(--agent)}.model .bar{background:var(--model)}
 .tool .bar{background:var(--tool)}.invalid .bar{background:var(--invalid);width:4px!important}
 .row.error .bar{background:var(--error)}.row.running .bar{opacity:.5}
+.row.interrupted .bar{background:var(--error);opacity:.5}.row.interrupted .title{color:var(--error)}
 .row.run .title{font-size:14px}
 .row.invalid .title,.row.error .title{color:var(--invalid)}
 .moe{display:flex;align-items:center;gap:10px;margin-top:4px;color:var(--muted);font-size:12px}
@@ -328,14 +352,14 @@ _JS = """
 """
 
 
-def write_run_html(events: list[Event], path: str | Path) -> Path:
+def write_run_html(events: list[Event], path: str | Path, state: RunState | None = None) -> Path:
     """Write the page; returns the path written (for the CLI to print)."""
     target = Path(path).expanduser()
-    target.write_text(render_run_html(events), encoding="utf-8")
+    target.write_text(render_run_html(events, state), encoding="utf-8")
     return target
 
 
-def open_run_html(events: list[Event]) -> Path:
+def open_run_html(events: list[Event], state: RunState | None = None) -> Path:
     """Write the page to a temporary file and open it in the default browser.
 
     The file is left in place: the browser reads it after this returns, and the user may want
@@ -344,7 +368,7 @@ def open_run_html(events: list[Event]) -> Path:
         "w", prefix=f"rolepool-{events[0].run_id}-", suffix=".html", delete=False, encoding="utf-8"
     )
     with handle:
-        handle.write(render_run_html(events))
+        handle.write(render_run_html(events, state))
     path = Path(handle.name)
     webbrowser.open(path.as_uri())
     return path
