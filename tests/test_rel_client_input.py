@@ -253,3 +253,24 @@ async def test_a_worker_refusing_through_serve_is_a_400_not_a_breaker_failure():
     assert statuses == [400] * 5
     assert pool.breaker("a").state == "closed"
     await anyio.sleep(0)
+
+
+@pytest.mark.slow
+async def test_text_the_tokenizer_cannot_take_is_not_a_worker_fault(tiny_dense_dir):
+    """A lone surrogate in an SDK message failed the tokenizer, and the worker was charged. It
+    becomes U+FFFD before tokenizing; anything else the chat template cannot render is the
+    request's fault (RequestRefused), not the worker's."""
+    from rolepool.pools.transformers_worker import TransformersWorker
+
+    worker = TransformersWorker(tiny_dense_dir, name="dense")
+    pool = Pool(
+        {"dense": worker},
+        RoutingPolicy(version="v", default=Route(choices=[Choice(worker="dense")])),
+        breaker=BreakerSettings(failure_threshold=1),
+    )
+    surrogate = Request(messages=[Message(role="user", content="hi \ud800")], role="coder",
+                        sampling=Sampling(max_tokens=2))  # fmt: skip
+    async with pool:
+        for _ in range(3):
+            assert (await pool.complete(surrogate)).worker == "dense"
+    assert pool.stats["dense"]["failures"] == 0

@@ -37,6 +37,7 @@ from rolepool.core import (
     WorkerError,
     WorkerInfo,
 )
+from rolepool.core.messages import utf8_safe
 from rolepool.pools import compute
 from rolepool.pools.batching import Batcher, Job
 from rolepool.pools.decode import Decoder, Done, Finish, supports
@@ -61,6 +62,8 @@ def _chat_messages(request: Request) -> list[dict[str, Any]]:
     messages = []
     for message in request.messages:
         data = message.to_openai()
+        if isinstance(data.get("content"), str):  # a lone surrogate would fail the tokenizer
+            data["content"] = utf8_safe(data["content"])
         for call in data.get("tool_calls") or []:
             arguments = call["function"]["arguments"]
             if isinstance(arguments, str):
@@ -224,8 +227,8 @@ class TransformersWorker:
                 add_generation_prompt=True,
                 return_dict=False,
             )
-        except Exception as exc:  # template errors come from the request's shape
-            raise WorkerError(f"chat template failed: {exc}", worker=self._name) from exc
+        except Exception as exc:  # the request's shape: refused, never counted against us
+            raise RequestRefused(f"chat template failed: {exc}", worker=self._name) from exc
         return list(ids)
 
     def _max_tokens(self, request: Request, prompt_len: int) -> int:
