@@ -285,12 +285,14 @@ class OutputFile(_PathType):
 
 @dataclass(frozen=True)
 class OutputDir(_PathType):
-    """A directory to write into: an existing writable one, or a new one whose parent exists and
-    is writable (nothing is created here)."""
+    """A directory to write into: an existing writable one, or a new one that the command makes
+    with its missing parents (`mkdir -p`, as `--out runs/quick` expects), so the nearest
+    directory that exists must be writable. Nothing is created here."""
 
     kind = "output-dir"
 
     def check(self, path: Path, text: str) -> None:
         if path.exists() and not path.is_dir():
             _fail(f"cannot write into {text}: it is a file, not a directory")
-        _writable_dir(path if path.exists() else path.parent, text)
+        nearest = next(p for p in (path, *path.parents) if p.exists())
+        _writable_dir(nearest, text)

@@ -44,6 +44,9 @@ ACCEPTED: dict[tuple[Option, str], str] = {
     (("zoo", "train", "--seed"), "0"): "0 is a seed like any other",
     (("zoo", "train", "--upcycle-steps"), "0"): "0 starts the MoE from random weights",
     (("zoo", "eval", "--show-errors"), "0"): "show no errors (the default)",
+    (("run", "--workspace"), "{tmp}/missing/x"): "made with its parents (mkdir -p)",
+    (("eval", "--out"), "{tmp}/missing/x"): "made with its parents, as README's --out runs/quick",
+    (("zoo", "train", "--out"), "{tmp}/missing/x"): "made with its parents (mkdir -p)",
     (("docs", "add", "PATH"), "{dir}"): "a directory is indexed recursively",
     (("docs", "add", "PATH"), "{latin1}"): "a file that is not UTF-8 is skipped and named (exit 1)",
 }
