@@ -29,7 +29,7 @@ from pydantic import (
 from rolepool.core import ConfigError, RolepoolError, UserError
 from rolepool.pools.breaker import BreakerSettings
 from rolepool.pools.policy import RoutingPolicy
-from rolepool.pools.pool import check_weights
+from rolepool.pools.pool_checks import check_weights
 
 if typing.TYPE_CHECKING:
     from rolepool.pools.pool import Pool

@@ -10,7 +10,6 @@ and policy version: the audit trail of which model answered under which policy.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from rolepool.core.emit import emit
 from rolepool.core.events import PoolFailover, PoolRouted
 from rolepool.pools.breaker import BreakerSettings, CircuitBreaker, Clock
 from rolepool.pools.policy import RoutingPolicy
+from rolepool.pools.pool_checks import check_weights, concurrency_limits, name_workers
 from rolepool.pools.worker import Worker
 
 
@@ -75,13 +75,13 @@ class Pool:
         seed: int | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        self._workers = _name_workers(workers)
+        self._workers = name_workers(workers)
         policy.check_workers(self._workers)
         check_weights(policy)
         if request_timeout is not None and request_timeout <= 0:
             raise ConfigError("must be a positive number of seconds", where="request_timeout")
         self.request_timeout = request_timeout
-        self._limits = _concurrency_limits(max_concurrency, self._workers)
+        self._limits = concurrency_limits(max_concurrency, self._workers)
         self._limiters = {n: anyio.CapacityLimiter(v) for n, v in self._limits.items()}
         settings = breaker or BreakerSettings()
         self._breakers = {n: CircuitBreaker(n, settings, clock=clock) for n in self._workers}
@@ -378,24 +378,6 @@ def _choice(request: Request, served: str, primary: str) -> str:
 _BREAKER_CODES = {"closed": 0, "half_open": 1, "open": 2}
 
 
-def policy_weights(policy: RoutingPolicy) -> list[tuple[str, float]]:
-    """Every choice weight of `policy`, with its key path under `policy`."""
-    routes = [("default", policy.default)] if policy.default is not None else []
-    routes += [(f"routes.{role}", route) for role, route in policy.routes.items()]
-    return [
-        (f"{where}.choices[{i}].weight", choice.weight)
-        for where, route in routes
-        for i, choice in enumerate(route.choices)
-    ]
-
-
-def check_weights(policy: RoutingPolicy, *, prefix: str = "policy") -> None:
-    """Refuse a non-finite weight now: `random.choices` would refuse it at every request."""
-    for where, weight in policy_weights(policy):
-        if not math.isfinite(weight):
-            raise ConfigError(f"must be a finite number, got {weight}", where=f"{prefix}.{where}")
-
-
 def _ids(request: Request) -> dict[str, Any]:
     """run_id and parent span for pool events, so they nest under the model call."""
     return {"run_id": request.run_id or "", "parent_id": request.span_id}
@@ -406,37 +388,3 @@ def _safe_info(worker: Worker) -> WorkerInfo | None:
         return worker.info
     except Exception:
         return None
-
-
-def _name_workers(workers: Mapping[str, Worker] | Sequence[Worker]) -> dict[str, Worker]:
-    if isinstance(workers, Mapping):
-        named = dict(workers)
-    else:
-        named = {}
-        for worker in workers:
-            name = worker.info.name
-            if name in named:
-                raise ConfigError(f"two workers are named {name!r}", where="pool workers")
-            named[name] = worker
-    if not named:
-        raise ConfigError("a pool needs at least one worker", where="pool workers")
-    for name in named:
-        if not name or not name.strip():
-            raise ConfigError("worker names must not be empty", where="pool workers")
-    return named
-
-
-def _concurrency_limits(
-    limits: Mapping[str, int] | int | None, workers: Mapping[str, Worker]
-) -> dict[str, int]:
-    if limits is None:
-        return {}
-    per_worker = dict.fromkeys(workers, limits) if isinstance(limits, int) else dict(limits)
-    for name, value in per_worker.items():
-        if name not in workers:
-            raise ConfigError(f"no worker named {name!r} in the pool", where="max_concurrency")
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(
-                f"must be an integer of at least 1, not {value!r}", where=f"max_concurrency.{name}"
-            )
-    return per_worker
