@@ -590,3 +590,18 @@ def test_without_namespaces_the_run_is_refused_or_loudly_weaker(accept: bool) ->
     # Nothing was mounted on the host, and Landlock still keeps the code out of the host's /tmp.
     assert "PermissionError" in result["report"]
     assert not Path("/tmp/weak-sandbox-was-here").exists()
+
+
+async def test_the_codes_exit_status_or_signal_is_the_runs(ctx: RunContext) -> None:
+    # The code runs as pid 2 of the run's PID namespace; its end is relayed to the parent as is.
+    cases = {
+        "import os\nos.kill(os.getpid(), 9)": -9,
+        "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)": -15,
+        "import sys\nsys.exit(7)": 7,
+        "import os\nprint(os.getpid(), os.getppid(), flush=True)\nos._exit(200)": 200,
+    }
+    for code, expected in cases.items():
+        result = await run_sandboxed(code, 5, parent_dir=ctx.workspace)
+        assert result.exit_code == expected, result.report(5)
+        assert "Traceback" not in result.stderr
+    assert result.stdout == "2 1\n"

@@ -4,9 +4,11 @@ The parent starts `python -I <this file> CONFIG --rolepool-sandbox` with the mod
 It is run by path, never imported through the package: importing rolepool would load the whole
 SDK into the sandbox before the code's first line. So it uses the standard library only.
 
-It sets up what the config asks for (limits, namespaces, the uid), then reports what it got as its
-first stderr line, `\\0SANDBOX {json}`: the parent must never claim an isolation the child could
-not get. A setup failure is reported the same way and exits with `SETUP_FAILED`.
+It sets up what the config asks for (limits, namespaces and private mounts, Landlock, the seccomp
+filter, the uid; `set_up`), then reports what it got as its first stderr line,
+`\\0SANDBOX {json}`: the parent must never claim an isolation the child could not get. A setup
+failure is reported the same way and exits with `SETUP_FAILED`; a missing isolation is a setup
+failure unless the user accepted weaker isolation (`guarded`).
 """
 
 from __future__ import annotations
@@ -272,7 +274,8 @@ def end_as(wait_status: int | None) -> None:
     if wait_status is not None and os.WIFSIGNALED(wait_status):
         number = os.WTERMSIG(wait_status)
     if number:
-        signal.signal(number, signal.SIG_DFL)
+        if number not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset
+            signal.signal(number, signal.SIG_DFL)
         os.kill(os.getpid(), number)
         os._exit(128 + number)
     os._exit(os.waitstatus_to_exitcode(wait_status))
