@@ -27,6 +27,7 @@ from rolepool.core import ConfigError, Event, RolepoolError, Sampling, UserError
 from rolepool.runtime import Limits, Run
 from rolepool.runtime.approval import ApprovalRequest, Decision, allow_all
 from rolepool.runtime.store import EventStore
+from rolepool.tools.mcp import load_mcp_config, open_servers
 from rolepool.zoo.dialogues import RESULT_CHARS
 
 DEFAULT_APPROVE = "run_python"
@@ -57,6 +58,12 @@ def add_run_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--pool", type=TEXT_FILE, metavar="FILE", help="pool config (TOML); default: built-in"
+    )
+    parser.add_argument(
+        "--mcp",
+        type=TEXT_FILE,
+        metavar="FILE",
+        help="MCP servers whose tools the agents may call (TOML; see the README)",
     )
     parser.add_argument("--yes", "-y", action="store_true", help="approve every tool call")
     parser.add_argument(
@@ -124,6 +131,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         builtin_agents(sampling),
         concurrency=args.concurrency,
         approve=approve,
+        mcp=load_mcp_config(args.mcp) if args.mcp else (),
     )
     err = Console(stderr=True, soft_wrap=True)
     prompter = _Prompter(err, yes=args.yes)
@@ -156,7 +164,7 @@ async def _run(
 ) -> WorkflowResult:
     """Run and watch the workflow, then close the pool (it may hold HTTP clients)."""
     try:
-        async with flow.start(task, worker=pool, **options) as run:
+        async with open_servers(flow.mcp), flow.start(task, worker=pool, **options) as run:
             await _watch(run, _Progress(), prompter, err)
         result = await run.result()  # out here, the run's error is raised as itself
     finally:

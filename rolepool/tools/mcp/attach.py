@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from rolepool.core import ConfigError
 from rolepool.tools.mcp.convert import MCPTool, exposed_name
@@ -60,3 +61,13 @@ def _renamed(server: MCPServer, tool: MCPTool, names: set[str]) -> MCPTool | Non
     clone = copy.copy(tool)
     clone.name = name
     return clone
+
+
+@asynccontextmanager
+async def open_servers(servers: Iterable[MCPServer]) -> AsyncIterator[list[MCPServer]]:
+    """Open every server (in order; a failure closes those already open) for a block."""
+    found = list(servers)
+    async with AsyncExitStack() as stack:
+        for server in found:
+            await stack.enter_async_context(server)
+        yield found
