@@ -32,6 +32,7 @@ from rolepool.pools import (
 from rolepool.runtime import EventStore, Limits, Run, RunResult
 from rolepool.runtime.approval import ApprovalRequest, Decision
 from rolepool.tools import Tool, tool
+from rolepool.tools.mcp import MCPServer
 
 __version__ = VERSION
 
@@ -55,6 +56,7 @@ __all__ = [
     "FunctionWorker",
     "LimitExceeded",
     "Limits",
+    "MCPServer",
     "Message",
     "OpenAIWorker",
     "Pool",
