@@ -61,7 +61,8 @@ FILL: dict[Option, str] = {
     ("zoo", "train", "--out"): "{tmp}/model",
     ("zoo", "eval", "model_dir"): "{dir}",
 }
-"""A good value for every required option, so that only the option under test can be wrong."""
+"""A good value for every required option (and an optional task), so that only the option under
+test can be wrong."""
 
 HUGE = "9" * 5000
 EDGES: dict[str, list[tuple[str, str]]] = {
@@ -164,7 +165,7 @@ def argv(option: Option, value: str, places: dict[str, str]) -> list[str]:
     words = option[:-1]
     line = list(words)
     for other, action in OPTIONS.items():
-        if other[:-1] == words and other != option and action.required:
+        if other[:-1] == words and other != option and (action.required or other in FILL):
             line += (
                 [action.option_strings[0], FILL[other]] if action.option_strings else [FILL[other]]
             )
