@@ -4,6 +4,7 @@ protocol), so it can do what no SDK server would: exit mid-call, never answer, f
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -40,6 +41,7 @@ HOSTILE = textwrap.dedent(
         {"name": "echo", "description": "Echo the text.", "inputSchema": obj({"text": {"type": "string"}}) | {"required": ["text"]}},
         {"name": "big", "inputSchema": obj()},
         {"name": "large", "inputSchema": obj()},
+        {"name": "env", "inputSchema": obj()},
         {"name": "hang", "inputSchema": obj()},
         {"name": "die", "inputSchema": obj()},
         {"name": "flood", "inputSchema": obj()},
@@ -74,6 +76,8 @@ HOSTILE = textwrap.dedent(
                 result = {"content": [{"type": "text", "text": "echo: " + args["text"]}]}
             elif name == "big":
                 result = {"content": [{"type": "text", "text": "y" * 50_000_000}]}
+            elif name == "env":
+                result = {"content": [{"type": "text", "text": json.dumps(sorted(os.environ))}]}
             elif name == "large":
                 result = {"content": [{"type": "text", "text": "z" * 2_000_000}]}
             elif name == "hang":
@@ -138,6 +142,14 @@ async def test_bad_schemas_and_names_are_left_out_with_the_reason(hostile):
         assert "cannot be resolved" in server.skipped["dangling_ref"]
         assert "inputSchema is" in server.skipped["huge_schema"]
         assert "letters, digits" in server.skipped["bad name!"]
+
+
+async def test_a_server_inherits_no_secrets_from_the_environment(hostile, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-servers")
+    async with hostile() as server:
+        names = json.loads(await _tool(server, "env").call({}))
+    assert "PIDFILE" in names and "PATH" in names
+    assert "OPENAI_API_KEY" not in names
 
 
 async def test_results_map_to_text_placeholders_and_tool_errors(hostile):

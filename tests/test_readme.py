@@ -27,7 +27,7 @@ def run_block(block: str, tmp_path: Path) -> str:
 
 def test_readme_python_examples_run(tmp_path):
     blocks = python_blocks()
-    assert len(blocks) == 3, "a new README example needs its expectations here"
+    assert len(blocks) == 4, "a new README example needs its expectations here"
     out = run_block(blocks[0], tmp_path)
     assert "Found two notes on MoE routing." in out
     assert "tool.call.invalid $.top_k: 'two' is not of type 'integer'" in out
@@ -40,6 +40,11 @@ def test_readme_python_examples_run(tmp_path):
     assert "step 0: analyst -> 6 words" in out
     assert "## Results\n\nanalyst: 6 words" in out
     assert out.strip().endswith("answer: The phrase has 6 words.")
+    out = run_block(blocks[3], tmp_path)  # the MCP example: mcp-server-time (the dev extra)
+    assert "['time.convert_time', 'time.get_current_time']" in out
+    assert "$.timezone: 9 is not of type 'string'" in out
+    assert '{"source": {"timezone": "Europe/Paris", "datetime": "' in out
+    assert out.strip().endswith("Half past nine in Paris is half past five in Tokyo.")
 
 
 def test_quickstart_runs():
