@@ -487,3 +487,119 @@ fallbacks = ["dense"]
         assert answer["rolepool"]["worker"] == "moe"
         assert answer["rolepool"]["policy_version"] == "test.1"
         assert answer["rolepool"]["architecture"] == "moe"
+
+
+# -- request fields: honoured or refused (issue 20) ------------------------------------------------
+
+ADD_TOOL = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+READ_TOOL = {"type": "function", "function": {"name": "read_file"}}
+
+
+async def test_tool_choice_and_response_format_become_the_requests_decoding():
+    call = '<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>'
+    worker = ScriptedWorker([call, call, '{"x": 1}', '{"y": 2}'])
+    named = {"type": "function", "function": {"name": "read_file"}}
+    schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
+    tools = [ADD_TOOL, READ_TOOL]
+    async with client_for(worker) as client:
+        for extra in (
+            {"tools": tools, "tool_choice": named},
+            {"tools": tools, "tool_choice": "required"},
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}},
+            {"tools": tools, "response_format": {"type": "json_object"}},
+        ):
+            response = await client.post("/v1/chat/completions", json={**HELLO, **extra})
+            assert response.status_code == 200, response.text
+    modes = [(r.decoding.mode, r.decoding.tool) for r in worker.requests]
+    assert modes == [
+        ("named", "read_file"),
+        ("required", None),
+        ("json_schema", None),
+        ("json_object", None),
+    ]
+    assert worker.requests[2].decoding.json_schema == schema
+    # a JSON reply asked for is the content, never turned into calls
+    message = response.json()["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": '{"y": 2}'}
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        (
+            {"tool_choice": {"type": "function", "function": {"name": "nope"}}},
+            "tool_choice.function.name",
+        ),
+        ({"tool_choice": "sometimes"}, "tool_choice"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {}}},
+            "response_format.json_schema.schema",
+        ),
+        (
+            {"tool_choice": "required", "response_format": {"type": "json_object"}},
+            "response_format",
+        ),
+        ({"logprobs": True}, "logprobs"),
+        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"logit_bias": {"50256": -100}}, "logit_bias"),
+        ({"reasoning_effort": "high"}, "reasoning_effort"),
+        ({"frobnicate": 1}, "frobnicate"),
+    ],
+)
+async def test_a_field_serve_cannot_honour_is_a_400_naming_it(extra, param):
+    worker = ScriptedWorker(["never"])
+    async with client_for(worker) as client:
+        body = {**HELLO, "tools": [ADD_TOOL], **extra}
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    assert error_of(response)["param"] == param
+    assert worker.requests == []
+
+
+async def test_neutral_values_are_accepted_and_parallel_tool_calls_false_keeps_one_call():
+    two = (
+        '<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>'
+        '<tool_call>{"name": "add", "arguments": {"a": 2}}</tool_call>'
+    )
+    worker = ScriptedWorker([two])
+    body = {
+        **HELLO,
+        "tools": [ADD_TOOL],
+        "parallel_tool_calls": False,
+        "logprobs": False,
+        "presence_penalty": 0,
+        "frequency_penalty": 0.0,
+        "store": False,
+        "logit_bias": {},
+        "user": "u1",
+    }
+    async with client_for(worker) as client:
+        response = await client.post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    calls = response.json()["choices"][0]["message"]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"a": 1}]
+
+
+async def test_a_worker_that_cannot_constrain_decoding_refuses_naming_the_field():
+    from rolepool.core import RequestRefused
+    from rolepool.pools.openai_options import DECODING_REFUSAL
+
+    def refuse(request):
+        if request.decoding.mode != "free":
+            raise RequestRefused(f"{DECODING_REFUSAL} (mode {request.decoding.mode!r})")
+        return "free text"
+
+    worker = FunctionWorker(refuse, name="tiny")
+    named = {"type": "function", "function": {"name": "add"}}
+    async with client_for(worker) as client:
+        by_tool = await client.post(
+            "/v1/chat/completions", json={**HELLO, "tools": [ADD_TOOL], "tool_choice": named}
+        )
+        by_format = await client.post(
+            "/v1/chat/completions", json={**HELLO, "response_format": {"type": "json_object"}}
+        )
+        free = await client.post("/v1/chat/completions", json=HELLO)
+    assert by_tool.status_code == 400 and error_of(by_tool)["param"] == "tool_choice"
+    assert by_format.status_code == 400 and error_of(by_format)["param"] == "response_format"
+    assert free.status_code == 200

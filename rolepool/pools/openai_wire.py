@@ -2,9 +2,9 @@
 translation to a rolepool `Request`, and the answer built from a `Completion`.
 
 Kept apart from the server so the wire rules (what is accepted, what each bad field is called in
-the 400 answer, what an answer looks like) read in one place. Unknown fields are ignored, as
-OpenAI-compatible servers do, so clients that send `user`, `logprobs: false` or vendor extras are
-not refused.
+the 400 answer, what an answer looks like) read in one place. Every field is honoured or
+refused with a 400 naming it, never ignored (`openai_options` lists them); `tool_choice` and
+`response_format` become the request's `Decoding`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rolepool.core import Completion, Message, Request, Sampling, ToolCall, ToolSpec
 from rolepool.core.messages import utf8_safe
+from rolepool.pools.openai_options import FieldRefused, check_fields, decoding_for
 from rolepool.tools.parsing import parse_tool_calls
 
 _ROLE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -117,6 +118,9 @@ class ChatRequest(_Wire):
     messages: list[WireMessage] = Field(min_length=1)
     tools: list[WireTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
     temperature: float | None = None
     top_p: float | None = None
     max_tokens: int | None = None
@@ -134,6 +138,10 @@ class ChatRequest(_Wire):
         if not isinstance(body, dict):
             raise ApiError(400, "request body must be a JSON object")
         try:
+            check_fields(body)
+        except FieldRefused as exc:
+            raise ApiError(400, exc.message, param=exc.param) from None
+        try:
             chat = cls.model_validate(body)
         except ValidationError as exc:
             first = exc.errors()[0]
@@ -146,6 +154,17 @@ class ChatRequest(_Wire):
     @property
     def wants_stream_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
+
+    @property
+    def parse_calls(self) -> bool:
+        """Whether calls written as text become `tool_calls`: tools offered, not refused with
+        `tool_choice: "none"`, and no JSON reply asked for (that JSON is the content)."""
+        json_reply = (self.response_format or {}).get("type") in ("json_object", "json_schema")
+        return bool(self.tools) and self.tool_choice != "none" and not json_reply
+
+    @property
+    def max_calls(self) -> int | None:
+        return 1 if self.parallel_tool_calls is False else None
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
@@ -180,10 +199,15 @@ def to_request(chat: ChatRequest, header_role: str | None) -> Request:
             )
             for t in chat.tools
         ]
+    try:
+        decoding = decoding_for(chat.tool_choice, chat.response_format, tools)
+    except FieldRefused as exc:
+        raise ApiError(400, exc.message, param=exc.param) from None
     return Request(
         messages=[_message(m, i) for i, m in enumerate(chat.messages)],
         tools=tools,
         sampling=_sampling(chat),
+        decoding=decoding,
         role=role,
         run_id=_text_or_none(metadata.get("run_id")),
         agent=_text_or_none(metadata.get("agent")),
@@ -259,17 +283,28 @@ def _text_or_none(value: Any) -> str | None:
 # -- answers -------------------------------------------------------------------------------------
 
 
-def chat_completion(completion: Completion, served_by: str, *, parse_calls: bool) -> dict:
-    """The OpenAI `chat.completion` object for a worker's answer; its `model` is `served_by`,
-    the name of the worker that served (never just what the client asked for). With
-    `parse_calls` (the request offered tools), calls the model wrote as text become
-    `tool_calls`, as vLLM's tool parsers do; text that fails to parse is returned as content for
-    the client's own feedback loop."""
+def answer_calls(
+    completion: Completion, *, parse_calls: bool, max_calls: int | None = None
+) -> tuple[list[ToolCall], str]:
+    """The calls an answer carries and its remaining text. With `parse_calls` (the request
+    offered tools and asked for no JSON reply), calls the model wrote as text become
+    `tool_calls`, as vLLM's tool parsers do; text that fails to parse stays content for the
+    client's own feedback loop. `max_calls=1` is `parallel_tool_calls: false`."""
     calls, text = completion.tool_calls or [], utf8_safe(completion.text)
     if not calls and parse_calls:
         parsed = parse_tool_calls(text)
         if parsed.calls and parsed.failure is None:
             calls, text = parsed.calls, parsed.text
+    return calls[:max_calls], text
+
+
+def chat_completion(
+    completion: Completion, served_by: str, *, parse_calls: bool, max_calls: int | None = None
+) -> dict:
+    """The OpenAI `chat.completion` object for a worker's answer; its `model` is `served_by`,
+    the name of the worker that served (never just what the client asked for). Calls as in
+    `answer_calls`."""
+    calls, text = answer_calls(completion, parse_calls=parse_calls, max_calls=max_calls)
     message: dict[str, Any] = {"role": "assistant", "content": text}
     finish = completion.finish_reason or "stop"
     if calls:

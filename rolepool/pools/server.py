@@ -42,12 +42,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rolepool.core import (
     Completion,
+    Decoding,
     Request,
     RequestRefused,
     RolepoolError,
     UserError,
     WorkerError,
 )
+from rolepool.pools.openai_options import DECODING_REFUSAL, decoding_param
 from rolepool.pools.openai_wire import (
     ApiError,
     ChatRequest,
@@ -165,7 +167,9 @@ class _Service:
             finally:
                 self.metrics.in_flight.dec()
             served_by = completion.worker or default_worker
-            body = chat_completion(completion, served_by, parse_calls=bool(request.tools))
+            body = chat_completion(
+                completion, served_by, parse_calls=chat.parse_calls, max_calls=chat.max_calls
+            )
         except ApiError as exc:
             if exc.status != 413:  # counted as rejected, like a declared size over the limit
                 self._count(default_worker, role, exc.status_label, started)
@@ -236,17 +240,19 @@ class _Service:
         if not outcome:
             raise ApiError(499, "client closed the request", "client_closed")
         if isinstance(outcome[0], Exception):
-            raise self._failure(outcome[0])
+            raise self._failure(outcome[0], request.decoding)
         return outcome[0]
 
-    def _failure(self, exc: Exception) -> ApiError:
+    def _failure(self, exc: Exception, decoding: Decoding) -> ApiError:
         """The answer for a failed worker call: typed errors keep their message, others don't."""
         name = self.worker.info.name
         if isinstance(exc, TimeoutError):
             message = f"worker {name!r}: no completion within {self.request_timeout:g}s"
             return ApiError(504, message, "timeout", worker=name, worker_failure=True)
         if isinstance(exc, UserError | RequestRefused):
-            return ApiError(400, str(exc))
+            # a worker that cannot constrain decoding names the field that asked for it
+            param = decoding_param(decoding) if DECODING_REFUSAL in str(exc) else None
+            return ApiError(400, str(exc), param=param)
         if isinstance(exc, RolepoolError):
             worker = (exc.worker if isinstance(exc, WorkerError) else None) or name
             return ApiError(502, str(exc), "worker_error", worker=worker, worker_failure=True)

@@ -52,6 +52,7 @@ from rolepool.pools.local_model import (
     pick_dtype,
     weights_version,
 )
+from rolepool.pools.openai_options import DECODING_REFUSAL
 
 __all__ = ["TransformersWorker"]
 
@@ -244,6 +245,9 @@ class TransformersWorker:
 
     async def complete(self, request: Request) -> Completion:
         arrived = time.perf_counter()
+        if request.decoding.mode != "free":  # refused, never ignored, until a grammar engine
+            mode = request.decoding.mode
+            raise RequestRefused(f"{DECODING_REFUSAL} (mode {mode!r})", worker=self._name)
         await self.load()
         prompt_ids = self._prompt_ids(request)
         job = Job(
