@@ -605,3 +605,36 @@ async def test_the_codes_exit_status_or_signal_is_the_runs(ctx: RunContext) -> N
         assert result.exit_code == expected, result.report(5)
         assert "Traceback" not in result.stderr
     assert result.stdout == "2 1\n"
+
+
+async def test_the_process_limit_counts_only_the_runs_own_processes(ctx: RunContext) -> None:
+    # The user already has more processes than the sandbox may have; the sandbox still starts
+    # its own (as non-root the kernel counts them per user namespace, as root per uid), and a
+    # fork bomb inside stops at the limit.
+    import subprocess
+
+    others = [subprocess.Popen(["sleep", "30"]) for _ in range(SandboxLimits().max_processes + 8)]
+    try:
+        code = (
+            "import os\n"
+            "children = []\n"
+            "try:\n"
+            "    while len(children) < 100:\n"
+            "        pid = os.fork()\n"
+            "        if pid == 0:\n"
+            "            import time\n"
+            "            time.sleep(5)\n"
+            "            os._exit(0)\n"
+            "        children.append(pid)\n"
+            "except OSError as exc:\n"
+            "    print('stopped', exc.errno, 'after', len(children), flush=True)\n"
+            "os._exit(0)\n"
+        )
+        text = await _run(ctx, code)
+    finally:
+        for process in others:
+            process.kill()
+            process.wait()
+    assert "stopped 11 after" in text  # EAGAIN
+    started = int(text.split("stopped 11 after ")[1].split()[0])
+    assert 20 <= started < SandboxLimits().max_processes

@@ -197,12 +197,14 @@ def guarded(
 
 def set_up(config: dict) -> dict[str, object]:
     """Apply the limits, the namespaces, the confinement and the uid; returns what was set up."""
-    for name, soft, hard in config["rlimits"]:
-        resource.setrlimit(getattr(resource, name), (soft, hard))
     confine = load_confine()
     weak = config["allow_weak"]
     status: dict[str, object] = {}
     guarded(status, "network", weak, lambda: enter_namespaces(confine))
+    # After the user namespace is made: there RLIMIT_NPROC counts only this run's processes (the
+    # kernel counts per user namespace, and the user's own limit still bounds the namespace).
+    for name, soft, hard in config["rlimits"]:
+        resource.setrlimit(getattr(resource, name), (soft, hard))
     writable = [config["workdir"]]
     if status["network"] == "isolated":  # never mount outside a namespace of our own
         guarded(status, "mounts", weak, lambda: private_mounts(config, confine))
