@@ -76,7 +76,6 @@ class Landlock:
         if self.abi < 1:
             raise OSError("Landlock is not available (kernel too old, or not in the LSM list)")
         self.rights = all_rights(self.abi)
-        self.scoped = self.abi >= 6
         attr = struct.pack("=QQQ", self.rights, 0, _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL)
         size = 8 if self.abi < 4 else 16 if self.abi < 6 else 24
         self._fd = _syscall(_LANDLOCK_CREATE_RULESET, attr[:size], size, 0)
@@ -189,9 +188,3 @@ def drop_capabilities() -> None:
 def no_new_privileges() -> None:
     """No setuid binary or file capability can raise privileges again (needed by both filters)."""
     _prctl(_PR_SET_NO_NEW_PRIVS, 1, 0)
-
-
-def describe() -> str:
-    """A one-line summary of what this module can use here, for logs and test skips."""
-    abi = landlock_abi()
-    return f"Landlock ABI {abi} on {platform.machine()}" if abi else "no Landlock"
