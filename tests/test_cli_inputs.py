@@ -37,6 +37,9 @@ FREE_TEXT: dict[Option, str] = {
     ("serve", "--host"): "an address; binding reports one that cannot be bound",
     ("serve", "--api-key-env"): "the name of an environment variable",
     ("serve", "--model"): "a shipped model's name or a model directory; loading names a bad one",
+    ("mcp", "serve", "--host"): "an address, as serve --host",
+    ("mcp", "serve", "--token-env"): "the name of an environment variable; unset is refused",
+    ("mcp", "serve", "--approve"): "tool names, as run --approve",
 }
 
 ACCEPTED: dict[tuple[Option, str], str] = {
@@ -47,6 +50,7 @@ ACCEPTED: dict[tuple[Option, str], str] = {
     (("run", "--workspace"), "{tmp}/missing/x"): "made with its parents (mkdir -p)",
     (("eval", "--out"), "{tmp}/missing/x"): "made with its parents, as README's --out runs/quick",
     (("zoo", "train", "--out"), "{tmp}/missing/x"): "made with its parents (mkdir -p)",
+    (("mcp", "serve", "--out"), "{tmp}/missing/x"): "made with its parents by run_eval",
     (("docs", "add", "PATH"), "{dir}"): "a directory is indexed recursively",
     (("docs", "add", "PATH"), "{latin1}"): "a file that is not UTF-8 is skipped and named (exit 1)",
 }
