@@ -26,6 +26,7 @@ from rolepool.cli_args import TEXT_FILE, Float, Int, OutputDir, OutputFile, coun
 from rolepool.core import ConfigError, Event, RolepoolError, Sampling, UserError, new_run_id
 from rolepool.runtime import Limits, Run
 from rolepool.runtime.approval import ApprovalRequest, Decision, allow_all
+from rolepool.runtime.replay import ResumeError
 from rolepool.runtime.store import EventStore
 from rolepool.tools.mcp import load_mcp_config, open_servers
 from rolepool.zoo.dialogues import RESULT_CHARS
@@ -53,8 +54,17 @@ def add_run_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "task",
+        nargs="?",
+        default="",
         help='what to do, e.g. "Plan this: have the coder test the parser, and ask the search '
-        'agent to find the routing policy."',
+        'agent to find the routing policy." (none with --resume)',
+    )
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue an interrupted run (trace list says interrupted) from its stored events, "
+        "as a new run: stored replies and tool results are replayed, nothing runs twice; give "
+        "the options the run was started with",
     )
     parser.add_argument(
         "--pool", type=TEXT_FILE, metavar="FILE", help="pool config (TOML); default: built-in"
@@ -124,7 +134,10 @@ def _pool(args: argparse.Namespace) -> Any:
 
 def cmd_run(args: argparse.Namespace, out: Console) -> int:
     if not args.task.strip():
-        raise UserError('the task is empty; say what to do, e.g. rolepool run "..."')
+        if not args.resume:
+            raise UserError('the task is empty; say what to do, e.g. rolepool run "..."')
+    elif args.resume:
+        raise UserError("give a task or --resume RUN_ID, not both: a resumed run has its task")
     approve = [t.strip() for t in args.approve.split(",") if t.strip()]
     sampling = None if args.pool else Sampling(max_tokens=TINY_MAX_TOKENS)
     flow = Workflow(
@@ -140,15 +153,17 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         "workspace": Path(args.workspace) if args.workspace else None,
         "approver": prompter.approve,
         "run_id": new_run_id(),
+        **({"resume": args.resume} if args.resume else {}),
     }
     if args.db:
         options["store"] = EventStore(Path(args.db))
     pool = _pool(args)
     try:
         result = anyio.run(partial(_run, flow, args.task, pool, prompter, err, options))
-    except RolepoolError:
+    except RolepoolError as exc:
         run_id = options["run_id"]
-        err.print(f"run id: {run_id}   (rolepool trace show {run_id})", highlight=False)
+        if type(exc) is not ResumeError:  # a refused resume started no run
+            err.print(f"run id: {run_id}   (rolepool trace show {run_id})", highlight=False)
         raise
     _print_result(result, out, as_json=args.json)
     return 0
