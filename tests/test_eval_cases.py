@@ -170,7 +170,8 @@ def test_unknown_suite_and_empty_suite_are_user_errors(tmp_path):
 
 def test_bfcl_suites_without_a_data_dir_say_how_to_give_one(monkeypatch, tmp_path):
     monkeypatch.delenv("ROLEPOOL_BFCL_DIR", raising=False)
-    with pytest.raises(UserError, match="--bfcl-dir DIR.*ROLEPOOL_BFCL_DIR"):
+    monkeypatch.setattr("rolepool.evals.bfcl.data.installed_bfcl_data", lambda: None)
+    with pytest.raises(UserError, match="bfcl-eval.*--bfcl-dir DIR.*ROLEPOOL_BFCL_DIR"):
         load_suite("bfcl-simple")
     monkeypatch.setenv("ROLEPOOL_BFCL_DIR", str(tmp_path / "missing"))
     with pytest.raises(UserError, match=r"\$ROLEPOOL_BFCL_DIR: .*does not exist"):
@@ -184,6 +185,17 @@ def test_bfcl_suites_without_a_data_dir_say_how_to_give_one(monkeypatch, tmp_pat
         "bfcl-parallel",
         "bfcl-parallel-multiple",
         "bfcl-irrelevance",
+        "bfcl-simple-java",
+        "bfcl-simple-javascript",
+        "bfcl-live-simple",
+        "bfcl-live-multiple",
+        "bfcl-live-parallel",
+        "bfcl-live-parallel-multiple",
+        "bfcl-live-irrelevance",
+        "bfcl-live-relevance",
+        "bfcl",
+        "bfcl-non-live",
+        "bfcl-live",
     }
 
 

@@ -30,6 +30,24 @@ class ExpectedCall(BaseModel):
     arguments: dict[str, list[Any]] = Field(default_factory=dict)
 
 
+class BfclKey(BaseModel):
+    """What BFCL's own checker reads besides the expected calls: the category (it picks the
+    checker), the language of the functions (Java and JavaScript values are source text that the
+    checker converts) and the function docs as BFCL ships them, before the model-facing schemas
+    were made from them (those lose BFCL's own types: `float` vs `integer`, Java's `long`)."""
+
+    category: str
+    language: Literal["python", "java", "javascript"] = "python"
+    functions: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def kind(self) -> Literal["ast", "irrelevance", "relevance"]:
+        """How BFCL decides: by matching calls, by the absence of a call, by the presence of one."""
+        if "irrelevance" in self.category:
+            return "irrelevance"
+        return "relevance" if "relevance" in self.category else "ast"
+
+
 class Case(BaseModel):
     """One scored turn. `messages` is the conversation up to it, exactly as the model sees it
     (system prompt included); `tools` are the function schemas offered (name, description, JSON
@@ -49,10 +67,13 @@ class Case(BaseModel):
     answer_contains: str | None = None
     """For a case that expects no call: text the final answer must contain to be `exact` (a
     refusal names the role that owns the tool). None: any answer without a call is right."""
+    bfcl: BfclKey | None = None
+    """Set on BFCL cases: `exact` is then BFCL's own checker verdict (`rolepool.evals.bfcl`)."""
 
     @property
     def expects_call(self) -> bool:
-        return bool(self.expected)
+        """Some call is expected: the expected ones, or (BFCL's relevance cases) any call."""
+        return bool(self.expected) or (self.bfcl is not None and self.bfcl.kind == "relevance")
 
     def tool(self, name: str) -> ToolSpec | None:
         """The offered tool called `name`, or None."""

@@ -45,8 +45,8 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
         default=[],
         type=NameOrFile(_builtin_suites, "suite"),
         metavar="SUITE",
-        help="a built-in suite (roles, bfcl-simple, bfcl-multiple, bfcl-parallel, "
-        "bfcl-parallel-multiple, bfcl-irrelevance) or a suite .jsonl file; repeatable "
+        help="a built-in suite (roles; a BFCL category such as bfcl-simple, bfcl-live-multiple; "
+        "a BFCL group: bfcl, bfcl-non-live, bfcl-live) or a suite .jsonl file; repeatable "
         "(default: roles)",
     )
     parser.add_argument(
@@ -92,12 +92,12 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
 
 def load_cases(args: argparse.Namespace) -> list[Any]:
     from rolepool.evals.runner import check_cases
-    from rolepool.evals.suites import load_suite
+    from rolepool.evals.suites import expand_suites, load_suite
 
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be at least 1, got {args.limit}")
     cases, seen = [], set()
-    for spec in args.suite or ["roles"]:
+    for spec in expand_suites(args.suite or ["roles"]):
         suite = load_suite(spec, bfcl_dir=args.bfcl_dir, limit=args.limit)
         for case in suite.cases:
             if (case.suite, case.id) in seen:

@@ -35,6 +35,7 @@ from rolepool.core import (
     WorkerInfo,
 )
 from rolepool.core.events import ModelCompleted, ModelRequested, ToolCallInvalid, ToolCallParsed
+from rolepool.evals.bfcl.schema import tool_accepted
 from rolepool.evals.cases import Attempt, Case, Prediction
 from rolepool.evals.result_line import AttemptRecord, CallRecord, ErrorKind, ResultLine
 from rolepool.evals.results import ResultsFile
@@ -78,9 +79,11 @@ def case_tools(case: Case) -> list[Tool]:
 
 
 def check_cases(cases: Sequence[Case]) -> None:
-    """Fail before any model runs if a case's tools cannot be built."""
+    """Fail before any model runs if a case's tools cannot be built. A tool its loader already
+    built once (`tool_accepted`) is not built again."""
     for case in cases:
-        case_tools(case)
+        if not all(tool_accepted(t.name, t.description, t.parameters) for t in case.tools):
+            case_tools(case)
 
 
 def prediction_from_events(events: Sequence[Event], error: str | None = None) -> Prediction:

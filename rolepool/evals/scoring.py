@@ -23,6 +23,16 @@ Every case:
   prose instead of a call is JSON-valid but not `parsed`.
 A prediction without attempts (the run failed before the model answered) fails every metric that
 applies, except `false_call`, which is False.
+
+BFCL cases (`case.bfcl` set) differ in two ways:
+- `exact` is BFCL's own checker verdict (`rolepool.evals.bfcl.checker`), on the final attempt's
+  calls; an attempt that does not parse to calls is an output that does not decode, which BFCL
+  scores as right on irrelevance cases (an empty reply, a broken call) and wrong elsewhere;
+  relevance cases (`live_relevance`) need any call at all.
+- `exact_strict` (set on BFCL cases only) is `exact` and rolepool's own stricter rule besides:
+  calls match under rolepool's matching (JSON Schema types, `rolepool.evals.matching`), an
+  abstention is a real answer (no parse error: not empty, not a broken call), a relevance call is
+  well-formed and valid against its schema.
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rolepool.core import ToolCall
+from rolepool.evals.bfcl.checker import bfcl_verdict
 from rolepool.evals.cases import OMITTED, Attempt, Case, Prediction
 from rolepool.evals.matching import calls_match, sample_value
 from rolepool.tools.validation import validate_arguments
@@ -48,9 +59,12 @@ class Scores(BaseModel):
     exact: bool | None = None
     no_call_correct: bool | None = None
     false_call: bool | None = None
+    exact_strict: bool | None = None
+    """BFCL cases only (left unset, so not written, elsewhere): see the module docstring."""
 
 
-METRICS: tuple[str, ...] = tuple(Scores.model_fields)
+METRICS: tuple[str, ...] = tuple(n for n in Scores.model_fields if n != "exact_strict")
+"""The metrics every case has (each written on every result line)."""
 CALL_METRICS = ("parsed", "schema_valid_first_try", "schema_valid", "name_correct")
 NO_CALL_METRICS = ("no_call_correct", "false_call")
 
@@ -82,7 +96,24 @@ def score_case(case: Case, prediction: Prediction) -> Scores:
         scores.false_call = any(a.calls for a in prediction.attempts)
         wanted = case.answer_contains
         scores.exact = quiet and (wanted is None or wanted in final.text)
+    if case.bfcl is not None:
+        _score_bfcl(case, final, scores)
     return scores
+
+
+def _score_bfcl(case: Case, final: Attempt | None, scores: Scores) -> None:
+    """`exact` as BFCL's checker decides it, and rolepool's stricter rule beside it."""
+    assert case.bfcl is not None
+    rolepool_rule = bool(scores.exact)  # our own suites' rule, computed above
+    if case.bfcl.kind == "relevance":
+        rolepool_rule = final is not None and attempt_valid(case, final)
+        scores.name_correct = None  # any offered function will do
+    if final is None:
+        scores.exact = False
+    else:
+        calls = None if final.parse_error is not None else final.calls
+        scores.exact = bfcl_verdict(case.bfcl, case.expected, calls)
+    scores.exact_strict = scores.exact and rolepool_rule
 
 
 def attempt_valid(case: Case, attempt: Attempt) -> bool:

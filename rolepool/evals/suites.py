@@ -26,16 +26,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rolepool.core import ToolSpec, UserError
-from rolepool.evals.bfcl import CATEGORIES, checked_tool, load_bfcl
+from rolepool.evals.bfcl import CATEGORIES, GROUPS, checked_tool, load_bfcl
 from rolepool.evals.cases import Case, ExpectedCall, Suite, messages_from_openai
 from rolepool.evals.errors import SuiteError
 from rolepool.evals.roles import roles_cases
 from rolepool.zoo.toolset import ROLE_TOOLS, tool_spec
 
-__all__ = ["SUITES", "SuiteError", "load_suite", "load_suite_file"]
+__all__ = ["SUITES", "SuiteError", "expand_suites", "load_suite", "load_suite_file"]
 
-SUITES: tuple[str, ...] = ("roles", *CATEGORIES)
-"""The built-in suites; `bfcl-*` need a BFCL data directory."""
+SUITES: tuple[str, ...] = ("roles", *CATEGORIES, *GROUPS)
+"""The built-in suites and suite groups; `bfcl*` need BFCL's data (the bfcl-eval package or a
+directory)."""
 NO_CALL = "no call"
 BUILTIN_TOOLS: tuple[str, ...] = tuple(dict.fromkeys(n for ns in ROLE_TOOLS.values() for n in ns))
 
@@ -72,6 +73,12 @@ def load_suite(spec: str, *, bfcl_dir: Path | str | None = None, limit: int | No
         raise UserError(f"unknown suite {spec!r}: not a built-in suite ({known}) nor a file")
     cases = load_suite_file(path)
     return Suite(name=path.stem, cases=cases if limit is None else cases[:limit])
+
+
+def expand_suites(specs: list[str]) -> list[str]:
+    """Suite names with each group (`bfcl`, `bfcl-live`, ...) replaced by its suites, in order,
+    each suite once."""
+    return list(dict.fromkeys(name for spec in specs for name in GROUPS.get(spec, (spec,))))
 
 
 def load_suite_file(path: Path | str) -> list[Case]:

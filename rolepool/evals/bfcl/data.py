@@ -1,26 +1,29 @@
-"""BFCL v4 single-turn categories as suites: read a BFCL data directory, turn BFCL's parameter
-types into JSON Schema, and its possible answers into expected calls.
+"""BFCL v4 single-turn categories as suites: find a BFCL data directory, read a category's
+entries and possible answers, and make each entry a `Case` (tools as JSON Schema, possible answers
+as expected calls, and the `BfclKey` BFCL's checker needs).
 
-BFCL files are JSON Lines: test entries `{"id", "question", "function"}` and, under
-`possible_answer/`, `{"id", "ground_truth": [{name: {param: [accepted values]}}]}` whose accepted
-values already use our `ExpectedCall` convention (`""` = may be omitted). BFCL's types are Python
-names (`dict`, `float`, `tuple`, `any`); the run loop validates against JSON Schema, so they are
-converted here once, recursively, for every place a schema can nest.
+The data comes from `--bfcl-dir`, else `$ROLEPOOL_BFCL_DIR`, else the installed `bfcl-eval`
+package (`pip install --no-deps bfcl-eval`: its `data/` folder; the package is never imported, and
+its data is never copied into this repository). BFCL files are JSON Lines: test entries
+`{"id", "question", "function"}` and, under `possible_answer/`, `{"id", "ground_truth": [{name:
+{param: [accepted values]}}]}` whose accepted values already use our `ExpectedCall` convention
+(`""` = may be omitted). Irrelevance and relevance categories have no possible answers.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from rolepool.core import ConfigError, Message, ToolSpec, UserError
-from rolepool.evals.cases import Case, ExpectedCall
+from rolepool.core import Message, UserError
+from rolepool.evals.bfcl.schema import convert_function, java_js_offered
+from rolepool.evals.cases import BfclKey, Case, ExpectedCall
 from rolepool.evals.errors import SuiteError
-from rolepool.tools.tool import Tool
 
 BFCL_ENV = "ROLEPOOL_BFCL_DIR"
 CATEGORIES: dict[str, str] = {
@@ -29,50 +32,68 @@ CATEGORIES: dict[str, str] = {
     "bfcl-parallel": "parallel",
     "bfcl-parallel-multiple": "parallel_multiple",
     "bfcl-irrelevance": "irrelevance",
+    "bfcl-simple-java": "simple_java",
+    "bfcl-simple-javascript": "simple_javascript",
+    "bfcl-live-simple": "live_simple",
+    "bfcl-live-multiple": "live_multiple",
+    "bfcl-live-parallel": "live_parallel",
+    "bfcl-live-parallel-multiple": "live_parallel_multiple",
+    "bfcl-live-irrelevance": "live_irrelevance",
+    "bfcl-live-relevance": "live_relevance",
 }
-"""Suite name -> BFCL category (the file is `BFCL_v4_<category>.json`)."""
+"""Suite name -> BFCL single-turn category (the file is `BFCL_v4_<category>.json`)."""
 
-# BFCL type -> JSON Schema type. `tuple` is an array (JSON has no tuples); `any` is a string, as
-# BFCL's own checker treats it. JSON Schema names are accepted as they are.
-_TYPES: dict[str, str] = {
-    "dict": "object",
-    "object": "object",
-    "float": "number",
-    "number": "number",
-    "double": "number",
-    "integer": "integer",
-    "int": "integer",
-    "string": "string",
-    "str": "string",
-    "boolean": "boolean",
-    "bool": "boolean",
-    "array": "array",
-    "list": "array",
-    "tuple": "array",
-    "any": "string",
-    "null": "null",
+NON_LIVE = (
+    "bfcl-simple",
+    "bfcl-simple-java",
+    "bfcl-simple-javascript",
+    "bfcl-multiple",
+    "bfcl-parallel",
+    "bfcl-parallel-multiple",
+    "bfcl-irrelevance",
+)
+LIVE = tuple(name for name in CATEGORIES if name.startswith("bfcl-live-"))
+GROUPS: dict[str, tuple[str, ...]] = {
+    "bfcl": (*NON_LIVE, *LIVE),
+    "bfcl-non-live": NON_LIVE,
+    "bfcl-live": LIVE,
 }
-_SCHEMA_VALUED = ("items", "additionalProperties", "not")
-_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
-_DROPPED = ("optional",)  # BFCL's marker; JSON Schema says it with `required`
+"""Suite names that stand for several suites: the leaderboard's groups."""
+_NO_ANSWERS = ("irrelevance", "live_irrelevance", "live_relevance")
 
 
 def find_bfcl_dir(bfcl_dir: Path | str | None) -> Path:
-    """The BFCL data directory from the argument or `$ROLEPOOL_BFCL_DIR`, checked to exist."""
+    """The BFCL data directory: the argument, `$ROLEPOOL_BFCL_DIR`, or the installed `bfcl-eval`
+    package's data, checked to exist."""
     source = "--bfcl-dir"
     if bfcl_dir is None:
         env = os.environ.get(BFCL_ENV)
-        if not env:
+        if env:
+            bfcl_dir, source = env, f"${BFCL_ENV}"
+        else:
+            bfcl_dir, source = installed_bfcl_data(), "the bfcl-eval package"
+        if bfcl_dir is None:
             raise UserError(
-                "BFCL suites need the BFCL data directory (the folder holding "
-                "BFCL_v4_simple_python.json and possible_answer/): pass --bfcl-dir DIR "
-                f"(bfcl_dir= in Python) or set {BFCL_ENV}"
+                "BFCL suites need BFCL's data: install it with `pip install --no-deps bfcl-eval`, "
+                "or pass --bfcl-dir DIR (bfcl_dir= in Python; the folder holding "
+                f"BFCL_v4_simple_python.json and possible_answer/) or set {BFCL_ENV}"
             )
-        bfcl_dir, source = env, f"${BFCL_ENV}"
     path = Path(bfcl_dir).expanduser()
     if not path.is_dir():
         raise UserError(f"{source}: BFCL data directory {str(path)!r} does not exist")
     return path
+
+
+def installed_bfcl_data() -> Path | None:
+    """The `data/` folder of the installed `bfcl-eval` package, found without importing it."""
+    spec = importlib.util.find_spec("bfcl_eval")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        data = Path(location) / "data"
+        if (data / "BFCL_v4_simple_python.json").is_file():
+            return data
+    return None
 
 
 def load_bfcl(suite: str, bfcl_dir: Path | str | None, limit: int | None = None) -> list[Case]:
@@ -83,7 +104,7 @@ def load_bfcl(suite: str, bfcl_dir: Path | str | None, limit: int | None = None)
     if not questions.is_file():
         raise UserError(f"{suite}: {questions} not found (is {root} a BFCL v4 data directory?)")
     answers: dict[str, tuple[Any, str]] = {}
-    if category != "irrelevance":
+    if category not in _NO_ANSWERS:
         answer_file = root / "possible_answer" / questions.name
         if not answer_file.is_file():
             raise UserError(f"{suite}: possible answers {answer_file} not found")
@@ -140,18 +161,22 @@ def _case(
     if not isinstance(turns, list) or len(turns) != 1 or not isinstance(turns[0], list):
         raise SuiteError(where, '"question" must hold exactly one turn (a list of messages)')
     functions = entry.get("function")
-    if not isinstance(functions, list) or not functions:
+    if not isinstance(functions, list) or not (functions or category in _NO_ANSWERS):
         raise SuiteError(where, '"function" must be a non-empty list of function definitions')
-    tools = [convert_function(f, f"{where}: function[{i}]") for i, f in enumerate(functions)]
+    language = _language(category)
+    offered = (
+        functions if language == "python" else [_offered(f, language, where) for f in functions]
+    )
+    tools = [convert_function(f, f"{where}: function[{i}]") for i, f in enumerate(offered)]
     expected: list[ExpectedCall] = []
-    if category != "irrelevance":
+    if category not in _NO_ANSWERS:
         if case_id not in answers:
             raise SuiteError(where, f"no possible answer for id {case_id!r}")
         truth, answer_where = answers[case_id]
         expected = expected_calls(truth, answer_where)
-        offered = {t.name for t in tools}
+        names = {t.name for t in tools}
         for call in expected:
-            if call.name not in offered:
+            if call.name not in names:
                 raise SuiteError(answer_where, f"ground truth calls {call.name!r}, not offered")
     try:
         return Case(
@@ -162,6 +187,7 @@ def _case(
             messages=[Message(role=m["role"], content=m["content"]) for m in turns[0]],
             tools=tools,
             expected=expected,
+            bfcl=BfclKey(category=category, language=language, functions=functions),
         )
     except (ValidationError, KeyError, TypeError) as exc:
         raise SuiteError(where, f"bad question messages: {exc}") from None
@@ -186,60 +212,13 @@ def expected_calls(truth: Any, where: str) -> list[ExpectedCall]:
     return calls
 
 
-def convert_function(function: Any, where: str) -> ToolSpec:
-    """A BFCL function definition as a `ToolSpec` (its parameters as JSON Schema)."""
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise SuiteError(where, 'a function needs a string "name"')
-    parameters = function.get("parameters") or {"type": "dict", "properties": {}}
-    schema = to_json_schema(parameters, where)
-    schema.setdefault("type", "object")
-    schema.setdefault("properties", {})
-    return checked_tool(function["name"], str(function.get("description", "")), schema, where)
+def _language(category: str) -> Literal["python", "java", "javascript"]:
+    if category.endswith("_javascript"):
+        return "javascript"
+    return "java" if category.endswith("_java") else "python"
 
 
-def checked_tool(name: str, description: str, parameters: Any, where: str) -> ToolSpec:
-    """A case's tool, refused here (at `where`) for anything the run loop's `Tool` would refuse
-    later: a bad name, a broken JSON Schema."""
-    try:
-        Tool.from_schema(name, description, parameters)
-        return ToolSpec(name=name, description=description, parameters=parameters)
-    except (ConfigError, ValidationError) as exc:
-        raise SuiteError(where, str(exc)) from None
-
-
-def to_json_schema(node: Any, where: str) -> dict[str, Any]:
-    """One BFCL parameter schema, and everything nested in it, as JSON Schema."""
-    if not isinstance(node, dict):
-        raise SuiteError(where, f"a parameter schema must be an object, got {node!r}")
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in _DROPPED:
-            continue
-        if key == "type":
-            out["type"] = _convert_type(value, where)
-        elif key == "properties" and isinstance(value, dict):
-            out[key] = {n: to_json_schema(s, f"{where}.{n}") for n, s in value.items()}
-        elif key in _SCHEMA_VALUED and isinstance(value, dict):
-            out[key] = to_json_schema(value, f"{where}.{key}")
-        elif key in _SCHEMA_LISTS and isinstance(value, list):
-            out[key] = [to_json_schema(s, f"{where}.{key}[{i}]") for i, s in enumerate(value)]
-        else:
-            out[key] = value
-    if isinstance(out.get("required"), list) and isinstance(out.get("properties"), dict):
-        optional = {n for n, s in node.get("properties", {}).items() if _is_optional(s)}
-        out["required"] = [n for n in out["required"] if n not in optional]
-    return out
-
-
-def _is_optional(schema: Any) -> bool:
-    return isinstance(schema, dict) and schema.get("optional") is True
-
-
-def _convert_type(value: Any, where: str) -> str | list[str]:
-    if isinstance(value, list):
-        converted = [_convert_type(v, where) for v in value]
-        return sorted({t for t in converted if isinstance(t, str)})
-    if not isinstance(value, str) or value.lower() not in _TYPES:
-        known = ", ".join(sorted(_TYPES))
-        raise SuiteError(where, f"unknown BFCL parameter type {value!r} (known: {known})")
-    return _TYPES[value.lower()]
+def _offered(function: Any, language: str, where: str) -> dict[str, Any]:
+    if not isinstance(function, dict) or not isinstance(function.get("parameters"), dict):
+        raise SuiteError(where, 'a function needs "parameters"')
+    return java_js_offered(function, language)
