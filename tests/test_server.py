@@ -141,10 +141,15 @@ async def test_stream_true_gets_the_answer_as_server_sent_events():
     assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
-    (call,) = chunks[0]["choices"][0]["delta"]["tool_calls"]
-    assert call["index"] == 0 and json.loads(call["function"]["arguments"]) == {"a": 1}
-    assert chunks[1]["choices"][0]["finish_reason"] == "tool_calls"
-    assert chunks[2]["usage"]["total_tokens"] > 0
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    deltas = [c["choices"][0]["delta"] for c in chunks[1:-2]]
+    (head,) = deltas[0]["tool_calls"]
+    assert head["index"] == 0 and head["type"] == "function" and head["id"]
+    assert head["function"] == {"name": "add", "arguments": ""}
+    arguments = "".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas[1:])
+    assert json.loads(arguments) == {"a": 1}
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
 
 
 async def test_arguments_that_are_not_json_are_a_502():

@@ -25,13 +25,16 @@ import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
 
 from rolepool.core import Completion, Request, WorkerError
+
+if TYPE_CHECKING:
+    from rolepool.pools.grammar import Grammar
 
 __all__ = ["Batcher", "Job", "JobState"]
 
@@ -50,12 +53,17 @@ class Job:
     prompt_ids: list[int]
     max_tokens: int
     """The request's max_tokens, capped by the worker and the model's context."""
+    grammar: Grammar | None = None
+    """The compiled grammar the row decodes under (constrained decoding), or None: free."""
     arrived_at: float = field(default_factory=time.perf_counter)
     """When the caller asked: latency runs from here."""
     queued_at: float = 0.0
     """When it entered the queue (after any model load): the batching wait runs from here."""
     state: JobState = "queued"
     outcome: Completion | BaseException | None = None
+    on_token: Callable[[int], None] | None = None
+    """Called on the compute thread with each token the row makes (token streaming, see
+    `rolepool.pools.streaming`); None when nobody streams."""
     _finished: anyio.Event = field(default_factory=anyio.Event, init=False, repr=False)
 
     def finish(self, outcome: Completion | BaseException) -> None:

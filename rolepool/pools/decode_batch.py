@@ -20,6 +20,7 @@ import torch
 
 from rolepool.core import Sampling
 from rolepool.pools.batching import Job
+from rolepool.pools.constrained import BatchMask, RowGrammar
 from rolepool.pools.kv_buffer import KVBuffer
 
 __all__ = ["Batch", "Finish", "Row"]
@@ -30,12 +31,14 @@ Finish = Literal["stop", "length", "abandoned"]
 
 @dataclass(eq=False)
 class Row:
-    """One request decoding: its job, the tokens made so far and, if seeded, its own stream."""
+    """One request decoding: its job, the tokens made so far, if seeded its own stream, and if
+    constrained its grammar state (`rolepool.pools.constrained`)."""
 
     job: Job
     eos: frozenset[int]
     tokens: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
+    grammar: RowGrammar | None = None
 
     @property
     def sampling(self) -> Sampling:
@@ -45,6 +48,8 @@ class Row:
         """Why the row stops after its latest token, or None to go on."""
         if self.tokens[-1] in self.eos:
             return "stop"
+        if self.grammar is not None and self.grammar.error is not None:
+            return "stop"  # the grammar refused a token: nothing valid can follow
         stops = self.sampling.stop
         if stops:
             # A character can take up to 4 byte-level tokens, so look back 4 tokens per character.
@@ -57,6 +62,11 @@ class Row:
         if self.job.state == "abandoned":
             return "abandoned"
         return None
+
+    def release(self) -> None:
+        """The row leaves the engine: give back its matcher, if it holds one."""
+        if self.grammar is not None:
+            self.grammar.release()
 
 
 @dataclass(eq=False)
@@ -83,6 +93,11 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def grammars(self) -> list[RowGrammar | None]:
+        """Each row's grammar state (None for a free row), in row order."""
+        return [row.grammar for row in self.rows]
 
     def append(self, part: Batch) -> None:
         """Add `part`'s rows after this batch's, copying only theirs; the narrower side's rows
@@ -128,9 +143,12 @@ class Batch:
                 layer.trim(lead)
             self.pad_lengths -= lead
 
-    def choose_next(self, logits: torch.Tensor) -> None:
+    def choose_next(self, logits: torch.Tensor, mask: BatchMask | None = None) -> None:
         """Each row's next token from its `logits` row: the argmax, or a draw with the row's
-        temperature and top_p (from its own generator if seeded)."""
+        temperature and top_p (from its own generator if seeded); a constrained row chooses
+        among the tokens its `mask` allows, and its grammar takes the token."""
+        if mask is not None:
+            mask.apply(logits)
         tokens = logits.argmax(-1)
         sampled = [i for i, row in enumerate(self.rows) if row.sampling.temperature > 0]
         if sampled:
@@ -147,6 +165,10 @@ class Batch:
         self.last_tokens = tokens.cpu()
         for row, token in zip(self.rows, self.last_tokens.tolist(), strict=True):
             row.tokens.append(token)
+            if row.grammar is not None:
+                row.grammar.advance(token)
+            if row.job.on_token is not None:
+                row.job.on_token(token)
 
     def count_experts(
         self, routed: list[torch.Tensor], top_k: int, mask: torch.Tensor | None

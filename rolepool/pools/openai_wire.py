@@ -13,7 +13,6 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -309,7 +308,7 @@ def chat_completion(
     finish = completion.finish_reason or "stop"
     if calls:
         message["content"] = text or None
-        message["tool_calls"] = [_wire_call(c) for c in calls]
+        message["tool_calls"] = [wire_call(c) for c in calls]
         finish = "tool_calls"
     usage = completion.usage
     return {
@@ -323,18 +322,23 @@ def chat_completion(
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
         },
-        "rolepool": {
-            "worker": completion.worker,
-            "model": completion.model,
-            "architecture": completion.architecture,
-            "latency": completion.latency,
-            "policy_version": completion.policy_version,
-            "expert_load": completion.expert_load,
-        },
+        "rolepool": audit_trail(completion),
     }
 
 
-def _wire_call(call: ToolCall) -> dict[str, Any]:
+def audit_trail(completion: Completion) -> dict[str, Any]:
+    """The `rolepool` object on an answer: which worker served, under which policy."""
+    return {
+        "worker": completion.worker,
+        "model": completion.model,
+        "architecture": completion.architecture,
+        "latency": completion.latency,
+        "policy_version": completion.policy_version,
+        "expert_load": completion.expert_load,
+    }
+
+
+def wire_call(call: ToolCall) -> dict[str, Any]:
     try:
         arguments = json.dumps(call.arguments, allow_nan=False)
     except (TypeError, ValueError):
@@ -345,24 +349,3 @@ def _wire_call(call: ToolCall) -> dict[str, Any]:
         "type": "function",
         "function": {"name": call.name, "arguments": arguments},
     }
-
-
-def sse_events(body: dict[str, Any], *, include_usage: bool) -> Iterator[str]:
-    """A finished `chat.completion` as the `chat.completion.chunk` events a streaming client
-    expects: the whole message in one delta, then the finish reason (and usage if asked). Not
-    token streaming: it lets `stream: true` clients work, not see tokens early."""
-    choice = body["choices"][0]
-    base = {k: body[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-    message = choice["message"]
-    delta: dict[str, Any] = {"role": "assistant", "content": message["content"]}
-    if "tool_calls" in message:
-        delta["tool_calls"] = [{"index": i, **c} for i, c in enumerate(message["tool_calls"])]
-    chunks = [
-        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
-        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]},
-    ]
-    if include_usage:
-        chunks.append({**base, "choices": [], "usage": body["usage"]})
-    for chunk in chunks:
-        yield f"data: {dumps_utf8(chunk)}\n\n"
-    yield "data: [DONE]\n\n"

@@ -8,7 +8,7 @@ ASGI server; it runs on asyncio, which is where the rest of rolepool runs too. H
 
 Wire format (`openai_wire`): `POST /v1/chat/completions` takes the OpenAI request (text content,
 tools, tool results, sampling); the answer is the OpenAI `chat.completion` object, or with
-`stream: true` the same answer as server-sent `chat.completion.chunk` events once it is complete.
+`stream: true` server-sent `chat.completion.chunk` events as tokens are decoded (`openai_stream`).
 Calls the model wrote as text are returned as `message.tool_calls` with `finish_reason:
 "tool_calls"`, as vLLM does with a tool parser, so OpenAI clients need no rolepool-specific
 parsing. A `rolepool` field on the answer carries the audit trail (worker, architecture, policy
@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -50,13 +50,13 @@ from rolepool.core import (
     WorkerError,
 )
 from rolepool.pools.openai_options import DECODING_REFUSAL, decoding_param
+from rolepool.pools.openai_stream import ChatStream
 from rolepool.pools.openai_wire import (
     ApiError,
     ChatRequest,
     chat_completion,
     dumps_utf8,
     redact,
-    sse_events,
     to_request,
 )
 from rolepool.pools.pool import Pool
@@ -155,36 +155,74 @@ class _Service:
 
     async def chat(self, http: HTTPRequest) -> Response:
         started = time.perf_counter()
-        role, default_worker = "none", self.worker.info.name
+        role = "none"
         try:
             chat = ChatRequest.parse(await self._read_json(http))
             request = to_request(chat, http.headers.get(ROLE_HEADER))
             request.worker = self._pinned_worker(chat.model)
             role = self.metrics.role_label(request.role)
+            if chat.stream:
+                return self._stream(chat, request, role, started)
             self.metrics.in_flight.inc()
             try:
                 completion = await self._complete(http, request)
             finally:
                 self.metrics.in_flight.dec()
-            served_by = completion.worker or default_worker
+            served_by = completion.worker or self.worker.info.name
             body = chat_completion(
                 completion, served_by, parse_calls=chat.parse_calls, max_calls=chat.max_calls
             )
         except ApiError as exc:
-            if exc.status != 413:  # counted as rejected, like a declared size over the limit
-                self._count(default_worker, role, exc.status_label, started)
-            if exc.worker_failure:
-                worker = exc.worker or default_worker
-                self.metrics.failures.labels(worker=worker, kind=exc.type).inc()
-            return _error(exc.status, self._redact(exc.message), exc.type, exc.param, exc.code)
+            return self._refuse(exc, role, started)
+        self._count_served(completion, role, started)
+        return _JSONResponse(body)
+
+    def _stream(self, chat: ChatRequest, request: Request, role: str, started: float) -> Response:
+        """A `stream: true` answer: tokens leave as they are made (`openai_stream`)."""
+
+        async def ask() -> Completion:
+            with anyio.fail_after(self.request_timeout):
+                return await self.worker.complete(request)
+
+        def ended(outcome: Completion | ApiError | None) -> None:
+            self.metrics.in_flight.dec()
+            if isinstance(outcome, Completion):
+                self._count_served(outcome, role, started)
+            elif isinstance(outcome, ApiError):
+                self._refuse(outcome, role, started)
+            else:
+                self._count(self.worker.info.name, role, "client_closed", started)
+
+        self.metrics.in_flight.inc()
+        return ChatStream(
+            chat=chat,
+            request=request,
+            model=request.worker or self.worker.info.name,
+            ask=ask,
+            failure=lambda exc: self._failure(exc, request.decoding),
+            error_response=self._error_answer,
+            ended=ended,
+        )
+
+    def _refuse(self, exc: ApiError, role: str, started: float) -> Response:
+        """Count a request that ended in an error answer, and that answer."""
+        default_worker = self.worker.info.name
+        if exc.status != 413:  # counted as rejected, like a declared size over the limit
+            self._count(default_worker, role, exc.status_label, started)
+        if exc.worker_failure:
+            worker = exc.worker or default_worker
+            self.metrics.failures.labels(worker=worker, kind=exc.type).inc()
+        return self._error_answer(exc)
+
+    def _error_answer(self, exc: ApiError) -> Response:
+        return _error(exc.status, self._redact(exc.message), exc.type, exc.param, exc.code)
+
+    def _count_served(self, completion: Completion, role: str, started: float) -> None:
+        served_by = completion.worker or self.worker.info.name
         self._count(served_by, role, "ok", started)
         for kind in ("prompt", "completion"):
             tokens = getattr(completion.usage, f"{kind}_tokens")
             self.metrics.tokens.labels(worker=served_by, kind=kind).inc(max(0, tokens))
-        if chat.stream:
-            events = sse_events(body, include_usage=chat.wants_stream_usage)
-            return StreamingResponse(iter(events), media_type="text/event-stream")
-        return _JSONResponse(body)
 
     def _pinned_worker(self, model: str | None) -> str | None:
         """The pool worker a request's `model` names (served by it alone), or None to route by

@@ -53,6 +53,7 @@ from rolepool.pools.local_model import (
     weights_version,
 )
 from rolepool.pools.openai_options import DECODING_REFUSAL
+from rolepool.pools.streaming import token_hook
 
 __all__ = ["TransformersWorker"]
 
@@ -253,6 +254,7 @@ class TransformersWorker:
         job = Job(
             request, prompt_ids, self._max_tokens(request, len(prompt_ids)), arrived_at=arrived
         )
+        job.on_token = token_hook(self._detokenize)  # None unless the caller streams
         self._counts["requests"] += 1
         self._batcher.ensure_serving()
         self._batcher.submit(job)
