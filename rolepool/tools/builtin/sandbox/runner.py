@@ -15,6 +15,7 @@ so the model sees its traceback and the trace and evals see that the code failed
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
@@ -55,6 +57,33 @@ ALLOW_WEAK = "ROLEPOOL_SANDBOX_ALLOW_WEAK"  # "1": run where the kernel lacks an
 _SYSTEM_FILES = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime")
 
 
+MAX_SANDBOXES_ENV = "ROLEPOOL_MAX_SANDBOXES"
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def max_sandboxes() -> int:
+    """Sandboxes one process runs at once (`$ROLEPOOL_MAX_SANDBOXES`, default twice the cores,
+    at least 4): every run's tool calls together, so many runs in one process cannot start
+    hundreds of interpreters between them."""
+    default = max(4, 2 * (os.cpu_count() or 1))
+    try:
+        return max(1, int(os.environ.get(MAX_SANDBOXES_ENV, default)))
+    except ValueError:
+        return default
+
+
+def _process_slots() -> anyio.CapacityLimiter:
+    """The process's sandbox slots, one limiter per event loop (a limiter cannot be shared
+    between loops; a process runs its agents on one)."""
+    loop = asyncio.get_running_loop()
+    limiter = _slots.get(loop)
+    if limiter is None:
+        limiter = _slots[loop] = anyio.CapacityLimiter(max_sandboxes())
+    return limiter
+
+
 async def run_sandboxed(
     code: str,
     timeout_s: float,
@@ -70,6 +99,17 @@ async def run_sandboxed(
     when the caller is cancelled. With `workspace`, it starts as a copy of that directory's files
     (`snapshot_workspace`).
     """
+    async with _process_slots():  # past max_sandboxes(), a run waits for one to end
+        return await _run_in_workdir(code, timeout_s, parent_dir, limits, workspace)
+
+
+async def _run_in_workdir(
+    code: str,
+    timeout_s: float,
+    parent_dir: Path | None,
+    limits: SandboxLimits | None,
+    workspace: Path | None,
+) -> SandboxResult:
     limits = limits or SandboxLimits()
     if parent_dir is not None:
         parent_dir.mkdir(parents=True, exist_ok=True)
