@@ -337,3 +337,45 @@ def test_ctrl_c_leaves_no_server_process(tmp_path):
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+async def test_spans_name_the_server_and_approval_patterns_hold_calls(hostile, isolated_store):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from rolepool import ApprovalRequest, Decision
+    from rolepool.runtime.otel import disable_otel, enable_otel
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    enable_otel(provider)
+    asked: list[str] = []
+
+    async def approver(request: ApprovalRequest) -> Decision:
+        asked.append(request.tool)
+        return Decision(False, "not today")
+
+    try:
+        async with hostile(needs_approval=["f*"]) as server:
+            worker = ScriptedWorker(
+                [
+                    [ToolCall(id="a", name="hostile.fail", arguments={})],
+                    [ToolCall(id="b", name="hostile.echo", arguments={"text": "hi"})],
+                    "done",
+                ]
+            )
+            agent = Agent("echoer", role="coder", mcp=[server])
+            await agent.run("go", worker=worker, approver=approver)
+    finally:
+        disable_otel()
+    assert asked == ["hostile.fail"]  # only the pattern's tools wait for the approver
+    refused, echoed = _tool_messages(worker)
+    assert "refused (not today)" in refused and echoed == "echo: hi"
+    spans = {s.name: s for s in memory.get_finished_spans()}
+    assert spans["execute_tool hostile.echo"].attributes["rolepool.mcp.server"] == "hostile"
+
+
+def _tool_messages(worker: ScriptedWorker) -> list[str]:
+    return [m.content for m in worker.requests[-1].messages if m.role == "tool"]
