@@ -19,7 +19,9 @@ Rows choose their tokens on their own: greedy rows take the argmax (as `generate
 outputs equal `generate`'s token for token, up to float rounding of other batch shapes), sampled
 rows apply their own temperature and top_p, and a seeded row draws from its own `torch.Generator`,
 so rows with different sampling settings share a batch and a seeded stream depends on its seed
-alone.
+alone. A constrained row (a request with a grammar, `rolepool.pools.constrained`) chooses among
+the tokens its grammar allows; its mask for a step is filled on a helper thread while the forward
+runs, and free rows' logits are left as they are.
 
 The running batch and its per-row state are a `Batch` (`rolepool.pools.decode_batch`), changed
 only through its own operations; the `Decoder` decides when rows join, step and leave.
@@ -46,6 +48,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 from rolepool.pools.batching import Job
+from rolepool.pools.constrained import BatchMask, MaskFiller, RowGrammar
 from rolepool.pools.decode_batch import Batch, Finish, Row
 from rolepool.pools.expert_load import ExpertRecorder
 from rolepool.pools.kv_buffer import KVBuffer
@@ -104,6 +107,7 @@ class Decoder:
         self.lean = LeanStep.build(model)
         self.num_layers = len(DynamicCache(config=model.config).layers)
         self.batch: Batch | None = None
+        self.masks = MaskFiller()
         self.steps = 0
         self.row_steps = 0
 
@@ -116,7 +120,20 @@ class Decoder:
         return [row.job for row in self.batch.rows] if self.batch else []
 
     def reset(self) -> None:
+        self._drop_rows()
+
+    def close(self) -> None:
+        """Drop the rows and end the mask thread (a later `run` starts it again)."""
+        self._drop_rows()
+        self.masks.close()
+
+    def _drop_rows(self) -> list[Row]:
+        """Empty the batch, each row giving back its matcher; the rows that were in it."""
+        rows = list(self.batch.rows) if self.batch else []
+        for row in rows:
+            row.release()
         self.batch = None
+        return rows
 
     def run(
         self,
@@ -143,8 +160,7 @@ class Decoder:
                 try:
                     done = self._step()
                 except Exception as exc:
-                    rows, self.batch = self.batch.rows, None
-                    done = [Done(row.job, error=exc) for row in rows]
+                    done = [Done(row.job, error=exc) for row in self._drop_rows()]
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -189,7 +205,7 @@ class Decoder:
             self._expert_counts_start(len(chunk)),
         )
         self._count_experts(part, mask)
-        part.choose_next(logits)
+        part.choose_next(logits, BatchMask.fill(part.grammars))
         return part
 
     def _row(self, job: Job) -> Row:
@@ -197,7 +213,8 @@ class Decoder:
         generator = None
         if sampling.temperature > 0 and sampling.seed is not None:
             generator = torch.Generator(self.device).manual_seed(sampling.seed)
-        return Row(job, self.eos, generator=generator)
+        grammar = RowGrammar(job.grammar) if job.grammar is not None else None
+        return Row(job, self.eos, generator=generator, grammar=grammar)
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -206,6 +223,7 @@ class Decoder:
         assert batch is not None
         width = batch.width
         positions = (width - batch.pad_lengths)[:, None]
+        masks = self.masks.start(batch.grammars)  # filled while the forward runs
         if self.lean is not None:
             lean, device = self.lean, self.device
             logits = self._run(
@@ -222,7 +240,7 @@ class Decoder:
         self._count_experts(batch, None)
         self.steps += 1
         self.row_steps += len(batch)
-        batch.choose_next(logits)
+        batch.choose_next(logits, masks.result() if masks is not None else None)
         return self._retire()
 
     def _forward(self, ids, mask, positions, layers: list[KVBuffer]) -> torch.Tensor:
@@ -280,6 +298,8 @@ class Decoder:
         ]
         if self.recorder is not None:
             self.recorder.seconds += time.perf_counter() - start
+        for i in finished:
+            batch.rows[i].release()
         kept = [i for i in range(len(batch)) if i not in finished]
         if kept:
             batch.keep(kept)

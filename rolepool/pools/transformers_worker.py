@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
+import anyio.to_thread
 import torch
 
 from rolepool.core import (
@@ -43,6 +44,7 @@ from rolepool.pools.batching import Batcher, Job
 from rolepool.pools.decode import Decoder, Done, Finish, supports
 from rolepool.pools.expert_load import ExpertRecorder, architecture_of, experts_per_token
 from rolepool.pools.generate_fallback import generate_rows, group_key
+from rolepool.pools.grammar import Grammar, GrammarCompiler, call_format_of
 from rolepool.pools.local_model import (
     eos_ids,
     load_config_and_tokenizer,
@@ -103,6 +105,7 @@ class TransformersWorker:
         self._load_failed = False
         self._recorder: ExpertRecorder | None = None
         self._decoder: Decoder | None = None
+        self._grammars: GrammarCompiler | None = None
         self._load_lock = threading.Lock()
         self._batcher = Batcher(
             self._run_batch,
@@ -215,7 +218,7 @@ class TransformersWorker:
         """Rows still decoding when the batching loop stopped: nobody will step them again."""
         if self._decoder is not None:
             jobs = self._decoder.jobs()
-            self._decoder.reset()
+            self._decoder.close()
             for job in jobs:
                 job.finish(WorkerError("worker closed while the request ran"))
 
@@ -246,13 +249,15 @@ class TransformersWorker:
 
     async def complete(self, request: Request) -> Completion:
         arrived = time.perf_counter()
-        if request.decoding.mode != "free":  # refused, never ignored, until a grammar engine
-            mode = request.decoding.mode
-            raise RequestRefused(f"{DECODING_REFUSAL} (mode {mode!r})", worker=self._name)
         await self.load()
+        grammar = await self._grammar(request)
         prompt_ids = self._prompt_ids(request)
         job = Job(
-            request, prompt_ids, self._max_tokens(request, len(prompt_ids)), arrived_at=arrived
+            request,
+            prompt_ids,
+            self._max_tokens(request, len(prompt_ids)),
+            grammar=grammar,
+            arrived_at=arrived,
         )
         job.on_token = token_hook(self._detokenize)  # None unless the caller streams
         self._counts["requests"] += 1
@@ -264,6 +269,22 @@ class TransformersWorker:
             if job.state != "finished":
                 self._counts["cancelled"] += 1
                 self._batcher.abandon(job)
+
+    async def _grammar(self, request: Request) -> Grammar | None:
+        """The compiled grammar for the request's decoding mode (None: free). Compiling runs
+        off the event loop; a schema the engine cannot compile is a `GrammarError`."""
+        if request.decoding.mode == "free":
+            return None
+        if self._decoder is None:  # the generate path has no per-step hook for masks
+            mode = request.decoding.mode
+            message = f"{DECODING_REFUSAL} (mode {mode!r}) for this model's cache type"
+            raise RequestRefused(message, worker=self._name)
+        if self._grammars is None:
+            fmt = call_format_of(self.tokenizer)
+            self._grammars = GrammarCompiler(self.tokenizer, self._eos, fmt)
+        return await anyio.to_thread.run_sync(
+            self._grammars.grammar, request.decoding, request.tools
+        )
 
     def _yield_now(self) -> bool:
         """Stop decoding for now: requests wait to be admitted here, other work (another

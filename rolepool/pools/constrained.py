@@ -1,0 +1,156 @@
+"""Schema-constrained decoding, the row side: each constrained row's matcher, and the token masks
+of a batch where constrained and free rows decode together.
+
+A `RowGrammar` is owned by its row (`rolepool.pools.decode_batch.Row`): it holds the row's
+matcher while the row is constrained, advances it by each token the row makes, and lets it go
+when the row leaves (`release`). In a lazy (`auto`) grammar the row is free until it writes the
+grammar's trigger token; then a matcher is copied from the compiled grammar, and dropped again
+once the call is closed.
+
+`BatchMask` is one step's masks: a bitmask (32 tokens per int32 word) with a row for each
+constrained row, filled by the engine, then applied to those rows' logits only (`-inf` where a
+token is not allowed). Free rows' logits are never touched, so their greedy tokens stay exactly
+what they were without constrained decoding. Filling may run on a helper thread while the
+forward runs (`MaskFiller`): the engine computes masks in Rust without the GIL.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import llguidance
+import torch
+
+from rolepool.pools.grammar import Grammar
+
+__all__ = ["BatchMask", "MaskFiller", "RowGrammar", "live_matchers"]
+
+_live = 0
+_live_lock = threading.Lock()
+
+
+def live_matchers() -> int:
+    """Matchers held by rows now: rows that finish, fail or are cancelled give theirs back."""
+    return _live
+
+
+class RowGrammar:
+    """One row's grammar state. See the module docstring."""
+
+    def __init__(self, grammar: Grammar) -> None:
+        self.grammar = grammar
+        self.matcher: llguidance.LLMatcher | None = None
+        self.error: str | None = None
+        """Why the matcher refused a token (should not happen: masks allow only tokens it
+        accepts), or None."""
+        if grammar.trigger is None:
+            self._hold()
+
+    @property
+    def constrained(self) -> bool:
+        """Whether the row's next token is masked."""
+        return self.matcher is not None
+
+    def advance(self, token: int) -> None:
+        """Account for the token the row just made."""
+        if self.matcher is None:
+            if token == self.grammar.trigger and self.error is None:
+                self._hold()
+            return
+        if not self.matcher.consume_token(token):
+            self.error = self.matcher.get_error() or f"token {token} refused"
+            self.release()
+        elif self.grammar.trigger is not None and self.matcher.is_stopped():
+            self.release()  # the call is closed: free text again until the next trigger
+
+    def release(self) -> None:
+        """Give the matcher back (the row left, or its constrained part ended)."""
+        global _live
+        if self.matcher is not None:
+            self.matcher = None
+            with _live_lock:
+                _live -= 1
+
+    def _hold(self) -> None:
+        global _live
+        self.matcher = self.grammar.matcher()
+        with _live_lock:
+            _live += 1
+
+
+@dataclass
+class BatchMask:
+    """The masks of one step: `rows[j]` is the batch index whose allowed tokens are
+    `bitmask[j]`."""
+
+    rows: list[int]
+    bitmask: torch.Tensor
+
+    @classmethod
+    def fill(cls, grammars: Sequence[RowGrammar | None]) -> BatchMask | None:
+        """The masks for the rows of a batch (in order), or None when no row is constrained."""
+        taken = _constrained(grammars)
+        return cls.compute(*taken) if taken is not None else None
+
+    @classmethod
+    def compute(
+        cls, rows: list[int], matchers: list[llguidance.LLMatcher], vocab: int
+    ) -> BatchMask:
+        """The masks of `matchers`, the matchers of the batch's rows `rows`."""
+        bitmask = torch.zeros((len(rows), (vocab + 31) // 32), dtype=torch.int32)
+        for j, matcher in enumerate(matchers):
+            matcher.unsafe_compute_mask_ptr(bitmask[j].data_ptr(), bitmask.shape[1] * 4)
+        return cls(rows, bitmask)
+
+    def apply(self, logits: torch.Tensor) -> None:
+        """Set the logits of tokens a constrained row may not take to -inf, in place."""
+        vocab = logits.shape[-1]
+        bits = torch.arange(32, dtype=torch.int32)
+        allowed = ((self.bitmask[:, :, None] >> bits) & 1).bool().view(len(self.rows), -1)
+        if allowed.shape[1] < vocab:  # logits padded past the tokenizer: never allowed
+            extra = torch.zeros((len(self.rows), vocab - allowed.shape[1]), dtype=torch.bool)
+            allowed = torch.cat([allowed, extra], dim=1)
+        index = torch.tensor(self.rows, device=logits.device)
+        chosen = logits.index_select(0, index)
+        chosen.masked_fill_(~allowed[:, :vocab].to(logits.device), float("-inf"))
+        logits.index_copy_(0, index, chosen)
+
+
+class MaskFiller:
+    """Fills a step's masks on a helper thread, so it overlaps the forward pass. Owned by the
+    decoder; `close` ends the thread."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self, grammars: Sequence[RowGrammar | None]) -> Future[BatchMask | None] | None:
+        """Begin filling the masks of `grammars`' rows; None when no row is constrained (then
+        nothing runs)."""
+        taken = _constrained(grammars)  # taken here: the rows may change once the step is over
+        if taken is None:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="rolepool-masks")
+        return self._pool.submit(BatchMask.compute, *taken)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def _constrained(
+    grammars: Sequence[RowGrammar | None],
+) -> tuple[list[int], list[llguidance.LLMatcher], int] | None:
+    """The constrained rows' indices, their matchers and the vocabulary size; None if none."""
+    rows, matchers = [], []
+    for i, grammar in enumerate(grammars):
+        if grammar is not None and grammar.matcher is not None:
+            rows.append(i)
+            matchers.append(grammar.matcher)
+    if not rows:
+        return None
+    return rows, matchers, grammars[rows[0]].grammar.vocab  # type: ignore[union-attr]
