@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rolepool import Agent, FunctionWorker, Workflow, tool
+from rolepool import Agent, FunctionWorker, ToolCall, Workflow, tool
 from rolepool.core import RunContext
 from rolepool.core import events as ev
+from rolepool.core.messages import new_call_id
 from rolepool.core.requests import Request
 from rolepool.runtime import EventStore
 from rolepool.runtime.owner import RunOwner
@@ -48,8 +49,19 @@ def _reply(request: Request) -> str:
     return f"{role} done after {turn - 1} turns"
 
 
-def scripted_worker() -> FunctionWorker:
-    return FunctionWorker(_reply, name="scripted")
+def _native(request: Request) -> str | list[ToolCall]:
+    """The same replies as calls the worker parsed itself (as an OpenAI-compatible server's),
+    with ids that are fresh every time."""
+    reply = _reply(request)
+    if not reply.startswith(("[", "{")):
+        return reply
+    calls = json.loads(reply)
+    calls = calls if isinstance(calls, list) else [calls]
+    return [ToolCall(id=new_call_id(), name=c["name"], arguments=c["arguments"]) for c in calls]
+
+
+def scripted_worker(native: bool = False) -> FunctionWorker:
+    return FunctionWorker(_native if native else _reply, name="scripted")
 
 
 def scripted_workflow(instructions: str = "Plan.") -> Workflow:

@@ -18,9 +18,9 @@ from rolepool.runtime.replay import INTERRUPTED_CALL, ResumeDiverged, ResumeErro
 pytestmark = pytest.mark.anyio
 
 
-async def _uninterrupted(tmp_path):
+async def _uninterrupted(tmp_path, native: bool = False):
     db, workspace = tmp_path / "full.db", tmp_path / "full"
-    worker = scripted_worker()
+    worker = scripted_worker(native)
     result = await scripted_workflow().run(
         "Plan it.", worker=worker, store=EventStore(db), workspace=workspace
     )
@@ -29,14 +29,17 @@ async def _uninterrupted(tmp_path):
     return result, events, len(worker.requests), log_lines(workspace)
 
 
-async def test_resume_after_every_event_matches_the_uninterrupted_run(tmp_path):
-    full, events, asked, effects = await _uninterrupted(tmp_path)
+@pytest.mark.parametrize("native", [False, True], ids=["text", "native-calls"])
+async def test_resume_after_every_event_matches_the_uninterrupted_run(tmp_path, native):
+    full, events, asked, effects = await _uninterrupted(tmp_path, native)
+    stored_calls = [e.tool_calls for e in events if e.type == "model.completed" and e.tool_calls]
+    assert bool(stored_calls) == native  # a worker's own calls are stored to be replayed
     assert sorted(effects) == sorted(set(effects)) and len(effects) == 8
     last = next(i for i, e in enumerate(events) if e.type == "run.finished")
     for n in range(1, last):
         db, workspace = tmp_path / f"cut{n}.db", tmp_path / f"ws{n}"
         run_id = cut_run(events, n, db, workspace)
-        worker = scripted_worker()
+        worker = scripted_worker(native)
         store = EventStore(db)
         resumed = await scripted_workflow().resume(
             run_id, worker=worker, store=store, workspace=workspace
@@ -120,6 +123,9 @@ async def test_only_an_interrupted_run_can_be_resumed(tmp_path):
     with EventStore(db) as store:
         store.claim_run(this_owner(run_id))  # alive and beating: this very process
         with pytest.raises(ResumeError, match="still running"):
+            await flow.resume(run_id, worker=worker, store=store)
+        store.beat(run_id, 1.0)  # alive, but its last beat is long gone: it may wake up
+        with pytest.raises(ResumeError, match="stopped beating; stop it first"):
             await flow.resume(run_id, worker=worker, store=store)
     run_id = cut_run(events, 5, tmp_path / "cut2.db", tmp_path / "ws2")
     with EventStore(tmp_path / "cut2.db") as store:

@@ -45,6 +45,11 @@ _ASKED = {"messages", "tools", "sampling", "role", "agent", "decoding", "worker"
 """The request fields a model's reply depends on (not its run or span ids)."""
 
 
+_REPLY = {"text", "tool_calls", "usage", "worker", "model", "architecture", "latency",
+          "expert_load", "policy_version", "unreadable"}  # fmt: skip
+"""What a stored `model.completed` gives back of the worker's `Completion`."""
+
+
 class ResumeError(UserError):
     """This run cannot be resumed (not interrupted, already resumed, another workflow)."""
 
@@ -188,18 +193,7 @@ class Replay:
                 "did the code, the pool config or the run's options change?"
             )
         self.replayed.add(request.span_id or "")
-        return Completion(
-            text=stored.text,
-            tool_calls=stored.tool_calls,
-            usage=stored.usage,
-            worker=stored.worker,
-            model=stored.model,
-            architecture=stored.architecture,  # type: ignore[arg-type]
-            latency=stored.latency,
-            expert_load=stored.expert_load,
-            policy_version=stored.policy_version,
-            unreadable=stored.unreadable,
-        )
+        return Completion.model_validate(stored.model_dump(include=_REPLY))
 
     def tool_result(self, call: ToolCall, span_id: str) -> ToolResult | None:
         """The stored outcome of this call, an interrupted-call error, or None to run it."""
