@@ -242,6 +242,8 @@ async def test_http_reconnects_after_the_server_restarts(monkeypatch):
 
 async def test_a_missing_token_variable_is_a_config_error(http_server, monkeypatch):
     monkeypatch.delenv("H7_MISSING", raising=False)
-    with pytest.raises(ConfigError, match="MCP server 'calc': .*H7_MISSING is not set"):
+    with pytest.raises(
+        ConfigError, match="^MCP server 'calc': environment variable H7_MISSING is not set$"
+    ):
         async with MCPServer.http("calc", http_server, bearer_token_env="H7_MISSING"):
             pass

@@ -17,6 +17,7 @@ import mcp_types as types
 import pydantic
 from mcp import Client, MCPError
 
+from rolepool.core import RolepoolError
 from rolepool.tools.mcp.stdio import MessageTooLarge
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def describe(exc: BaseException) -> str:
     """One line for the first real cause inside (possibly nested) exception groups."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    if isinstance(exc, MessageTooLarge):
+    if isinstance(exc, (MessageTooLarge, RolepoolError)):
         return str(exc)
     if isinstance(exc, FileNotFoundError):
         return f"command not found: {exc.filename or exc}"

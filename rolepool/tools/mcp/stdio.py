@@ -22,6 +22,7 @@ import anyio
 import mcp_types as types
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.shared.message import SessionMessage
 
@@ -63,39 +64,10 @@ async def bounded_stdio(
     incoming_send, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     outgoing, outgoing_receive = anyio.create_memory_object_stream[SessionMessage](0)
 
-    async def read() -> None:
-        assert process.stdout is not None
-        lines = BufferedByteReceiveStream(process.stdout)
-        async with incoming_send:
-            while True:
-                try:
-                    line = await lines.receive_until(b"\n", max_message_bytes)
-                except anyio.DelimiterNotFound:
-                    limit = f"{max_message_bytes:,}"
-                    await incoming_send.send(
-                        MessageTooLarge(f"it sent a message over {limit} bytes")
-                    )
-                    return
-                except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
-                    return
-                if line.strip():
-                    await incoming_send.send(_parse(line))
-
-    async def write() -> None:
-        assert process.stdin is not None
-        async with outgoing_receive:
-            async for message in outgoing_receive:
-                text = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                try:
-                    await process.stdin.send(text.encode() + b"\n")
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    await incoming_send.aclose()  # the session sees the end, not a hang
-                    return
-
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(read)
-            tg.start_soon(write)
+            tg.start_soon(_read, process, incoming_send, max_message_bytes)
+            tg.start_soon(_write, process, outgoing_receive, incoming_send)
             try:
                 yield incoming, outgoing
             finally:
@@ -104,6 +76,38 @@ async def bounded_stdio(
                 tg.cancel_scope.cancel()
     finally:
         _LIVE_GROUPS.discard(process.pid)
+
+
+async def _read(process: Process, incoming: MemoryObjectSendStream, limit: int) -> None:
+    """Server stdout -> session, one line at a time, none longer than `limit` bytes."""
+    assert process.stdout is not None
+    lines = BufferedByteReceiveStream(process.stdout)
+    async with incoming:
+        while True:
+            try:
+                line = await lines.receive_until(b"\n", limit)
+            except anyio.DelimiterNotFound:
+                await incoming.send(MessageTooLarge(f"it sent a message over {limit:,} bytes"))
+                return
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.ClosedResourceError):
+                return
+            if line.strip():
+                await incoming.send(_parse(line))
+
+
+async def _write(
+    process: Process, outgoing: MemoryObjectReceiveStream, incoming: MemoryObjectSendStream
+) -> None:
+    """Session -> server stdin; a broken pipe closes the incoming side, so no request hangs."""
+    assert process.stdin is not None
+    async with outgoing:
+        async for message in outgoing:
+            text = message.message.model_dump_json(by_alias=True, exclude_unset=True)
+            try:
+                await process.stdin.send(text.encode() + b"\n")
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await incoming.aclose()
+                return
 
 
 def _parse(line: bytes) -> SessionMessage | Exception:
