@@ -223,6 +223,13 @@ async def test_names_that_collide_with_builtins_get_the_server_prefix(hostile):
         assert await tools["hostile.run_python"].call({"code": "1"}) == "ran run_python"
 
 
+async def test_a_server_that_is_not_open_is_a_config_error_at_the_run(hostile):
+    server = hostile()
+    agent = Agent("early", role="coder", mcp=[server])
+    with pytest.raises(ConfigError, match="MCP server 'hostile': is not open"):
+        await agent.run("go", worker=ScriptedWorker(["done"]), store=False)
+
+
 async def test_allowlist_per_role_and_approval_by_pattern(hostile):
     async with hostile(
         allow={"coder": ["echo", "f*"], "writer": ["echo"]}, needs_approval=["f*"]

@@ -38,6 +38,9 @@ def mcp_tools(servers: Iterable[MCPServer], role: str, taken: Iterable[str] = ()
     names = set(taken)
     out: list[MCPTool] = []
     for server in servers:
+        if not server.is_open:
+            message = "is not open: run the agent inside `async with server:` (or open_servers)"
+            raise ConfigError(message, where=f"MCP server {server.name!r}")
         for tool in server.tools():
             if not tool.allowed_for(role):
                 continue

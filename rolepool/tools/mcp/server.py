@@ -186,6 +186,11 @@ class MCPServer:
         self._conn = None
 
     @property
+    def is_open(self) -> bool:
+        """Inside `async with` (the connection itself may be down until the next call)."""
+        return self._tg is not None
+
+    @property
     def connected(self) -> bool:
         return self._conn is not None and self._conn.alive
 
