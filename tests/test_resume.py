@@ -10,10 +10,12 @@ import shutil
 import pytest
 from resume_support import cut_run, log_lines, scripted_worker, scripted_workflow
 
+from rolepool.cli import main
 from rolepool.core import events as ev
 from rolepool.runtime import EventStore
 from rolepool.runtime.owner import this_owner
 from rolepool.runtime.replay import INTERRUPTED_CALL, ResumeDiverged, ResumeError
+from rolepool.runtime.viewer import render_run_html
 
 pytestmark = pytest.mark.anyio
 
@@ -165,3 +167,21 @@ async def test_a_changed_workflow_is_a_clear_divergence_not_a_guess(tmp_path):
     assert new[-1].type == "run.failed" and new[-1].error_type == "ResumeDiverged"
     assert worker.requests == []  # nothing was asked live past the divergence
     assert isinstance(new[0], ev.RunStarted) and new[0].resumed_from == run_id
+
+
+async def test_trace_show_and_the_viewer_link_the_two_runs(tmp_path, capsys):
+    _, events, _, _ = await _uninterrupted(tmp_path)
+    db = tmp_path / "cut.db"
+    run_id = cut_run(events, 20, db, tmp_path / "ws")
+    with EventStore(db) as store:
+        resumed = await scripted_workflow().resume(
+            run_id, worker=scripted_worker(), store=store, workspace=tmp_path / "ws"
+        )
+        pages = [render_run_html(store.events(r), store.state(r)) for r in (run_id, resumed.run_id)]
+    assert f"resumed as run {resumed.run_id}" in pages[0]
+    assert f"resumes interrupted run {run_id}" in pages[1] and "replayed" in pages[1]
+    assert main(["trace", "show", run_id, "--db", str(db)]) == 0
+    assert f"resumed as run {resumed.run_id}" in capsys.readouterr().out
+    assert main(["trace", "show", resumed.run_id, "--db", str(db)]) == 0
+    shown = capsys.readouterr().out
+    assert f"resumes interrupted run {run_id}" in shown and "(replayed" in shown
