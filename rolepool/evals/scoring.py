@@ -43,6 +43,7 @@ from pydantic import BaseModel
 
 from rolepool.core import ToolCall
 from rolepool.evals.bfcl.checker import bfcl_verdict
+from rolepool.evals.bfcl.source_values import source_text
 from rolepool.evals.cases import OMITTED, Attempt, Case, Prediction
 from rolepool.evals.matching import calls_match, sample_value
 from rolepool.tools.validation import validate_arguments
@@ -156,5 +157,15 @@ def reference_calls(case: Case) -> list[dict[str, Any]]:
             values = [v for v in accepted if v != OMITTED]
             if values and (name in required or OMITTED not in accepted):
                 arguments[name] = sample_value(values[0])
-        out.append({"name": call.name, "arguments": arguments})
+        out.append({"name": call.name, "arguments": _as_source(case, call.name, arguments)})
     return out
+
+
+def _as_source(case: Case, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Java and JavaScript BFCL arguments are source text: the answer key's values written so."""
+    key = case.bfcl
+    if key is None or key.language == "python":
+        return arguments
+    doc = next((f for f in key.functions if f.get("name") == name), {})
+    details = (doc.get("parameters") or {}).get("properties") or {}
+    return {n: source_text(v, details.get(n) or {}, key.language) for n, v in arguments.items()}

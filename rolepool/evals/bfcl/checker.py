@@ -137,6 +137,8 @@ def _argument_ok(language: str, detail: dict[str, Any], value: Any, accepted: li
             nested = _lookup(PYTHON_TYPES, _item_type(detail))
         if declared == "float" and type(value) is int:
             value = float(value)
+        if declared == "tuple" and type(value) is tuple:  # never from JSON; from Python callers
+            value = list(value)
     else:
         table, convert = (JAVA_TYPES, java_value) if language == "java" else (JS_TYPES, js_value)
         expected = _lookup(table, declared)

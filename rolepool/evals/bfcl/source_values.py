@@ -235,3 +235,64 @@ def js_literal(text: str) -> Any:
     if len(text) >= 1 and text[0] == text[-1] and text[0] in "\"'":
         return text[1:-1]
     return _number_or_text(text)
+
+
+# -- values back to source text -------------------------------------------------------------------
+def source_text(value: Any, detail: dict[str, Any], language: str) -> Any:
+    """A Python value (from BFCL's answer key) written as the source text a Java or JavaScript
+    argument is, so that the conversions above read it back: how a right answer is replayed."""
+    declared = detail.get("type")
+    item = (detail.get("items") or {}).get("type")
+    if isinstance(value, str):
+        return value  # a string stays as written: for a collection type, a variable's name
+    if language == "java":
+        return _java_source(value, declared, item)
+    return _js_source(value, declared, item)
+
+
+def _java_source(value: Any, declared: Any, item: Any) -> str:
+    if declared == "Array":  # BFCL keeps the quotes of an array's string items: write none
+        parts = ", ".join(v if isinstance(v, str) else _java_item(v, item) for v in value)
+        return f"new {_JAVA_ITEM_NAMES.get(item, 'Object')}[]{{{parts}}}"
+    if declared == "ArrayList":
+        parts = ", ".join(_java_item(v, item) for v in value)
+        return f"new ArrayList<>(Arrays.asList({parts}))" if value else "new ArrayList<>()"
+    if declared == "HashMap":
+        puts = " ".join(f'put("{k}", {_java_item(v, None)});' for k, v in value.items())
+        return f"new HashMap<String, Object>() {{{{ {puts} }}}}"
+    return _java_item(value, declared)
+
+
+_JAVA_ITEM_NAMES = {"String": "String", "integer": "int", "long": "long", "char": "char"}
+
+
+def _java_item(value: Any, declared: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if declared == "long":
+        return f"{value}L"
+    if declared == "float":
+        return f"{value}f"
+    if isinstance(value, str):
+        return f'"{value}"' if declared in (None, "String", "char") else value
+    return repr(value)
+
+
+def _js_source(value: Any, declared: Any, item: Any) -> str:
+    if declared == "array":
+        return "[" + ", ".join(_js_item(v, item) for v in value) + "]"
+    if declared == "dict":
+        return "{" + ", ".join(f"{k}: {_js_item(v, None)}" for k, v in value.items()) + "}"
+    if declared == "Bigint":
+        return f"{value}n"
+    return _js_item(value, declared)
+
+
+def _js_item(value: Any, declared: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"' if declared in (None, "String") else value
+    if isinstance(value, list):
+        return "[" + ", ".join(_js_item(v, None) for v in value) + "]"
+    return repr(value)
