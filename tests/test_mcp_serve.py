@@ -38,9 +38,9 @@ async def test_run_workflow_over_stdio_with_progress(tmp_path, isolated_store):
     async with running(role_worker()) as url:
         pool = _pool_file(tmp_path, url)
         command = [sys.executable, "-m", "rolepool.cli", "mcp", "serve", "--pool", str(pool)]
-        params = StdioServerParameters(
-            command=command[0], args=command[1:], env={"ROLEPOOL_EVENTS_DB": str(isolated_store)}
-        )
+        env = {"ROLEPOOL_EVENTS_DB": str(isolated_store)}
+        env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")  # the rolepool these tests import
+        params = StdioServerParameters(command=command[0], args=command[1:], env=env)
         progress: list[tuple[float, str | None]] = []
 
         async def on_progress(done: float, total: float | None, message: str | None) -> None:
