@@ -3,7 +3,10 @@
 Open-weight models do not agree on a tool-call syntax, so we accept the ones they actually emit:
 bare JSON (and OpenAI-style `function` wrappers, arguments as a JSON string), Hermes/Qwen
 `<tool_call>` blocks, Llama 3 JSON (`parameters`, `<|python_tag|>`, `;` between calls) and Mistral
-`[TOOL_CALLS]` in both its list and `name[ARGS]{...}` forms. A broken attempt becomes a
+`[TOOL_CALLS]` in both its list and `name[ARGS]{...}` forms, and the formats in
+`rolepool.tools.formats` (one module each): pythonic lists (Llama 3.2/4), Qwen3-Coder XML, gpt-oss
+harmony, Granite `<|tool_call|>` and DeepSeek-V3's tool-call tokens. `<think>` reasoning is split
+off first and kept apart (`ParseResult.reasoning`). A broken attempt becomes a
 `ParseFailure` the run loop can show the model; `parse_tool_calls` never raises, because a parser
 that crashes on odd model output would take the whole run down with it.
 
@@ -17,7 +20,7 @@ other JSON (a plan, an example) is data, not a call. What makes a decoded value 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rolepool.core.messages import ToolCall, new_call_id
@@ -30,6 +33,8 @@ from rolepool.tools._strict_json import (
     too_deep,
 )
 from rolepool.tools.call_objects import call_shaped, skip_space, to_call
+from rolepool.tools.formats import MARKED, pythonic, split_reasoning
+from rolepool.tools.formats.base import Broken, Found
 
 __all__ = ["ParseFailure", "ParseResult", "argument_problem", "parse_tool_calls", "too_deep"]
 
@@ -44,13 +49,21 @@ _RESCAN_LIMIT = 4096
 
 _HERMES_OPEN, _HERMES_CLOSE = "<tool_call>", "</tool_call>"
 _MISTRAL, _PYTHON_TAG = "[TOOL_CALLS]", "<|python_tag|>"
-_MARKERS = re.compile(r"<tool_call>|\[TOOL_CALLS\]|<\|python_tag\|>")
+# A marker format's own marker comes first: Qwen3-Coder's `<tool_call><function=` is not Hermes.
+_MARKED = {module.NAME: module for module in MARKED}
+_MARKERS = re.compile(
+    "|".join(f"(?P<{m.NAME}>{m.MARKER})" for m in MARKED)
+    + r"|<tool_call>|\[TOOL_CALLS\]|<\|python_tag\|>"
+)
 _EVENTS = re.compile(_MARKERS.pattern + r'|\{\s*["}]|\[\s*[-\d"\[\]{tfn]')
 # How a bare call attempt opens, and the key that makes broken JSON a call attempt, not prose.
 _CALL_OPENING = re.compile(r'(?:\[\s*)?\{\s*"(?:name|function|arguments|parameters|type)"\s*:')
 _CALL_BODY_KEY = re.compile(r'"(arguments|parameters|function)"\s*:')
 _MISTRAL_NAMED = re.compile(r"(?P<name>[\w.:-]+)\s*(?:\[CALL_ID\]\s*(?P<id>[\w-]+)\s*)?\[ARGS\]")
-_NOISE_ONLY = re.compile(r"(?:\s|[;,]|```[\w+-]*|<\|eom_id\|>|<\|eot_id\|>|<\|im_end\|>|</s>)*")
+_NOISE_ONLY = re.compile(
+    r"(?:\s|[;,]|```[\w+-]*|<\|eom_id\|>|<\|eot_id\|>|<\|im_end\|>|</s>|<\|python_(?:start|end)\|>"
+    r"|<\|start\|>assistant|<\|channel\|>\s*commentary|<\|end\|>|<\|return\|>|<\|eot\|>)*"
+)
 _FENCE_AT_END = re.compile(r"```[\w+-]*\s*$")
 _FENCE_AT_START = re.compile(r"^```[ \t]*(?:\n|$)")
 
@@ -69,7 +82,7 @@ class ParseFailure:
     """1-based, derived from `position`."""
     column: int | None = None
     format: str | None = None
-    """The format being parsed: "json", "hermes", "llama3" or "mistral"."""
+    """The format being parsed: one of `rolepool.tools.formats.FORMATS`."""
     snippet: str = ""
     """Up to ~80 characters of the text around `position`."""
 
@@ -92,14 +105,23 @@ class ParseResult:
     failure: ParseFailure | None = None
     format: str = "none"
     """Format of the first call, or of the failed attempt; "none" for a final answer."""
+    reasoning: str = ""
+    """`<think>` (or harmony `analysis`) reasoning split off before parsing; positions in a
+    failure count in the reply without it."""
 
     @property
     def is_final(self) -> bool:
         return not self.calls and self.failure is None
 
 
-def parse_tool_calls(text: str, *, max_chars: int = 1_000_000) -> ParseResult:
-    """Parse one completion. Never raises; see the module docstring for the accepted formats."""
+def parse_tool_calls(
+    text: str, *, max_chars: int = 1_000_000, tool_format: str = "auto"
+) -> ParseResult:
+    """Parse one completion. Never raises; see the module docstring for the accepted formats.
+
+    Every format is read whatever `tool_format` says; a declared format (one of
+    `rolepool.tools.formats.FORMATS`) only widens what is read where auto mode is careful: a
+    pythonic list is read after prose, not only as the whole reply."""
     if not isinstance(text, str):
         message = f"model output must be text, got {type(text).__name__}"
         return ParseResult(text="", failure=ParseFailure(message))
@@ -107,7 +129,9 @@ def parse_tool_calls(text: str, *, max_chars: int = 1_000_000) -> ParseResult:
         message = f"output is {len(text)} characters long, over the limit of {max_chars}"
         return ParseResult(text=text, failure=ParseFailure(message, snippet=text[:80]))
     try:
-        return _Scanner(text).run()
+        reasoning, reply = split_reasoning(text)
+        result = _Scanner(reply).run(declared=tool_format)
+        return replace(result, reasoning=reasoning) if reasoning else result
     except Exception as exc:  # noqa: BLE001 - last resort: the contract is "never raises"
         failure = ParseFailure(f"internal parser error ({type(exc).__name__}: {exc})")
         return ParseResult(text=text.strip(), failure=failure)
@@ -136,15 +160,20 @@ class _Scanner:
         self.ids: set[str] = set()
         self.budget = _MAX_FRAGMENTS
 
-    def run(self) -> ParseResult:
+    def run(self, declared: str = "auto") -> ParseResult:
         text = self.text
+        span = pythonic.find(text, declared == pythonic.NAME)
+        if span is not None:
+            return self._pythonic(*span)
         while True:
             events = _EVENTS if self.budget > 0 else _MARKERS
             match = events.search(text, self.pos)
             if match is None:
                 break
             token, start = match.group(), match.start()
-            if token == _HERMES_OPEN:
+            if match.lastgroup in _MARKED:
+                outcome = self._marked(match.lastgroup, start)
+            elif token == _HERMES_OPEN:
                 outcome = self._hermes(match.end())
             elif token == _MISTRAL:
                 outcome = self._mistral(match.end())
@@ -177,6 +206,23 @@ class _Scanner:
         self.prose.append(self.text[self.prose_from :])
         prose = "\n".join(piece for piece in map(_clean_prose, self.prose) if piece)
         return ParseResult(calls=self.calls, text=prose, format=self.format)
+
+    def _marked(self, fmt: str, start: int) -> _Found | ParseFailure:
+        """A block of one of `rolepool.tools.formats`' marker formats, read by its module."""
+        outcome = _MARKED[fmt].read(self.text, start, self.decoder)
+        if isinstance(outcome, Broken):
+            return _failure(self.text, outcome.position, outcome.message, fmt)
+        return outcome.calls, max(outcome.end, start + 1), fmt
+
+    def _pythonic(self, start: int, end: int) -> ParseResult:
+        """A reply that is (or, declared, ends in) a pythonic call list."""
+        outcome = pythonic.read(self.text, start, end)
+        if isinstance(outcome, Broken):
+            failure = _failure(self.text, outcome.position, outcome.message, pythonic.NAME)
+            return ParseResult(text=self.text.strip(), failure=failure, format=pythonic.NAME)
+        assert isinstance(outcome, Found)
+        self._accept(start, outcome.end, outcome.calls, pythonic.NAME)
+        return self._finish()
 
     def _fragment(self, start: int) -> _Found | ParseFailure | None:
         """Something that may open JSON outside any marker: a call only if it has a call's shape."""
