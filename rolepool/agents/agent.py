@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from rolepool.core import ConfigError, Sampling, UserError
+from rolepool.core import ConfigError, Decoding, Sampling, UserError
 from rolepool.pools.worker import Worker
 from rolepool.runtime import (
     Limits,
@@ -41,6 +41,9 @@ class Agent:
     other roles is refused here, at definition time, rather than at the first call.
     `max_turns` / `max_retries` default to the run's `Limits`. `mcp`: servers whose tools (as
     they list them when a run starts, for this role) the agent may call; open them first.
+    `decoding`: what an in-process worker may constrain (`"auto"`: calls the model opens are held
+    to their tools' schemas; `"required"`: every reply is a call; or a `Decoding`); "free" by
+    default, and a pool's route for the role may set it (`Route.decoding`).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class Agent:
         max_retries: int | None = None,
         sampling: Sampling | None = None,
         mcp: Iterable[MCPServer] = (),
+        decoding: Decoding | str = "free",
     ) -> None:
         if not _NAME.match(name):
             raise ConfigError(
@@ -70,6 +74,7 @@ class Agent:
         self.max_turns = max_turns
         self.max_retries = max_retries
         self.sampling = sampling or Sampling()
+        self.decoding = _decoding(name, decoding)
         self.mcp = check_servers(mcp, f"agent {name!r}: mcp")
 
     def __repr__(self) -> str:
@@ -84,6 +89,7 @@ class Agent:
             max_turns=self.max_turns,
             max_retries=self.max_retries,
             sampling=self.sampling,
+            decoding=self.decoding,
         )
 
     def _body(self, task: str, worker: Worker) -> Body:
@@ -154,6 +160,17 @@ def sync_run(run: Callable[..., Awaitable[R]], task: str, **kwargs: Any) -> R:
     except RuntimeError:
         return anyio.run(partial(run, task, **kwargs))
     raise UserError("run_sync() was called inside a running event loop; use `await ....run(...)`")
+
+
+def _decoding(name: str, decoding: Decoding | str) -> Decoding:
+    if isinstance(decoding, Decoding):
+        return decoding
+    if decoding in ("free", "auto", "required", "json_object"):
+        return Decoding(mode=decoding)
+    raise ConfigError(
+        "use 'free', 'auto', 'required', 'json_object' or a Decoding",
+        where=f"agent {name!r}: decoding {decoding!r}",
+    )
 
 
 def _check_tools(agent: str, role: str, tools: Iterable[Tool | Callable[..., Any]]) -> list[Tool]:

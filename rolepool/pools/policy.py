@@ -11,11 +11,15 @@ import hashlib
 import json
 import random
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rolepool.core import ConfigError
+from rolepool.core import ConfigError, Decoding, Request
+
+RoleDecoding = Literal["free", "auto", "required", "json_object"]
+"""The decoding modes a route can set for its role (`named` and `json_schema` need a tool or a
+schema, which only a request carries)."""
 
 
 def _check_name(value: str) -> str:
@@ -49,6 +53,10 @@ class Route(BaseModel):
 
     choices: list[Choice] = Field(min_length=1)
     fallbacks: list[str] = Field(default_factory=list)
+    decoding: RoleDecoding | None = None
+    """Constrained decoding for the role's requests that ask for none (free): `auto` holds the
+    calls a model opens to their tools' schemas, `required` makes every reply a call. None: the
+    request's own mode. A request that asks for a mode itself keeps it."""
 
     @field_validator("fallbacks")
     @classmethod
@@ -93,6 +101,15 @@ class RoutingPolicy(BaseModel):
         if role is not None and role in self.routes:
             return self.routes[role]
         return self.default
+
+    def with_decoding(self, request: Request) -> Request:
+        """`request` with its role's decoding mode (`Route.decoding`) if it asked for free
+        decoding and the route sets one; otherwise `request` itself."""
+        route = self.route_for(request.role)
+        mode = route.decoding if route is not None else None
+        if mode is None or mode == "free" or request.decoding.mode != "free":
+            return request
+        return request.model_copy(update={"decoding": Decoding(mode=mode)})
 
     def references(self) -> Iterator[tuple[str, str]]:
         """Every worker name the policy uses, with the key path where it appears."""

@@ -107,6 +107,7 @@ class Pool:
         request itself, e.g. a prompt over each one's context). Never waits on a worker whose
         breaker is open. `request.worker` pins the request to that worker alone."""
         policy = self._policy  # one snapshot: a concurrent set_policy must not mix two versions
+        request = policy.with_decoding(request)
         primary, order = self._order(request, policy)
         failures: list[FailedAttempt] = []
         for i, name in enumerate(order):
@@ -139,6 +140,8 @@ class Pool:
             f"no worker could serve role {request.role!r} (policy {policy.version!r}): "
             + "; ".join(f"{f.worker}: {_failure_text(f)}" for f in failures)
         )
+        if all(isinstance(f.error, UserError) for f in failures):  # a schema no worker compiles
+            raise failures[-1].error  # type: ignore[misc]
         if all(f.kind == "refused" for f in failures):  # the request is at fault on every worker
             raise RequestRefused(message, attempts=tuple(failures)) from failures[-1].error
         raise WorkerError(message, attempts=tuple(failures)) from failures[-1].error

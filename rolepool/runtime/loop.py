@@ -22,6 +22,7 @@ import anyio
 
 from rolepool.core import (
     Completion,
+    Decoding,
     MaxTurnsExceeded,
     Message,
     ModelBehaviorError,
@@ -60,6 +61,8 @@ class LoopInputs:
     max_turns: int | None = None
     max_retries: int | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    decoding: Decoding = field(default_factory=Decoding)
+    """What the worker may constrain in the model's replies (`Decoding`); free by default."""
     forbidden_tools: frozenset[str] = frozenset()
     """Names of other roles' tools: calling one is `forbidden` rather than `unknown_tool`."""
 
@@ -222,6 +225,7 @@ class AgentLoop:
             messages=self._prompt(),
             tools=list(self.tool_specs),
             sampling=self.inputs.sampling,
+            decoding=self.inputs.decoding,
             role=self.inputs.role,
             run_id=self.scope.run_id,
             agent=self.inputs.name,

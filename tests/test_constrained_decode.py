@@ -1,0 +1,155 @@
+"""Constrained decoding in the in-process decoder, on the shipped models: constrained and free
+rows in one batch (the free rows' greedy tokens unchanged), calls that validate, a cancelled
+constrained row that gives back its matcher, errors that name the tool, and the agent, route
+and pool settings that ask for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import anyio
+import jsonschema
+import pytest
+
+from rolepool import Agent
+from rolepool.core import Decoding, Message, Request, Sampling, ToolSpec, UserError
+from rolepool.pools import Pool, RoutingPolicy, TransformersWorker
+from rolepool.pools.constrained import live_matchers
+from rolepool.pools.grammar import GrammarError
+from rolepool.zoo import toolset as zoo_tools
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+ASKS = [
+    ("coder", "Read the file notes/todo.txt"),
+    ("search", "Find documents about kv cache eviction"),
+    ("writer", "Write a section called Results saying the tests pass"),
+    ("planner", "Plan a report on expert routing"),
+]
+
+
+def request(role: str, text: str, mode: str = "free", **sampling) -> Request:
+    sampling.setdefault("max_tokens", 96)
+    return Request(
+        messages=[Message(role="user", content=text)],
+        tools=zoo_tools.role_specs(role),
+        sampling=Sampling(**sampling),
+        decoding=Decoding(mode=mode),
+        role=role,
+    )
+
+
+def valid_calls(text: str, role: str) -> list[dict]:
+    schemas = {t.name: t.parameters for t in zoo_tools.role_specs(role)}
+    calls = [json.loads(body) for body in CALL.findall(text)]
+    for call in calls:
+        jsonschema.validate(call["arguments"], schemas[call["name"]])
+    return calls
+
+
+@pytest.fixture(scope="module", params=["dense-s1", "moe-s1"])
+def worker(request):
+    return TransformersWorker(request.param)
+
+
+async def together(worker, requests):
+    out: list = [None] * len(requests)
+
+    async def one(i):
+        out[i] = await worker.complete(requests[i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(requests)):
+            tg.start_soon(one, i)
+    return out
+
+
+async def test_free_rows_beside_constrained_rows_keep_their_greedy_tokens(worker):
+    free = [request(role, text) for role, text in ASKS]
+    alone = await together(worker, free)
+    constrained = [request(role, text, "required") for role, text in ASKS]
+    mixed = await together(worker, [*free, *constrained])
+    assert [c.text for c in mixed[: len(free)]] == [c.text for c in alone]
+    for (role, _), completion in zip(ASKS, mixed[len(free) :], strict=True):
+        assert completion.finish_reason == "stop", completion.text
+        assert valid_calls(completion.text, role)
+    assert live_matchers() == 0
+
+
+async def test_auto_and_named_calls_validate_and_sampled_rows_too(worker):
+    asks = [request(role, text, "auto") for role, text in ASKS]
+    asks += [
+        request(role, text, "required", temperature=1.0, seed=i)
+        for i, (role, text) in enumerate(ASKS)
+    ]
+    named = request("coder", "Read the file notes/todo.txt").model_copy(
+        update={"decoding": Decoding(mode="named", tool="write_file")}
+    )
+    results = await together(worker, [*asks, named])
+    for (role, _), completion in zip(ASKS * 2, results[:-1], strict=True):
+        if completion.finish_reason == "stop":
+            valid_calls(completion.text, role)
+    assert [c["name"] for c in valid_calls(results[-1].text, "coder")] == ["write_file"]
+
+
+async def test_a_cancelled_constrained_request_frees_its_row_and_matcher(worker):
+    long = request("writer", "Write a section called Results " * 3, "required", max_tokens=400)
+    await worker.load()
+    cancelled = worker.stats["cancelled"]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(worker.complete, long)
+        with anyio.fail_after(30):
+            while live_matchers() == 0:  # the row decodes under its grammar
+                await anyio.sleep(0)
+        tg.cancel_scope.cancel()
+    assert worker.stats["cancelled"] == cancelled + 1
+    for _ in range(200):  # the row leaves at the engine's next step
+        if worker._decoder.active == 0 and live_matchers() == 0:
+            break
+        await anyio.sleep(0.02)
+    assert worker._decoder.active == 0 and live_matchers() == 0
+    after = await worker.complete(request("coder", "Read the file a.txt", "required"))
+    assert valid_calls(after.text, "coder")
+
+
+async def test_a_schema_the_engine_cannot_compile_is_a_user_error_naming_the_tool(worker):
+    bad = ToolSpec(
+        name="when", parameters={"type": "object", "properties": {"t": {"type": "date"}}}
+    )
+    ask = request("coder", "hi", "required").model_copy(update={"tools": [bad]})
+    with pytest.raises(GrammarError, match="tool 'when'"):
+        await worker.complete(ask)
+    pool = Pool(
+        [worker],
+        policy=RoutingPolicy(version="v1", default={"choices": [{"worker": worker.info.name}]}),
+    )
+    with pytest.raises(UserError, match="tool 'when'"):
+        await pool.complete(ask)
+    # the batch is fine: the next request is served
+    assert (await worker.complete(request("coder", "Read the file a.txt"))).text
+
+
+async def test_a_route_and_an_agent_ask_for_constrained_decoding(worker):
+    seen: list[Request] = []
+    complete = worker.complete
+
+    async def spy(req: Request):
+        seen.append(req)
+        return await complete(req)
+
+    name = worker.info.name
+    route = {"choices": [{"worker": name}], "decoding": "required"}
+    pool = Pool([worker], policy=RoutingPolicy(version="v1", routes={"coder": route}))
+    worker.complete = spy  # type: ignore[method-assign]
+    try:
+        await pool.complete(request("coder", "Read the file a.txt"))
+        agent = Agent("a", role="writer", tools=[], decoding="auto")
+        assert agent.loop_inputs().decoding.mode == "auto"
+    finally:
+        del worker.complete
+    assert seen[-1].decoding.mode == "required"
+    with pytest.raises(Exception, match="decoding"):
+        Agent("b", decoding="sometimes")
