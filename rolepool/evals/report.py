@@ -16,6 +16,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from rolepool.evals.bfcl.groups import bfcl_architecture_rows, bfcl_rows
 from rolepool.evals.report_html import render_html
 from rolepool.evals.report_tables import (
     HEADERS,
@@ -100,6 +101,21 @@ def markdown_report(summary: Summary) -> str:
             "",
         ]
         out += _md_table(["worker", "role", "entropy", "min entropy", "max/mean", "idle"], experts)
+    if summary.bfcl is not None:
+        out += ["", "## BFCL, as the leaderboard groups it", "", summary.bfcl.weighting + "."]
+        out += [
+            "",
+            "`BFCL` is BFCL's own checker verdict (comparable with the leaderboard); `strict` "
+            "adds rolepool's rules (calls valid against the schema, rolepool's matching, an "
+            "abstention that is a real answer, not an empty or broken reply).",
+            "",
+        ]
+        out += _md_table(
+            ["worker", "architecture", "group", "n", "BFCL", "strict", "categories"],
+            bfcl_rows(summary.bfcl),
+        )
+        out += ["", "BFCL groups by architecture (mean of the workers' accuracies):", ""]
+        out += _md_table(["architecture", "group", "BFCL"], bfcl_architecture_rows(summary.bfcl))
     out += ["", "## All comparisons", ""] + [f"- {_md_cell(c.text)}" for c in summary.comparisons]
     out += [
         "",

@@ -29,8 +29,9 @@ BFCL cases (`case.bfcl` set) differ in two ways:
   calls; an attempt that does not parse to calls is an output that does not decode, which BFCL
   scores as right on irrelevance cases (an empty reply, a broken call) and wrong elsewhere;
   relevance cases (`live_relevance`) need any call at all.
-- `exact_strict` (set on BFCL cases only) is `exact` and rolepool's own stricter rule besides:
-  calls match under rolepool's matching (JSON Schema types, `rolepool.evals.matching`), an
+- `exact_strict` (set on BFCL cases only) is `exact` and rolepool's own rule besides: calls
+  match under rolepool's matching too (JSON Schema types, `rolepool.evals.matching`; for Java and
+  JavaScript, whose values are source text, the calls are valid against the offered schema), an
   abstention is a real answer (no parse error: not empty, not a broken call), a relevance call is
   well-formed and valid against its schema.
 """
@@ -109,6 +110,10 @@ def _score_bfcl(case: Case, final: Attempt | None, scores: Scores) -> None:
     if case.bfcl.kind == "relevance":
         rolepool_rule = final is not None and attempt_valid(case, final)
         scores.name_correct = None  # any offered function will do
+    elif case.bfcl.kind == "ast" and case.bfcl.language != "python":
+        # Java/JavaScript values are source text that only BFCL's conversion reads: rolepool's
+        # own rule there is that the calls are well-formed and valid against the offered schema.
+        rolepool_rule = final is not None and attempt_valid(case, final)
     if final is None:
         scores.exact = False
     else:

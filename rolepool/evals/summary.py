@@ -12,6 +12,7 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
+from rolepool.evals.bfcl.groups import bfcl_summary
 from rolepool.evals.result_line import ResultLine
 from rolepool.evals.role_expert_load import expert_health
 from rolepool.evals.significance import (
@@ -352,4 +353,5 @@ def build_summary(records: Sequence[ResultLine], *, suites: Sequence[str] = ()) 
             a: architecture_summary(by_worker, names) for a, names in sorted(arch.items())
         },
         comparisons=comparisons(by_worker, dict(arch)),
+        bfcl=bfcl_summary(records),
     )

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
+from rolepool.evals.bfcl.groups import BfclSummary
 from rolepool.evals.role_expert_load import ExpertHealth
 
 Cell = TypeVar("Cell")
@@ -171,8 +172,13 @@ class Summary(BaseModel):
     workers: dict[str, WorkerSummary]
     architectures: dict[str, ArchitectureSummary]
     comparisons: list[Comparison]
+    bfcl: BfclSummary | None = None
+    """BFCL's leaderboard groups (`rolepool.evals.bfcl.groups`); the key is written only when
+    BFCL categories ran."""
 
     def to_json(self) -> str:
         """`summary.json`'s text."""
         data = self.model_dump(by_alias=True)
+        if self.bfcl is None:
+            data.pop("bfcl", None)
         return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
