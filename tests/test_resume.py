@@ -50,6 +50,7 @@ async def test_resume_after_every_event_matches_the_uninterrupted_run(tmp_path, 
         if not _in_flight(events[:n]):  # else the model was told that call was cut off
             assert resumed.plan == full.plan, n
             assert [s.answer for s in resumed.steps] == [s.answer for s in full.steps], n
+            assert resumed.usage == full.usage, n  # replayed replies count their stored usage
         # no effect twice, none lost: a call cut off mid-way ran once, before the cut
         assert sorted(log_lines(workspace)) == sorted(effects), n
         answered = {e.span_id for e in events[:n] if e.type == "model.completed"}

@@ -45,9 +45,9 @@ _ASKED = {"messages", "tools", "sampling", "role", "agent", "decoding", "worker"
 """The request fields a model's reply depends on (not its run or span ids)."""
 
 
-_REPLY = {"text", "tool_calls", "usage", "worker", "model", "architecture", "latency",
-          "expert_load", "policy_version", "unreadable"}  # fmt: skip
-"""What a stored `model.completed` gives back of the worker's `Completion`."""
+_REPLY = set(Completion.model_fields) & set(ev.ModelCompleted.model_fields)
+"""What a stored `model.completed` gives back of the worker's `Completion`: the fields they share
+(text, calls, usage, worker, ...), so a field added to both is replayed too."""
 
 
 class ResumeError(UserError):
