@@ -53,6 +53,8 @@ HOSTILE = textwrap.dedent(
         {"name": "huge_schema", "inputSchema": obj({f"p{i}": {"type": "string", "description": "x" * 50} for i in range(5000)})},
         {"name": "bad name!", "inputSchema": obj()},
     ]
+    if os.environ.get("BAD_LISTING"):
+        TOOLS.append({"name": "not_a_schema", "inputSchema": "nope"})
     listed = 0
 
     for line in sys.stdin:
@@ -113,7 +115,7 @@ def hostile(tmp_path, monkeypatch):
     def make(**options) -> MCPServer:
         options.setdefault("timeout", 3)
         options.setdefault("connect_timeout", 20)
-        env = {"PIDFILE": str(pidfile)}
+        env = {"PIDFILE": str(pidfile), **options.pop("extra_env", {})}
         return MCPServer.stdio("hostile", sys.executable, [str(script)], env=env, **options)
 
     make.pids = lambda: [int(p) for p in pidfile.read_text().split()]  # type: ignore[attr-defined]
@@ -150,6 +152,16 @@ async def test_a_server_inherits_no_secrets_from_the_environment(hostile, monkey
         names = json.loads(await _tool(server, "env").call({}))
     assert "PIDFILE" in names and "PATH" in names
     assert "OPENAI_API_KEY" not in names
+
+
+async def test_a_listing_that_breaks_the_protocol_is_one_config_error(hostile):
+    with pytest.raises(ConfigError) as caught:
+        async with hostile(extra_env={"BAD_LISTING": "1"}):
+            pass
+    assert str(caught.value).startswith(
+        "MCP server 'hostile': sent an MCP message that breaks the protocol's schema at "
+        "tools.14.inputSchema: Input should be a valid dictionary"
+    )
 
 
 async def test_results_map_to_text_placeholders_and_tool_errors(hostile):
@@ -278,7 +290,7 @@ async def test_bad_configurations_are_one_config_error_naming_the_server(tmp_pat
             MCPServer.stdio(
                 "chatty", sys.executable, ["-uc", "print('hello'); import time; time.sleep(30)"]
             ),
-            "MCP server 'chatty': does not speak MCP: it wrote 'hello'",
+            "MCP server 'chatty': does not speak MCP: it wrote 'hello', not JSON-RPC",
         ),
         (
             MCPServer.stdio("quits", sys.executable, ["-c", "pass"]),

@@ -28,7 +28,7 @@ from rolepool.runtime import Limits, Run
 from rolepool.runtime.approval import ApprovalRequest, Decision, allow_all
 from rolepool.runtime.replay import ResumeError
 from rolepool.runtime.store import EventStore
-from rolepool.tools.mcp import load_mcp_config, open_servers
+from rolepool.tools.mcp import MCPConnectError, load_mcp_config, open_servers
 from rolepool.zoo.dialogues import RESULT_CHARS
 
 DEFAULT_APPROVE = "run_python"
@@ -83,6 +83,13 @@ def add_run_command(subparsers: Any) -> argparse.ArgumentParser:
         help=f"comma-separated tools that need approval (default {DEFAULT_APPROVE}; '' = none)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    parser.add_argument(
+        "--decoding",
+        choices=("free", "auto", "required"),
+        default="free",
+        help="constrained decoding on in-process workers: auto holds each call the model opens "
+        "to its tool's schema, required makes every reply a call (default free)",
+    )
     parser.add_argument(
         "--workspace", type=OutputDir(), metavar="DIR", help="the run's workspace (default: new)"
     )
@@ -141,7 +148,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
     approve = [t.strip() for t in args.approve.split(",") if t.strip()]
     sampling = None if args.pool else Sampling(max_tokens=TINY_MAX_TOKENS)
     flow = Workflow(
-        builtin_agents(sampling),
+        builtin_agents(sampling, decoding=args.decoding),
         concurrency=args.concurrency,
         approve=approve,
         mcp=load_mcp_config(args.mcp) if args.mcp else (),
@@ -162,7 +169,7 @@ def cmd_run(args: argparse.Namespace, out: Console) -> int:
         result = anyio.run(partial(_run, flow, args.task, pool, prompter, err, options))
     except RolepoolError as exc:
         run_id = options["run_id"]
-        if type(exc) is not ResumeError:  # a refused resume started no run
+        if type(exc) is not ResumeError and not isinstance(exc, MCPConnectError):  # no run began
             err.print(f"run id: {run_id}   (rolepool trace show {run_id})", highlight=False)
         raise
     _print_result(result, out, as_json=args.json)

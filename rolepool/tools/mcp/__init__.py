@@ -3,10 +3,11 @@
 from rolepool.tools.mcp.attach import check_servers, mcp_tools, open_servers
 from rolepool.tools.mcp.config import load_mcp_config
 from rolepool.tools.mcp.convert import MCPTool
-from rolepool.tools.mcp.server import HttpTarget, MCPServer, StdioTarget
+from rolepool.tools.mcp.server import HttpTarget, MCPConnectError, MCPServer, StdioTarget
 
 __all__ = [
     "HttpTarget",
+    "MCPConnectError",
     "MCPServer",
     "MCPTool",
     "StdioTarget",

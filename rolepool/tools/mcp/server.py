@@ -45,6 +45,10 @@ _SERVER_ERRORS = {-32602, -32601, -32603}
 """JSON-RPC invalid params, method not found, internal error: the server answered, it is alive."""
 
 
+class MCPConnectError(ConfigError):
+    """A server could not be started or reached, or does not speak MCP (raised on opening it)."""
+
+
 @dataclass(frozen=True)
 class StdioTarget:
     """A server run as a child process speaking MCP on its stdin and stdout."""
@@ -167,7 +171,7 @@ class MCPServer:
             self._tg = None
             await tg.__aexit__(None, None, None)
             if isinstance(exc, Exception):
-                raise ConfigError(describe(exc), where=f"MCP server {self.name!r}") from None
+                raise MCPConnectError(describe(exc), where=f"MCP server {self.name!r}") from None
             raise
         return self
 

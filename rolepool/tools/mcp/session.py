@@ -119,7 +119,11 @@ def describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if "ConnectError" in type(exc).__name__ or "ConnectTimeout" in type(exc).__name__:
         return f"cannot connect: {text}"[:500]
-    if isinstance(exc, pydantic.ValidationError):
-        got = exc.errors()[0].get("input") if exc.errors() else None
-        return f"does not speak MCP: it wrote {str(got)[:120]!r}, which is not JSON-RPC"
+    if isinstance(exc, pydantic.ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        envelope = str(first["loc"][0]).startswith("JSONRPC") if first["loc"] else True
+        if first["type"] == "json_invalid" or envelope:  # a line that is no JSON-RPC at all
+            return f"does not speak MCP: it wrote {str(first['input'])[:120]!r}, not JSON-RPC"
+        where = ".".join(str(part) for part in first["loc"])
+        return f"sent an MCP message that breaks the protocol's schema at {where}: {first['msg']}"
     return f"{type(exc).__name__}: {text}"[:500]
