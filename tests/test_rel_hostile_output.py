@@ -22,8 +22,8 @@ from test_parsing_properties import hostile_text, json_values
 
 from rolepool import Agent, FunctionWorker, tool
 from rolepool.core import Completion, Request, RolepoolError, ToolCall
+from rolepool.pools.openai_reply import read_tool_calls as _read_tool_calls
 from rolepool.pools.openai_wire import chat_completion
-from rolepool.pools.openai_worker import _read_tool_calls
 from rolepool.runtime import Limits
 from rolepool.tools.parsing import parse_tool_calls
 from rolepool.tools.validation import validate_arguments

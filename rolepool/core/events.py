@@ -176,6 +176,14 @@ class ModelCompleted(EventBase):
     so (a call stored in `tool_calls` then has its arguments left out)."""
     replayed: bool = False
     """The reply came from the stored events of the run this one resumes, not from a model."""
+    reasoning: str | None = None
+    """The model's reasoning text, where the server returned it apart from the reply."""
+    time_to_first_token: float | None = None
+    """Seconds to the first streamed token (streaming HTTP workers); None otherwise."""
+    cached_prompt_tokens: int | None = None
+    """Prompt tokens the server took from its prefix cache, where it said."""
+    response_id: str | None = None
+    """The serving API's id for this answer."""
 
 
 class ToolCallParsed(EventBase):

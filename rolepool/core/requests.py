@@ -147,6 +147,16 @@ class Completion(BaseModel):
     """Why the worker could not read the model's output (a reply nested past the JSON parser's
     stack, say), or None. Such a reply is bad model output, not a worker fault: the run loop
     tells the model, as it does for a reply its own parser cannot read."""
+    reasoning: str | None = None
+    """The model's reasoning text where the server returned it apart from the reply (vLLM's
+    `reasoning`/`reasoning_content`, or a leading `<think>` block); never parsed for calls."""
+    response_id: str | None = None
+    """The id the serving API gave this answer (`chatcmpl-...`), to find it in its logs."""
+    time_to_first_token: float | None = None
+    """Seconds from the request to the first streamed token; None when not streamed."""
+    cached_prompt_tokens: int | None = None
+    """Prompt tokens the server read from its prefix cache (OpenAI's
+    `usage.prompt_tokens_details.cached_tokens`); None where the server did not say."""
 
 
 class WorkerInfo(BaseModel):

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -74,6 +75,9 @@ class TransformersWorkerConfig(_WorkerBase):
         return value
 
 
+_TOOL_CHOICES = ("auto", "none", "required")
+
+
 class OpenAIWorkerConfig(_WorkerBase):
     """A model behind an OpenAI-compatible HTTP server (vLLM, or another rolepool serve)."""
 
@@ -84,6 +88,45 @@ class OpenAIWorkerConfig(_WorkerBase):
     timeout: float | None = Field(default=None, gt=0)
     api_key_env: str | None = Field(default=None, min_length=1)
     """The environment variable holding the API key; the key itself never goes in the file."""
+    # Per-server request options (docs/models.md says which server needs which).
+    tool_mode: Literal["native", "text", "auto"] | None = None
+    """How tools travel: the server parses calls (native), rolepool parses the text (text), or
+    native until the server refuses tools without a tool parser (auto, the default)."""
+    tool_choice: Any = None
+    """Sent with tools: one value, or a table by role (`default` for the other roles)."""
+    parallel_tool_calls: StrictBool | None = None
+    structured_output: StrictBool | None = None
+    """Constrain replies with tools to one call or an answer, by the server's guided decoding."""
+    chat_template_kwargs: dict[str, Any] | None = None
+    """Passed to the server's chat template, e.g. `{ enable_thinking = false }` for Qwen3."""
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    """Cap on every request's tokens, sent as `max_completion_tokens`."""
+    extra_body: dict[str, Any] | None = None
+    """More request body fields, as the server documents them (vLLM's `top_k`)."""
+    stream: StrictBool | None = None
+    """Ask the server to stream every answer (time to first token on each model call)."""
+    num_experts: int | None = Field(default=None, ge=1)
+    """Experts per MoE layer, to size the expert load read from vLLM's routed experts."""
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, value: Any) -> str | dict[str, str] | None:
+        """One setting, or a table of them by role (checked here: as a union, pydantic would
+        report each member's complaint)."""
+        values = list(value.values()) if isinstance(value, dict) else [value]
+        if value is None or all(v in _TOOL_CHOICES for v in values):
+            return value
+        raise ValueError("must be auto, none or required, or a table of them by role")
+
+    @field_validator("extra_body")
+    @classmethod
+    def _not_reserved(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from rolepool.pools.openai_body import RESERVED_BODY_KEYS
+
+        taken = sorted(set(value or {}) & RESERVED_BODY_KEYS)
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: set by rolepool, not by extra_body")
+        return value
 
     @field_validator("url")
     @classmethod
@@ -200,9 +243,45 @@ def _build_worker(name: str, spec: TransformersWorkerConfig | OpenAIWorkerConfig
     from rolepool.pools.openai_worker import OpenAIWorker
 
     options = _set(
-        architecture=spec.architecture, timeout=spec.timeout, api_key_env=spec.api_key_env
+        architecture=spec.architecture,
+        timeout=spec.timeout,
+        api_key_env=spec.api_key_env,
+        tool_mode=spec.tool_mode,
+        stream=spec.stream,
+        num_experts=spec.num_experts,
+        options=_request_options(spec),
     )
     return OpenAIWorker(spec.url, spec.model, name=name, **options)
+
+
+_REQUEST_OPTIONS = (
+    "tool_choice",
+    "parallel_tool_calls",
+    "structured_output",
+    "chat_template_kwargs",
+    "max_completion_tokens",
+    "extra_body",
+)
+
+
+def _request_options(spec: OpenAIWorkerConfig) -> Any:
+    """The worker's `RequestOptions`, or None when the file sets none of them."""
+    from rolepool.pools.openai_body import RequestOptions
+
+    if all(getattr(spec, key) is None for key in _REQUEST_OPTIONS):
+        return None
+
+    by_role = dict(spec.tool_choice) if isinstance(spec.tool_choice, dict) else {}
+    default = by_role.pop("default", "auto") if by_role else spec.tool_choice or "auto"
+    return RequestOptions(
+        tool_choice=default,
+        role_tool_choice=by_role,
+        parallel_tool_calls=spec.parallel_tool_calls,
+        structured_output=bool(spec.structured_output),
+        chat_template_kwargs=spec.chat_template_kwargs,
+        max_completion_tokens=spec.max_completion_tokens,
+        extra_body=spec.extra_body,
+    )
 
 
 def _set(**options: Any) -> dict[str, Any]:

@@ -272,6 +272,10 @@ class AgentLoop:
                 expert_load=completion.expert_load,
                 tool_calls=completion.tool_calls,
                 unreadable=completion.unreadable,
+                reasoning=completion.reasoning,
+                time_to_first_token=completion.time_to_first_token,
+                cached_prompt_tokens=completion.cached_prompt_tokens,
+                response_id=completion.response_id,
             )
         )
         self.usage = self.usage + completion.usage
