@@ -48,13 +48,22 @@ def role_instructions(role: str) -> str:
     return f"You are the {role} agent."
 
 
-def builtin_agent(role: str, *, name: str | None = None, sampling: Sampling | None = None) -> Agent:
+def builtin_agent(
+    role: str,
+    *,
+    name: str | None = None,
+    sampling: Sampling | None = None,
+    decoding: str = "free",
+) -> Agent:
     """A fresh agent of one built-in role, named after it unless `name` says otherwise."""
     if role not in ROLE_TOOLS:
         raise ConfigError(f"not a built-in role; choose one of {list(BUILTIN_ROLES)}", where=role)
-    return Agent(name or role, role, role_instructions(role), ROLE_TOOLS[role], sampling=sampling)
+    tools = ROLE_TOOLS[role]
+    return Agent(
+        name or role, role, role_instructions(role), tools, sampling=sampling, decoding=decoding
+    )
 
 
-def builtin_agents(sampling: Sampling | None = None) -> list[Agent]:
+def builtin_agents(sampling: Sampling | None = None, decoding: str = "free") -> list[Agent]:
     """One agent per built-in role: the default workflow's team."""
-    return [builtin_agent(role, sampling=sampling) for role in BUILTIN_ROLES]
+    return [builtin_agent(role, sampling=sampling, decoding=decoding) for role in BUILTIN_ROLES]
