@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import sys
 import types
 from collections import Counter
@@ -47,7 +48,10 @@ def _oracle_modules() -> tuple[Any, Any, Any]:
 
 
 @pytest.fixture(scope="module")
-def oracle():
+def oracle(tmp_path_factory):
+    # bfcl_eval.utils makes result/score/lock folders at import, beside site-packages unless
+    # told where: keep them in a temporary folder.
+    os.environ.setdefault("BFCL_PROJECT_ROOT", str(tmp_path_factory.mktemp("bfcl-project")))
     ast_checker, language, is_empty_output = _oracle_modules()
     return _Oracle(ast_checker, language, is_empty_output)
 
