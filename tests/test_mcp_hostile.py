@@ -29,6 +29,8 @@ HOSTILE = textwrap.dedent(
 
     with open(os.environ["PIDFILE"], "a") as f:
         f.write(f"{os.getpid()}\n")
+    sys.stderr.write("hostile: up\n")
+    sys.stderr.flush()
 
     def send(obj):
         sys.stdout.write(json.dumps(obj) + "\n")
@@ -144,6 +146,20 @@ async def test_bad_schemas_and_names_are_left_out_with_the_reason(hostile):
         assert "cannot be resolved" in server.skipped["dangling_ref"]
         assert "inputSchema is" in server.skipped["huge_schema"]
         assert "letters, digits" in server.skipped["bad name!"]
+
+
+async def test_stderr_can_go_to_a_log_file(hostile, tmp_path):
+    log = tmp_path / "logs" / "hostile.log"
+    with pytest.raises(
+        ConfigError,
+        match="MCP server 'hostile': stderr_log: cannot open .*: No such file or directory",
+    ):
+        async with hostile(stderr_log=log):
+            pass
+    log.parent.mkdir()
+    async with hostile(stderr_log=log) as server:
+        await _tool(server, "echo").call({"text": "x"})
+    assert log.read_text() == "hostile: up\n"
 
 
 async def test_a_server_inherits_no_secrets_from_the_environment(hostile, monkeypatch):

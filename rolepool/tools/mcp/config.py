@@ -39,6 +39,8 @@ class ServerConfig(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     """Added to the few variables a server inherits (PATH, HOME, ...; not API keys)."""
     cwd: Path | None = None
+    stderr_log: Path | None = None
+    """Append the server's stderr to this file rather than rolepool's (keeps a live view clean)."""
     url: str | None = None
     """A Streamable HTTP endpoint, `http(s)://host:port/mcp`."""
     headers: dict[str, str] = Field(default_factory=dict)
@@ -87,7 +89,13 @@ def _server(name: str, config: ServerConfig) -> MCPServer:
     }
     if config.command is not None:
         return MCPServer.stdio(
-            name, config.command, config.args, env=config.env, cwd=config.cwd, **options
+            name,
+            config.command,
+            config.args,
+            env=config.env,
+            cwd=config.cwd,
+            stderr_log=config.stderr_log,
+            **options,
         )
     assert config.url is not None
     return MCPServer.http(

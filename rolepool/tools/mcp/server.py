@@ -57,6 +57,8 @@ class StdioTarget:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    stderr_log: Path | None = None
+    """Append the server's stderr to this file (default: rolepool's own stderr)."""
 
 
 @dataclass(frozen=True)
@@ -127,12 +129,14 @@ class MCPServer:
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
+        stderr_log: str | Path | None = None,
         **options: Any,
     ) -> MCPServer:
         """A server run as `command args...`; environment: a few safe variables and `env`."""
         if isinstance(args, str):
             raise ConfigError("args must be a list of strings", where=f"MCP server {name!r}")
-        target = StdioTarget(command, tuple(args), dict(env) if env else None, _path(cwd))
+        env = dict(env) if env else None
+        target = StdioTarget(command, tuple(args), env, _path(cwd), _path(stderr_log))
         return cls(name, target, **options)
 
     @classmethod
@@ -333,7 +337,7 @@ class MCPServer:
         target = self.target
         if isinstance(target, StdioTarget):
             command = [target.command, *target.args]
-            server: Any = bounded_stdio(command, target.env, target.cwd)
+            server: Any = bounded_stdio(command, target.env, target.cwd, target.stderr_log)
         else:
             headers = dict(target.headers)
             if target.bearer_token_env:

@@ -17,6 +17,7 @@ import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import BinaryIO
 
 import anyio
 import mcp_types as types
@@ -25,6 +26,8 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.os.posix.utilities import terminate_posix_process_tree
 from mcp.shared.message import SessionMessage
+
+from rolepool.core import ConfigError
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """One JSON-RPC message from a server may be this large; a larger one ends the connection."""
@@ -52,14 +55,20 @@ async def bounded_stdio(
     command: Sequence[str],
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    stderr_log: Path | None = None,
     max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> AsyncIterator[tuple[object, object]]:
     """Start the server and yield the (read, write) streams the SDK's session expects."""
     full_env = {k: v for k in SAFE_ENV if (v := os.environ.get(k)) is not None}
     full_env.update(env or {})
-    process = await anyio.open_process(
-        list(command), env=full_env, cwd=cwd, stderr=None, start_new_session=True
-    )
+    log = _open_log(stderr_log) if stderr_log is not None else None
+    try:
+        process = await anyio.open_process(
+            list(command), env=full_env, cwd=cwd, stderr=log, start_new_session=True
+        )
+    finally:
+        if log is not None:
+            log.close()  # the server holds its own copy of the descriptor
     _LIVE_GROUPS.add(process.pid)
     incoming_send, incoming = anyio.create_memory_object_stream[SessionMessage | Exception](0)
     outgoing, outgoing_receive = anyio.create_memory_object_stream[SessionMessage](0)
@@ -76,6 +85,14 @@ async def bounded_stdio(
                 tg.cancel_scope.cancel()
     finally:
         _LIVE_GROUPS.discard(process.pid)
+
+
+def _open_log(path: Path) -> BinaryIO:
+    try:
+        return path.open("ab")
+    except OSError as exc:
+        message = f"cannot open {path}: {exc.strerror or exc}"
+        raise ConfigError(message, where="stderr_log") from None
 
 
 async def _read(process: Process, incoming: MemoryObjectSendStream, limit: int) -> None:
