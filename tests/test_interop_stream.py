@@ -78,7 +78,9 @@ async def test_the_first_token_leaves_before_the_worker_finishes():
                     if len(contents) == 1:
                         assert not worker.finished  # streamed while the worker still works
                         gate.set()
+        metrics = (await client.get("/metrics")).text
     assert "".join(contents) == "Hello world" and contents[0] == "Hel"
+    assert 'rolepool_time_to_first_token_seconds_count{role="none"} 1.0' in metrics
 
 
 async def test_text_a_stop_string_may_claim_is_held_back():

@@ -53,7 +53,8 @@ class ChatStream(Response):
     """The streaming answer to one chat request (an ASGI response that runs the worker call).
 
     `ask` makes the worker call (timeout included), `failure` maps its exception to the error
-    answer, `error_response` renders one, and `ended` hears how the request ended (metrics)."""
+    answer, `error_response` renders one, and `ended` hears how the request ended and its time
+    to first token (metrics)."""
 
     media_type = "text/event-stream"
 
@@ -66,7 +67,7 @@ class ChatStream(Response):
         ask: Callable[[], Awaitable[Completion]],
         failure: Callable[[Exception], ApiError],
         error_response: Callable[[ApiError], Response],
-        ended: Callable[[Outcome], None],
+        ended: Callable[[Outcome, float | None], None],
     ) -> None:
         super().__init__(media_type=self.media_type)
         self.chat, self.request = chat, request
@@ -80,6 +81,9 @@ class ChatStream(Response):
         }
         self.sink = TextSink(stops=request.sampling.stop, hold_calls=chat.parse_calls)
         self.outcome: list[Completion | ApiError] = []
+        self.started = time.perf_counter()
+        self.first_sent: float | None = None
+        """Seconds from the request to the first delta sent (time to first token)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with anyio.create_task_group() as tg:
@@ -89,7 +93,7 @@ class ChatStream(Response):
                 await self._answer(scope, receive, send)
             finally:
                 tg.cancel_scope.cancel()
-        self.ended(self.outcome[0] if self.outcome else None)
+        self.ended(self.outcome[0] if self.outcome else None, self.first_sent)
 
     async def _work(self) -> None:
         with streaming_to(self.sink):
@@ -168,8 +172,17 @@ class ChatStream(Response):
         return chunk
 
     async def _event(self, send: Send, chunk: dict[str, Any]) -> None:
+        if self.first_sent is None and _has_output(chunk):
+            self.first_sent = time.perf_counter() - self.started
         body = f"data: {dumps_utf8(chunk)}\n\n".encode()
         await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+def _has_output(chunk: dict[str, Any]) -> bool:
+    """Whether a chunk carries text or a call (the role-only first chunk does not)."""
+    choices = chunk.get("choices") or [{}]
+    delta = choices[0].get("delta") or {}
+    return bool(delta.get("content") or delta.get("tool_calls"))
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

@@ -184,8 +184,10 @@ class _Service:
             with anyio.fail_after(self.request_timeout):
                 return await self.worker.complete(request)
 
-        def ended(outcome: Completion | ApiError | None) -> None:
+        def ended(outcome: Completion | ApiError | None, first_token: float | None) -> None:
             self.metrics.in_flight.dec()
+            if first_token is not None:
+                self.metrics.time_to_first_token.labels(role=role).observe(first_token)
             if isinstance(outcome, Completion):
                 self._count_served(outcome, role, started)
             elif isinstance(outcome, ApiError):

@@ -71,6 +71,13 @@ class ServerMetrics:
             buckets=LATENCY_BUCKETS,
             registry=reg,
         )
+        self.time_to_first_token = Histogram(
+            "rolepool_time_to_first_token_seconds",
+            "Seconds from a streamed request to its first content or tool-call delta, by role.",
+            ["role"],
+            buckets=LATENCY_BUCKETS,
+            registry=reg,
+        )
         self.in_flight = Gauge(
             "rolepool_requests_in_flight", "Requests being answered now.", registry=reg
         )

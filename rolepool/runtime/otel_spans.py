@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from rolepool.core import Event
@@ -64,12 +64,27 @@ def _error_type(message: str) -> str:
     return head if head.isidentifier() else "_OTHER"
 
 
+TTFT_METRIC = "gen_ai.server.time_to_first_token"
+"""The OTel GenAI semantic conventions' histogram of seconds to the first token, recorded for
+every model call that streamed (HTTP workers with `stream`)."""
+
+
 class OTelExporter:
     """An `EventStream` listener that turns one run's events into OTel spans as they happen."""
 
-    def __init__(self, tracer: trace.Tracer, *, record_content: bool = False) -> None:
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        *,
+        record_content: bool = False,
+        meter_provider: metrics.MeterProvider | None = None,
+    ) -> None:
         self.tracer = tracer
         self.record_content = record_content
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter("rolepool")
+        self.time_to_first_token = meter.create_histogram(
+            TTFT_METRIC, unit="s", description="Time to the first token of a streamed answer"
+        )
         self._open: dict[str, Span] = {}  # rolepool span id -> open OTel span
         self._failed = False
 
@@ -183,6 +198,18 @@ class OTelExporter:
         span.set_attributes(_model_attributes(event))
         if event.text:
             self._content(span, "gen_ai.output.messages", _messages("assistant", event.text))
+        if event.reasoning:
+            self._content(span, "rolepool.reasoning", event.reasoning)
+        if event.time_to_first_token is not None:
+            self.time_to_first_token.record(
+                event.time_to_first_token,
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": PROVIDER,
+                    "gen_ai.response.model": event.model,
+                    "rolepool.worker": event.worker,
+                },
+            )
         self._end(event, event.error, "WorkerError" if event.error else None)
 
     def _pool_event(self, event: ev.PoolRouted | ev.PoolFailover | ev.BreakerChanged) -> None:
@@ -268,6 +295,12 @@ def _model_attributes(event: ev.ModelCompleted) -> dict[str, Any]:
     }
     if event.policy_version:
         attrs["rolepool.policy_version"] = event.policy_version
+    if event.response_id:
+        attrs["gen_ai.response.id"] = event.response_id
+    if event.cached_prompt_tokens is not None:
+        attrs["gen_ai.usage.cache_read.input_tokens"] = event.cached_prompt_tokens
+    if event.time_to_first_token is not None:
+        attrs["rolepool.time_to_first_token"] = event.time_to_first_token
     summary = summarize_expert_load(event.expert_load)
     if summary is not None:
         attrs |= {

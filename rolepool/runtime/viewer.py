@@ -115,6 +115,10 @@ def _model_row(node: SpanNode, first: ev.ModelRequested) -> _Row:
     if end.policy_version:
         row.meta.append(f"policy {end.policy_version}")
     row.meta += [f"{u.prompt_tokens}+{u.completion_tokens} tok", _ms(end.latency)]
+    if end.time_to_first_token is not None:
+        row.meta.append(f"first token {_ms(end.time_to_first_token)}")
+    if end.cached_prompt_tokens:
+        row.meta.append(f"{end.cached_prompt_tokens} cached")
     for event in [*node.events, *(child.events[0] for child in node.children)]:
         if isinstance(event, ev.PoolFailover):
             row.errors.append(f"failover {event.from_worker} → {event.to_worker}: {event.error}")
@@ -123,6 +127,8 @@ def _model_row(node: SpanNode, first: ev.ModelRequested) -> _Row:
     if end.error:
         row.status = "error"
         row.errors.append(end.error)
+    if end.reasoning:
+        row.details.append(("reasoning", end.reasoning))
     if end.text:
         row.details.append(("output", end.text))
     row.expert_load = end.expert_load
