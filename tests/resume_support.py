@@ -64,11 +64,11 @@ def scripted_worker(native: bool = False) -> FunctionWorker:
     return FunctionWorker(_native if native else _reply, name="scripted")
 
 
-def scripted_workflow(instructions: str = "Plan.") -> Workflow:
+def scripted_workflow(instructions: str = "Plan.", coder: str = "Code.") -> Workflow:
     return Workflow(
         [
             Agent("planner", "planner", instructions, [record]),
-            Agent("coder", "coder", "Code.", [record]),
+            Agent("coder", "coder", coder, [record]),
             Agent("search", "search", "Search.", [record]),
             Agent("writer", "writer", "Write.", [record]),
         ]

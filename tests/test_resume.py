@@ -170,6 +170,32 @@ async def test_a_changed_workflow_is_a_clear_divergence_not_a_guess(tmp_path):
     assert isinstance(new[0], ev.RunStarted) and new[0].resumed_from == run_id
 
 
+async def test_a_diverged_resume_is_resumed_with_the_right_code(tmp_path):
+    """The coder's prompt changed: the search step (unchanged) goes on live while the coder
+    diverges. The diverged run is resumed with the original code: it reads what both earlier
+    runs did, so the coder's calls done before the kill are still not run again."""
+    full, events, _, effects = await _uninterrupted(tmp_path)
+    coder = next(
+        i for i, e in enumerate(events) if e.type == "tool.finished" and e.tool == "record"
+    )
+    db, workspace = tmp_path / "cut.db", tmp_path / "ws"
+    run_id = cut_run(events, coder + 3, db, workspace)
+    with EventStore(db) as store:
+        with pytest.raises(ResumeDiverged, match=r"t1/m0 \(agent 'coder'\)") as caught:
+            await scripted_workflow(coder="Code differently.").resume(
+                run_id, worker=scripted_worker(), store=store, workspace=workspace
+            )
+        diverged = store.resumed_by(run_id)
+        assert f"resume {diverged} (it holds all that was done so far)" in str(caught.value)
+        with pytest.raises(ResumeError, match="already resumed"):
+            await scripted_workflow().resume(run_id, worker=scripted_worker(), store=store)
+        again = await scripted_workflow().resume(
+            diverged, worker=scripted_worker(), store=store, workspace=workspace
+        )
+    assert again.output == full.output
+    assert sorted(log_lines(workspace)) == sorted(effects)  # each effect once over three runs
+
+
 async def test_trace_show_and_the_viewer_link_the_two_runs(tmp_path, capsys):
     _, events, _, _ = await _uninterrupted(tmp_path)
     db = tmp_path / "cut.db"

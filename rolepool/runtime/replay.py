@@ -81,7 +81,9 @@ class Origin:
     task: str
     workflow: str | None
     workspace: Path | None
-    events: list[Event]
+    history: list[list[Event]]
+    """The events of this run and of the runs it resumes in turn, the first run's first: a
+    resume that stopped at a divergence lacks what its own origin had done, so all are read."""
 
 
 def interrupted_run(store: EventStore, run_id: str, workflow: str | None) -> Origin:
@@ -92,7 +94,8 @@ def interrupted_run(store: EventStore, run_id: str, workflow: str | None) -> Ori
         raise ResumeError(f"{found} with id {run_id!r} in {store.path}")
     (run_id,) = matches
     status = store.status(run_id)
-    if status != "interrupted":
+    events = store.events(run_id)
+    if status != "interrupted" and not _diverged(events):
         why = {
             "running": "it is still running (its owner is alive)",
             "stalled": "its owner process is alive but has stopped beating; stop it first",
@@ -101,7 +104,6 @@ def interrupted_run(store: EventStore, run_id: str, workflow: str | None) -> Ori
         raise ResumeError(f"run {run_id} cannot be resumed: {why}")
     if by := store.resumed_by(run_id):
         raise ResumeError(f"run {run_id} was already resumed as {by}; resume that run instead")
-    events = store.events(run_id)
     first = events[0] if events else None
     if not isinstance(first, ev.RunStarted):
         raise ResumeError(f"run {run_id} has no run.started event to resume from")
@@ -111,7 +113,22 @@ def interrupted_run(store: EventStore, run_id: str, workflow: str | None) -> Ori
             "workflow that started it"
         )
     workspace = Path(first.workspace) if first.workspace else None
-    return Origin(run_id, first.task, first.workflow, workspace, events)
+    history = [events]
+    earlier = first.resumed_from
+    while earlier is not None and len(history) < 1000:
+        older = store.events(earlier)
+        if not older or not isinstance(older[0], ev.RunStarted):
+            break
+        history.insert(0, older)
+        earlier = older[0].resumed_from
+    return Origin(run_id, first.task, first.workflow, workspace, history)
+
+
+def _diverged(events: list[Event]) -> bool:
+    """A resume that stopped at a divergence may be resumed in turn (its events hold all it did,
+    replayed or live), once the code and options match again."""
+    last = events[-1] if events else None
+    return isinstance(last, ev.RunFailed) and last.error_type == ResumeDiverged.__name__
 
 
 @dataclass
@@ -149,32 +166,41 @@ class Replay:
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
-        self.asked: dict[str, ev.ModelRequested] = {}
-        self.answered: dict[str, ev.ModelCompleted] = {}
+        self.answered: dict[str, tuple[str | None, ev.ModelCompleted]] = {}
+        """Stored replies by key, with the digest of the prompt they answered."""
         self.parsed: dict[str, ev.ToolCallParsed] = {}
         self.started: set[str] = set()
         self.finished: dict[str, ev.ToolFinished] = {}
+        for events in origin.history:  # a later run's record of a call wins
+            self._index(events)
+        self.live = SpanKeys()
+        self.run_id = ""
+        """The resumed run's own id, once it has started."""
+        self.replayed: set[str] = set()
+        """Spans of this run answered from the store: their closing events say `replayed`."""
+
+    def _index(self, events: list[Event]) -> None:
         stored = SpanKeys()
-        for event in origin.events:
+        asked: dict[str, str | None] = {}
+        for event in events:
             key = stored.see(event)
             if key is None:
                 continue
             if isinstance(event, ev.ModelRequested):
-                self.asked[key] = event
+                asked[key] = event.prompt_digest
             elif isinstance(event, ev.ModelCompleted) and event.error is None:
-                self.answered[key] = event
+                self.answered[key] = (asked.get(key), event)
             elif isinstance(event, ev.ToolCallParsed):
                 self.parsed[key] = event
             elif isinstance(event, ev.ToolStarted):
                 self.started.add(key)
             elif isinstance(event, ev.ToolFinished):
                 self.finished[key] = event
-        self.live = SpanKeys()
-        self.replayed: set[str] = set()
-        """Spans of this run answered from the store: their closing events say `replayed`."""
 
     def observe(self, event: Event) -> None:
         """See every event of the resumed run as it is emitted (`RunScope.emit`)."""
+        if isinstance(event, ev.RunStarted):
+            self.run_id = event.run_id
         self.live.see(event)
         if isinstance(event, ev.ModelCompleted | ev.ToolFinished):
             event.replayed = event.span_id in self.replayed
@@ -182,15 +208,14 @@ class Replay:
     async def complete(self, worker: Worker, request: Request) -> Completion:
         """The stored reply at this call's key, or the worker's when there is none."""
         key = self.live.keys.get(request.span_id or "", "")
-        stored = self.answered.get(key)
-        if stored is None:
+        if key not in self.answered:
             return await worker.complete(request)
-        asked = self.asked[key].prompt_digest
+        asked, stored = self.answered[key]
         if asked is not None and asked != prompt_digest(request):
-            raise ResumeDiverged(
-                f"resuming run {self.origin.run_id}: at {key} (agent {request.agent!r}) the "
-                "prompt differs from the stored one, so the stored reply does not answer it; "
-                "did the code, the pool config or the run's options change?"
+            raise self._diverged(
+                f"at {key} (agent {request.agent!r}) the prompt differs from the stored one, so "
+                "the stored reply does not answer it; did the code, the pool config or the run's "
+                "options change?"
             )
         self.replayed.add(request.span_id or "")
         return Completion.model_validate(stored.model_dump(include=_REPLY))
@@ -202,9 +227,9 @@ class Replay:
         if parsed is None:
             return None
         if (parsed.tool, parsed.arguments) != (call.name, call.arguments):
-            raise ResumeDiverged(
-                f"resuming run {self.origin.run_id}: at {key} the stored call is "
-                f"{parsed.tool}({parsed.arguments}), now {call.name}({call.arguments})"
+            raise self._diverged(
+                f"at {key} the stored call is {parsed.tool}({parsed.arguments}), now "
+                f"{call.name}({call.arguments})"
             )
         done = self.finished.get(key)
         if done is None and key not in self.started:
@@ -214,3 +239,9 @@ class Replay:
             return ToolResult(call_id=call.id, name=call.name, error=INTERRUPTED_CALL)
         content = done.full_result if done.full_result is not None else done.result
         return ToolResult(call_id=call.id, name=call.name, content=content, error=done.error)
+
+    def _diverged(self, what: str) -> ResumeDiverged:
+        return ResumeDiverged(
+            f"resuming run {self.origin.run_id}: {what}. With the code and options it ran with, "
+            f"resume {self.run_id or 'this run'} (it holds all that was done so far)"
+        )
