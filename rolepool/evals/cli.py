@@ -80,6 +80,13 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
         help="BFCL v4 data directory (default $ROLEPOOL_BFCL_DIR)",
     )
     parser.add_argument(
+        "--decoding",
+        metavar="MODES",
+        help="free, constrained (calls the model opens held to their schemas), required (every "
+        "reply a call), comma-separated: each runs the same cases, and the report compares "
+        "them (default free)",
+    )
+    parser.add_argument(
         "--concurrency",
         type=count(4096),
         default=64,
@@ -123,7 +130,7 @@ def select_targets(args: argparse.Namespace) -> list[Any]:
         config = load_pool_config(args.pool)  # cheap check before any model loads
         names = _wanted(args.workers, list(config.workers), f"pool {args.pool}")
         pool = build_pool(config)
-        return [Target(name, pool.workers[name]) for name in names]
+        return _variants([Target(name, pool.workers[name]) for name in names], args)
     from rolepool.pools.transformers_worker import TransformersWorker
     from rolepool.zoo import list_checkpoints
 
@@ -131,7 +138,17 @@ def select_targets(args: argparse.Namespace) -> list[Any]:
     if not shipped:
         raise ConfigError("no shipped reference models found; pass --pool FILE", where="eval")
     names = _wanted(args.workers, shipped, "the shipped reference models")
-    return [Target(name, TransformersWorker(name, name=name)) for name in names]
+    targets = [Target(name, TransformersWorker(name, name=name)) for name in names]
+    return _variants(targets, args)
+
+
+def _variants(targets: list[Any], args: argparse.Namespace) -> list[Any]:
+    """Each worker once per `--decoding` mode, named `WORKER+MODE` unless free."""
+    from rolepool.evals.decoding import parse_decodings, variant
+    from rolepool.evals.runner import Target
+
+    modes = parse_decodings(getattr(args, "decoding", None))
+    return [Target(variant(t.name, m), t.worker, m) for m in modes for t in targets]
 
 
 def _wanted(option: str | None, available: list[str], where: str) -> list[str]:
@@ -177,8 +194,8 @@ def cmd_eval(args: argparse.Namespace, out: Any) -> int:
     from rolepool.evals.results import ResultsFile
     from rolepool.evals.summary import build_summary
 
-    if args.replay and (args.pool or args.workers):
-        raise UserError("--replay scores a file without models: drop --pool/--workers")
+    if args.replay and (args.pool or args.workers or args.decoding):
+        raise UserError("--replay scores a file without models: drop --pool/--workers/--decoding")
     if args.concurrency < 1:
         raise UserError(f"--concurrency must be at least 1, got {args.concurrency}")
     _quiet_transformers()

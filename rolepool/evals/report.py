@@ -17,6 +17,10 @@ from rich.table import Table
 from rich.text import Text
 
 from rolepool.evals.bfcl.groups import bfcl_architecture_rows, bfcl_rows
+from rolepool.evals.decoding import ARCH_HEADERS as DECODING_ARCH_HEADERS
+from rolepool.evals.decoding import HEADERS as DECODING_HEADERS
+from rolepool.evals.decoding import NOTE as DECODING_NOTE
+from rolepool.evals.decoding import decoding_rows
 from rolepool.evals.report_html import render_html
 from rolepool.evals.report_tables import (
     HEADERS,
@@ -116,6 +120,11 @@ def markdown_report(summary: Summary) -> str:
         )
         out += ["", "BFCL groups by architecture (mean of the workers' accuracies):", ""]
         out += _md_table(["architecture", "group", "BFCL"], bfcl_architecture_rows(summary.bfcl))
+    if summary.decoding is not None:
+        workers, archs = decoding_rows(summary.decoding)
+        out += ["", "## Free vs constrained decoding", "", DECODING_NOTE, ""]
+        out += _md_table(DECODING_HEADERS, workers)
+        out += ["", "By architecture:", ""] + _md_table(DECODING_ARCH_HEADERS, archs)
     out += ["", "## All comparisons", ""] + [f"- {_md_cell(c.text)}" for c in summary.comparisons]
     out += [
         "",

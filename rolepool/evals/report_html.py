@@ -12,6 +12,10 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from rolepool.evals.decoding import ARCH_HEADERS as DECODING_ARCH_HEADERS
+from rolepool.evals.decoding import HEADERS as DECODING_HEADERS
+from rolepool.evals.decoding import NOTE as DECODING_NOTE
+from rolepool.evals.decoding import decoding_rows
 from rolepool.evals.report_tables import (
     HEADERS,
     arch_rows,
@@ -174,6 +178,13 @@ def render_html(summary: Summary, records: Sequence[ResultLine], figures: dict[s
             _table(
                 ["worker", "role", "entropy", "min entropy", "max/mean", "idle"], experts, left=2
             ),
+        ]
+    if summary.decoding is not None:
+        workers, archs = decoding_rows(summary.decoding)
+        body += [
+            f"<h2>Free vs constrained decoding</h2><p class=muted>{_e(DECODING_NOTE)}</p>",
+            _table(DECODING_HEADERS, workers, left=3),
+            _table(DECODING_ARCH_HEADERS, archs, left=3),
         ]
     body += ["<h2>Comparisons</h2>", _comparisons(summary)]
     if examples:

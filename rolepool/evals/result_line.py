@@ -96,6 +96,8 @@ class ResultLine(BaseModel):
     run_id: str | None = None
     """The run behind the line, in the eval directory's `events.db`."""
     error_kind: ErrorKind | None = None
+    decoding: str | None = None
+    """The decoding mode of a constrained run (`rolepool.evals.decoding`); unset for free."""
 
     @property
     def key(self) -> Key:

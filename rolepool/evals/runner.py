@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from rolepool.core import (
+    Decoding,
     Event,
     Message,
     RequestRefused,
@@ -53,6 +54,8 @@ class Target:
 
     name: str
     worker: Worker | None  # None: a replay, scored without a model
+    decoding: str = "free"
+    """The request decoding mode the cases run with (`rolepool.evals.decoding`)."""
 
 
 def case_tools(case: Case) -> list[Tool]:
@@ -148,6 +151,7 @@ async def run_case(
         role=case.role or "assistant",
         instructions="",
         tools=tuple(case_tools(case)),
+        decoding=Decoding(mode=target.decoding),  # type: ignore[arg-type]
     )
     messages = [Message.model_validate(m.model_dump()) for m in case.messages]
     task = next((m.content for m in reversed(messages) if m.role == "user"), case.id)
@@ -169,6 +173,8 @@ async def run_case(
         case, target, prediction, events, started=started, wall=wall, run_id=scope.run_id
     )
     line.error_kind = kind  # a replay's line has no error_kind key: only a run can fail
+    if target.decoding != "free":  # free lines keep the format they always had
+        line.decoding = target.decoding
     return line
 
 

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 from rolepool.evals.bfcl.groups import bfcl_summary
+from rolepool.evals.decoding import decoding_summary, split_variant
 from rolepool.evals.result_line import ResultLine
 from rolepool.evals.role_expert_load import expert_health
 from rolepool.evals.significance import (
@@ -340,7 +341,10 @@ def build_summary(records: Sequence[ResultLine], *, suites: Sequence[str] = ()) 
         by_worker[r.worker].append(r)
     workers = {name: worker_summary(rs) for name, rs in sorted(by_worker.items())}
     arch: dict[str, list[str]] = defaultdict(list)
+    free_runs = any(split_variant(name)[1] == "free" for name in workers)
     for name, w in workers.items():
+        if free_runs and split_variant(name)[1] != "free":
+            continue  # a constrained variant is not one more model of its architecture
         arch[w.architecture].append(name)
     return Summary(
         schema_version=SCHEMA_VERSION,
@@ -354,4 +358,5 @@ def build_summary(records: Sequence[ResultLine], *, suites: Sequence[str] = ()) 
         },
         comparisons=comparisons(by_worker, dict(arch)),
         bfcl=bfcl_summary(records),
+        decoding=decoding_summary(records),
     )

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from rolepool.evals.bfcl.groups import BfclSummary
+from rolepool.evals.decoding import DecodingSummary
 from rolepool.evals.role_expert_load import ExpertHealth
 
 Cell = TypeVar("Cell")
@@ -175,10 +176,15 @@ class Summary(BaseModel):
     bfcl: BfclSummary | None = None
     """BFCL's leaderboard groups (`rolepool.evals.bfcl.groups`); the key is written only when
     BFCL categories ran."""
+    decoding: DecodingSummary | None = None
+    """Free vs constrained decoding (`rolepool.evals.decoding`); the key is written only when
+    an eval ran both."""
 
     def to_json(self) -> str:
         """`summary.json`'s text."""
         data = self.model_dump(by_alias=True)
         if self.bfcl is None:
             data.pop("bfcl", None)
+        if self.decoding is None:
+            data.pop("decoding", None)
         return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
