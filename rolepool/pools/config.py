@@ -57,6 +57,23 @@ class TransformersWorkerConfig(_WorkerBase):
     """A model directory, relative to the pool.toml that names it, or a reference-zoo name."""
     max_batch_size: int | None = Field(default=None, ge=1)
     max_wait_ms: float | None = Field(default=None, ge=0)
+    device: str | None = Field(default=None, pattern=r"^(cpu|auto|cuda(:\d+)?)$")
+    """`cpu` (default), `cuda`, `cuda:N` or `auto`; asking for CUDA where there is none fails."""
+    dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    """Default: float32 on a CPU, the saved dtype on a GPU."""
+    tool_format: str | None = None
+    """The tool-call format the model speaks (`rolepool.tools.formats.FORMATS`); default:
+    detected from its chat template and special tokens."""
+
+    @field_validator("tool_format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        from rolepool.tools.formats import FORMATS
+
+        if value is not None and value not in (*FORMATS, "auto"):
+            known = ", ".join(FORMATS)
+            raise ValueError(f"unknown tool_format {value!r}; use one of auto, {known}")
+        return value
 
     @field_validator("model")
     @classmethod
@@ -238,6 +255,9 @@ def _build_worker(name: str, spec: TransformersWorkerConfig | OpenAIWorkerConfig
             architecture=spec.architecture,
             max_batch_size=spec.max_batch_size,
             max_wait_ms=spec.max_wait_ms,
+            device=spec.device,
+            dtype=spec.dtype,
+            tool_format=spec.tool_format,
         )
         return TransformersWorker(spec.model, name=name, **options)
     from rolepool.pools.openai_worker import OpenAIWorker

@@ -5,7 +5,8 @@ transformers' `generate()` does not return router logits, so two methods were on
 * one extra teacher-forced forward per batch with `output_router_logits=True` after generation:
   simple, but it re-runs the whole model over prompt + output, roughly a second prefill per batch;
 * forward pre-hooks on every experts module while the model decodes: the routing decision the
-  model actually used (`top_k_index`, the experts' second argument in transformers 5.x MoE blocks)
+  model actually used (`top_k_index`, the experts' second argument in transformers 5.x MoE blocks;
+  gpt-oss calls it `router_indices`)
   is copied per forward call. The decode engine (`rolepool.pools.decode`) takes it after each
   forward (`take`) and adds it to the rows that were in that forward; the `generate` fallback picks
   each request's rows and positions out afterwards (`stop`).
@@ -56,19 +57,24 @@ def architecture_of(config: Any) -> Literal["moe", "dense"]:
     return "dense"
 
 
+_ROUTING_ARGUMENTS = ("top_k_index", "router_indices")
+"""What the experts module calls the routing its family's router chose (gpt-oss: router_indices)."""
+
+
 def _takes_top_k_index(module: nn.Module) -> bool:
     try:
         params = inspect.signature(type(module).forward).parameters
     except (TypeError, ValueError):
         return False
-    return "top_k_index" in params
+    return any(name in params for name in _ROUTING_ARGUMENTS)
 
 
 def find_experts_modules(model: nn.Module) -> list[nn.Module]:
     """The fused experts modules of a transformers 5.x MoE model, in layer order.
 
     They are recognised by their forward taking `top_k_index` (Mixtral, Qwen-MoE, DeepSeek and
-    friends share this shape), which is more robust than matching class names.
+    friends share this shape) or `router_indices` (gpt-oss), which is more robust than matching
+    class names.
     """
     found = [m for m in model.modules() if _takes_top_k_index(m) and hasattr(m, "num_experts")]
     return found
@@ -139,7 +145,8 @@ class ExpertRecorder:
             if self._steps is None:
                 return
             start = time.perf_counter()
-            index = kwargs["top_k_index"] if "top_k_index" in kwargs else args[1]
+            named = [kwargs[n] for n in _ROUTING_ARGUMENTS if n in kwargs]
+            index = named[0] if named else args[1]
             self._steps[layer].append(index.detach().to("cpu", copy=True))
             self.seconds += time.perf_counter() - start
 

@@ -27,11 +27,14 @@ the unfused lean step this one replaced.
 An MoE layer's sparse block is called as the module it is, so its router, experts and the expert
 telemetry hooks are untouched; only attention, norms and the head take the lean path.
 
-It serves only what it was checked on: the model types in `MODEL_TYPES`, with SiLU-family MLPs, no
-per-head q/k norms and no embedding scaling; and `LeanStep.build` compares its logits (a prefill
-and two steps after it) with the model's own forward on a small padded batch and declines
-(returns None) if they differ, so a variant it does not know keeps the full forward instead of
-producing wrong tokens.
+It serves only what it was checked on: the families the registry marks lean
+(`rolepool.pools.families`: Llama, Mistral, Qwen2/3 and their MoE, Phi-3, Granite and GraniteMoE,
+Mixtral, OLMoE), with SiLU-family MLPs. Their variations are small and handled here: q/k norms per
+head (Qwen3) or over the whole projection (OLMoE), an already fused qkv and gate/up (Phi-3), and
+Granite's embedding, attention, residual and logits multipliers. `LeanStep.build` compares its
+logits (a prefill and two steps after it) with the model's own forward on a small padded batch
+and declines (returns None) if they differ, so a variant it does not know keeps the full forward
+instead of producing wrong tokens.
 """
 
 from __future__ import annotations
@@ -41,11 +44,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from rolepool.pools.families import lean_model_types
 from rolepool.pools.kv_buffer import KVBuffer
 
 __all__ = ["MODEL_TYPES", "LeanStep"]
 
-MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2"})
+MODEL_TYPES = lean_model_types()
 _TOLERANCE = 1e-3  # max |logit difference| against the model's own forward, relative to scale
 
 
@@ -71,19 +75,31 @@ def _fuse(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | 
 class _Layer:
     def __init__(self, layer: Any) -> None:
         attn = layer.self_attn
-        self.qkv, self.qkv_bias = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+        if hasattr(attn, "qkv_proj"):  # Phi-3 keeps q, k and v in one projection already
+            self.qkv, self.qkv_bias = attn.qkv_proj.weight, attn.qkv_proj.bias
+        else:
+            self.qkv, self.qkv_bias = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
         self.o = attn.o_proj
+        # q/k norms (Qwen3: per head; OLMoE: over the whole projection), applied before rotation.
+        self.q_norm = _norm(attn.q_norm) if hasattr(attn, "q_norm") else None
+        self.k_norm = _norm(attn.k_norm) if hasattr(attn, "k_norm") else None
         self.norm_in = _norm(layer.input_layernorm)
         self.norm_post = _norm(layer.post_attention_layernorm)
-        mlp = layer.mlp
+        mlp = layer.mlp if hasattr(layer, "mlp") else layer.block_sparse_moe
         # One gated feed-forward (gate, up, down) is fused here; anything else (an MoE's sparse
         # block) is called as the module it is.
         self.gated_ffn = all(hasattr(mlp, n) for n in ("gate_proj", "up_proj", "down_proj"))
+        self.gate: Any = None
         if self.gated_ffn:
             self.gate_up, self.gate_up_bias = _fuse([mlp.gate_proj, mlp.up_proj])
             self.inter = mlp.gate_proj.weight.shape[0]
             self.gate, self.up, self.down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
             self.act = mlp.act_fn
+        elif hasattr(mlp, "gate_up_proj") and isinstance(mlp.gate_up_proj, torch.nn.Linear):
+            self.gated_ffn = True  # Phi-3: gate and up fused in one projection, gate first
+            self.gate_up, self.gate_up_bias = mlp.gate_up_proj.weight, mlp.gate_up_proj.bias
+            self.inter = self.gate_up.shape[0] // 2
+            self.down, self.act = mlp.down_proj, mlp.activation_fn
         self.mlp = mlp
 
 
@@ -106,7 +122,11 @@ class LeanStep:
         self.heads = config.num_attention_heads
         self.kv_heads = getattr(config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.scale = self.head_dim**-0.5
+        self.scale = float(getattr(config, "attention_multiplier", None) or self.head_dim**-0.5)
+        # Granite's multipliers (1.0 elsewhere): embeddings, each residual branch, the logits.
+        self.embed_scale = float(getattr(config, "embedding_multiplier", None) or 1.0)
+        self.residual_scale = float(getattr(config, "residual_multiplier", None) or 1.0)
+        self.logits_scale = float(getattr(config, "logits_scaling", None) or 1.0)
         # Rotary angles depend on the position alone for these types, so they are tabled once.
         self.static_rope = _rope_type(config) in ("default", "linear", "llama3")
         self._cos: torch.Tensor | None = None
@@ -126,11 +146,13 @@ class LeanStep:
             inner = model.model
             for layer in inner.layers:
                 attn = layer.self_attn
-                if any(hasattr(attn, n) for n in ("q_norm", "k_norm")):
-                    return None
-                for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+                fused = hasattr(attn, "qkv_proj")
+                names = ("qkv_proj",) if fused else ("q_proj", "k_proj", "v_proj")
+                for n in (*names, "o_proj"):
                     if not isinstance(getattr(attn, n), torch.nn.Linear):
                         return None
+                if getattr(config, "clip_qkv", None) is not None:
+                    return None
             lean = cls(model)
             if not lean._agrees(model):
                 return None
@@ -190,7 +212,7 @@ class LeanStep:
         # keys and values stay finite.
         mask = (at[:, None] >= at[None, :])[None] & real[:, None, :]
         mask = (mask | torch.eye(width, dtype=torch.bool, device=ids.device))[:, None]
-        x = self.embed(ids)  # (rows, width, hidden)
+        x = self._embed(ids)  # (rows, width, hidden)
         cos, sin = self._rope(positions)  # (rows, 1, width, dim)
         for layer, cache in zip(self.layers, layers, strict=True):
             q, k, v = self._project(layer, x, cos, sin)
@@ -218,7 +240,7 @@ class LeanStep:
         """Logits (rows, vocab) for `tokens` (one per row) at `positions` (rows, 1); `pad[i]`
         is the number of leading padding positions in row i's cache."""
         rows = tokens.shape[0]
-        x = self.embed(tokens[:, None])  # (rows, 1, hidden)
+        x = self._embed(tokens[:, None])  # (rows, 1, hidden)
         cos, sin = self._rope(positions)  # (rows, 1, 1, dim), broadcast over heads
         width = layers[0].width + 1
         blocked = torch.arange(width, device=x.device)[None, :] < pad.to(x.device)[:, None]
@@ -245,7 +267,11 @@ class LeanStep:
         k_end = (heads + kv_heads) * dim
         h = F.rms_norm(x, (self.hidden,), *layer.norm_in)
         qkv = F.linear(h, layer.qkv, layer.qkv_bias)
-        qk = qkv[..., :k_end].view(rows, length, heads + kv_heads, dim).transpose(1, 2)
+        if layer.q_norm is None or layer.k_norm is None:
+            qk = qkv[..., :k_end].view(rows, length, heads + kv_heads, dim)
+        else:
+            qk = _normed_qk(qkv, layer.q_norm, layer.k_norm, heads, kv_heads, dim)
+        qk = qk.transpose(1, 2)
         qk = qk * cos + qk.roll(dim // 2, -1) * sin
         v = qkv[..., k_end:].view(rows, length, kv_heads, dim).transpose(1, 2)
         return qk[:, :heads], qk[:, heads:], v
@@ -256,20 +282,29 @@ class LeanStep:
         """The layer after attention: output projection, residual, norm, MLP, residual;
         `attn` is (rows, heads, length, dim)."""
         rows, length = x.shape[:2]
-        x = x + layer.o(attn.transpose(1, 2).reshape(rows, length, -1))
+        x = x + self._residual(layer.o(attn.transpose(1, 2).reshape(rows, length, -1)))
         h = F.rms_norm(x, (self.hidden,), *layer.norm_post)
         if not layer.gated_ffn:
             out = layer.mlp(h)
-            return x + (out[0] if isinstance(out, tuple) else out).view(rows, length, -1)
-        if fused_mlp:
+            out = (out[0] if isinstance(out, tuple) else out).view(rows, length, -1)
+            return x + self._residual(out)
+        if fused_mlp or layer.gate is None:
             gate_up = F.linear(h, layer.gate_up, layer.gate_up_bias)
             gate, up = gate_up[..., : layer.inter], gate_up[..., layer.inter :]
         else:
             gate, up = layer.gate(h), layer.up(h)
-        return x + layer.down(layer.act(gate) * up)
+        return x + self._residual(layer.down(layer.act(gate) * up))
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        return x * self.embed_scale if self.embed_scale != 1.0 else x
+
+    def _residual(self, branch: torch.Tensor) -> torch.Tensor:
+        return branch * self.residual_scale if self.residual_scale != 1.0 else branch
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(F.rms_norm(x[:, -1], (self.hidden,), *self.norm)).float()
+        logits = self.head(F.rms_norm(x[:, -1], (self.hidden,), *self.norm)).float()
+        return logits / self.logits_scale if self.logits_scale != 1.0 else logits
 
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sign-folded sin for `positions` (rows, length), shaped (rows, 1, length,
@@ -292,6 +327,27 @@ def _rope_type(config: Any) -> str:
     if isinstance(params, dict):
         return str(params.get("rope_type") or params.get("type") or "default")
     return "default"
+
+
+def _normed_qk(
+    qkv: torch.Tensor,
+    q_norm: tuple[torch.Tensor, float],
+    k_norm: tuple[torch.Tensor, float],
+    heads: int,
+    kv_heads: int,
+    dim: int,
+) -> torch.Tensor:
+    """q and k of `qkv` normed, shaped (rows, length, heads + kv_heads, dim): per head when the
+    norm's weight spans one head (Qwen3), else over the whole projection (OLMoE)."""
+    rows, length = qkv.shape[:2]
+    q, k = qkv[..., : heads * dim], qkv[..., heads * dim : (heads + kv_heads) * dim]
+    if q_norm[0].numel() == dim:
+        q = F.rms_norm(q.reshape(rows, length, heads, dim), (dim,), *q_norm)
+        k = F.rms_norm(k.reshape(rows, length, kv_heads, dim), (dim,), *k_norm)
+        return torch.cat([q, k], dim=2)
+    q = F.rms_norm(q, (heads * dim,), *q_norm)
+    k = F.rms_norm(k, (kv_heads * dim,), *k_norm)
+    return torch.cat([q, k], dim=-1).view(rows, length, heads + kv_heads, dim)
 
 
 def _fold(sin: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ timeout.
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "load_weights",
     "model_dir",
     "param_counts",
+    "pick_device",
     "pick_dtype",
     "weights_version",
 ]
@@ -100,6 +102,40 @@ def eos_ids(path: Path, config: Any, tokenizer: Any) -> list[int]:
         if candidate is not None:
             return list(candidate) if isinstance(candidate, (list, tuple)) else [candidate]
     raise ConfigError(f"{str(path)!r} defines no eos_token_id", where="model")
+
+
+_DEVICE = re.compile(r"cpu|auto|cuda(?::(?P<index>\d+))?")
+
+
+def pick_device(device: str | None) -> str:
+    """`cpu` (the default), `cuda`, `cuda:N` or `auto` (CUDA when there is one, else CPU), checked
+    now: asking for a GPU this machine does not have is one `ConfigError`, not a failure at the
+    first request."""
+    name = (device or "cpu").strip().lower()
+    match = _DEVICE.fullmatch(name)
+    if match is None:
+        raise ConfigError(
+            f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', not {device!r}", where="device"
+        )
+    if name == "cpu":
+        return name
+    available = torch.cuda.is_available()
+    if name == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise ConfigError(
+            f"device {device!r} asked for, but CUDA is not available here (torch "
+            f"{torch.__version__}, built with CUDA {torch.version.cuda or 'none'}); use device "
+            "'cpu' or 'auto'",
+            where="device",
+        )
+    index = int(match["index"] or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here",
+            where="device",
+        )
+    return name
 
 
 def pick_dtype(dtype: str | None, device: str, config: Any) -> torch.dtype:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio.to_thread
-import torch
 
 from rolepool.core import (
     Completion,
@@ -41,8 +40,10 @@ from rolepool.core import (
 from rolepool.core.messages import utf8_safe
 from rolepool.pools import compute
 from rolepool.pools.batching import Batcher, Job
+from rolepool.pools.chat_tools import apply_template, declared_tool_format, renders_tools
 from rolepool.pools.decode import Decoder, Done, Finish, supports
 from rolepool.pools.expert_load import ExpertRecorder, architecture_of, experts_per_token
+from rolepool.pools.families import DecodePath, announce_path
 from rolepool.pools.generate_fallback import generate_rows, group_key
 from rolepool.pools.grammar import Grammar, GrammarCompiler, call_format_of
 from rolepool.pools.local_model import (
@@ -51,6 +52,7 @@ from rolepool.pools.local_model import (
     load_weights,
     model_dir,
     param_counts,
+    pick_device,
     pick_dtype,
     weights_version,
 )
@@ -91,10 +93,14 @@ class TransformersWorker:
         max_wait_ms: float = 5.0,
         expert_telemetry: bool = True,
         max_new_tokens_cap: int = 1024,
+        tool_format: str | None = None,
     ) -> None:
         self.path = model_dir(model)
         self.config, self.tokenizer = load_config_and_tokenizer(self.path)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # Tools go through the template when it renders them, else in text (`chat_tools`).
+        self.template_renders_tools = renders_tools(self.tokenizer)
+        self.tool_format = declared_tool_format(tool_format, self.tokenizer)
+        self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device, self.config)
         self.expert_telemetry = expert_telemetry
         self.max_new_tokens_cap = max_new_tokens_cap
@@ -105,6 +111,7 @@ class TransformersWorker:
         self._load_failed = False
         self._recorder: ExpertRecorder | None = None
         self._decoder: Decoder | None = None
+        self._decode_path: DecodePath | None = None  # known once loaded (families.announce_path)
         self._grammars: GrammarCompiler | None = None
         self._load_lock = threading.Lock()
         self._batcher = Batcher(
@@ -164,6 +171,7 @@ class TransformersWorker:
             "generate_seconds": round(self._generate_seconds, 6),
             "telemetry_seconds": round(self._recorder.seconds, 6) if self._recorder else 0.0,
             "loaded": self._model is not None,
+            "decode_path": self._decode_path,
         }
 
     async def load(self) -> None:
@@ -192,6 +200,7 @@ class TransformersWorker:
                     recorder=self._recorder,
                     device=self.device,
                 )
+            self._decode_path = announce_path(self._name, model, self._decoder)
             self._model = model
 
     async def health(self) -> bool:
@@ -226,15 +235,14 @@ class TransformersWorker:
 
     def _prompt_ids(self, request: Request) -> list[int]:
         try:
-            ids = self.tokenizer.apply_chat_template(
+            return apply_template(
+                self.tokenizer,
                 _chat_messages(request),
-                tools=[t.to_openai() for t in request.tools] or None,
-                add_generation_prompt=True,
-                return_dict=False,
+                [t.to_openai() for t in request.tools],
+                template_renders_tools=self.template_renders_tools,
             )
         except Exception as exc:  # the request's shape: refused, never counted against us
             raise RequestRefused(f"chat template failed: {exc}", worker=self._name) from exc
-        return list(ids)
 
     def _max_tokens(self, request: Request, prompt_len: int) -> int:
         """The request's max_tokens, capped by the worker and by the model's context: a prompt

@@ -1,0 +1,25 @@
+"""The record a family registry entry is (`rolepool.pools.families`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Family"]
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: a transformers `model_type` and what rolepool does with it."""
+
+    model_type: str
+    label: str
+    """How people call it: "Qwen2-MoE", "DeepSeek-V3"."""
+    group: Literal["dense", "moe"]
+    lean: bool = False
+    """The lean forward serves it (checked again against the model at load)."""
+    shared_experts: str | None = None
+    """The config key counting (or sizing) its shared experts, which every token uses."""
+    routing: str = ""
+    """How its router picks experts, in words, for the docs and `models check`."""
+    note: str = ""
