@@ -126,3 +126,23 @@ async def test_calls_cancelled_when_a_limit_ends_the_run_still_finish(isolated_s
     assert started == {"s1", "s2", "o"} == set(finished)
     assert "cancelled" in finished["s1"] and "cancelled" in finished["s2"]
     assert "over the limit" in finished["o"]
+
+
+async def test_a_planner_over_max_steps_leaves_no_call_unfinished(tmp_path, isolated_store):
+    """The pass's case: a planner assigning far more steps than max_steps ends the run with
+    StepLimitExceeded; every tool call that started, steps and their agents' calls, finished."""
+    from rolepool.runtime.limits import StepLimitExceeded
+
+    def planner(request):
+        if last(request).role == "user":
+            return calls(*[("assign", {"role": "coder", "task": f"print {i}"}) for i in range(50)])
+        return finish("x")
+
+    with pytest.raises(StepLimitExceeded):
+        await Workflow().run("Go.", worker=role_worker(planner), workspace=tmp_path,
+                             limits=Limits(max_steps=3), run_id="run_steps")  # fmt: skip
+    with EventStore(isolated_store) as store:
+        events = store.events("run_steps")
+    started = {e.span_id for e in events if e.type == "tool.started"}
+    finished = {e.span_id for e in events if e.type == "tool.finished"}
+    assert len(started) >= 4 and started == finished
