@@ -193,9 +193,14 @@ def test_bfcl_suites_without_a_data_dir_say_how_to_give_one(monkeypatch, tmp_pat
         "bfcl-live-parallel-multiple",
         "bfcl-live-irrelevance",
         "bfcl-live-relevance",
+        "bfcl-multi-turn-base",
+        "bfcl-multi-turn-miss-func",
+        "bfcl-multi-turn-miss-param",
+        "bfcl-multi-turn-long-context",
         "bfcl",
         "bfcl-non-live",
         "bfcl-live",
+        "bfcl-multi-turn",
     }
 
 

@@ -48,6 +48,25 @@ class BfclKey(BaseModel):
         return "relevance" if "relevance" in self.category else "ast"
 
 
+class MultiTurnKey(BaseModel):
+    """A BFCL multi-turn case (`rolepool.evals.bfcl.multi_turn`): the user turns, the backends'
+    initial state, the function docs offered from the start and those held out until a turn, and
+    the ground truth, per turn, as BFCL writes it (calls in Python syntax)."""
+
+    category: str
+    turns: list[list[Message]]
+    initial_config: dict[str, Any] = Field(default_factory=dict)
+    involved_classes: list[str] = Field(default_factory=list)
+    functions: list[dict[str, Any]] = Field(default_factory=list)
+    missed_functions: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    ground_truth: list[list[str]] = Field(default_factory=list)
+
+    @property
+    def long(self) -> bool:
+        """The long-context category loads its backends with BFCL's extra long state."""
+        return "long_context" in self.category
+
+
 class Case(BaseModel):
     """One scored turn. `messages` is the conversation up to it, exactly as the model sees it
     (system prompt included); `tools` are the function schemas offered (name, description, JSON
@@ -69,6 +88,8 @@ class Case(BaseModel):
     refusal names the role that owns the tool). None: any answer without a call is right."""
     bfcl: BfclKey | None = None
     """Set on BFCL cases: `exact` is then BFCL's own checker verdict (`rolepool.evals.bfcl`)."""
+    multi_turn: MultiTurnKey | None = None
+    """Set on BFCL multi-turn cases, which run turn by turn against BFCL's backends."""
 
     @property
     def expects_call(self) -> bool:

@@ -45,8 +45,9 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
         default=[],
         type=NameOrFile(_builtin_suites, "suite"),
         metavar="SUITE",
-        help="a built-in suite (roles; a BFCL category such as bfcl-simple, bfcl-live-multiple; "
-        "a BFCL group: bfcl, bfcl-non-live, bfcl-live) or a suite .jsonl file; repeatable "
+        help="a built-in suite (roles; a BFCL category such as bfcl-simple, bfcl-live-multiple, "
+        "bfcl-multi-turn-base; a BFCL group: bfcl, bfcl-non-live, bfcl-live, bfcl-multi-turn) "
+        "or a suite .jsonl file; repeatable "
         "(default: roles)",
     )
     parser.add_argument(
@@ -173,7 +174,7 @@ def replay_lines(cases: list[Case], path: str) -> tuple[list[ResultLine], int]:
     name = Path(path).stem or "replay"
     lines, missing = [], 0
     for case in cases:
-        found = records.get(case.id)
+        found = records.get(case.id) if case.multi_turn is None else None  # needs the loop
         if not found:
             missing += 1
             continue

@@ -36,6 +36,7 @@ from rolepool.core import (
     WorkerInfo,
 )
 from rolepool.core.events import ModelCompleted, ModelRequested, ToolCallInvalid, ToolCallParsed
+from rolepool.evals.bfcl.multi_turn import Conversation
 from rolepool.evals.bfcl.schema import tool_accepted
 from rolepool.evals.cases import Attempt, Case, Prediction
 from rolepool.evals.result_line import AttemptRecord, CallRecord, ErrorKind, ResultLine
@@ -159,6 +160,12 @@ async def run_case(
     async def body(run_scope: Any) -> Any:
         return await run_agent(spec, messages, target.worker, run_scope)
 
+    conversation = Conversation(case) if case.multi_turn is not None else None
+    if conversation is not None:  # BFCL multi-turn: turn by turn against BFCL's backends
+
+        async def body(run_scope: Any) -> Any:  # noqa: F811
+            return await conversation.run(target.worker, run_scope)
+
     started, t0 = time.time(), time.perf_counter()
     error: str | None = None
     kind: ErrorKind | None = None
@@ -168,10 +175,15 @@ async def run_case(
         error = f"{type(exc).__name__}: {exc}"
         kind = _error_kind(exc)
     wall = time.perf_counter() - t0
-    prediction = prediction_from_events(events, error)
+    if conversation is not None:
+        prediction = conversation.prediction(events, error)
+    else:
+        prediction = prediction_from_events(events, error)
     line = result_line(
         case, target, prediction, events, started=started, wall=wall, run_id=scope.run_id
     )
+    if conversation is not None:
+        line.scores = conversation.scores(events, error)
     line.error_kind = kind  # a replay's line has no error_kind key: only a run can fail
     if target.decoding != "free":  # free lines keep the format they always had
         line.decoding = target.decoding

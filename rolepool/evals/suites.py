@@ -26,7 +26,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rolepool.core import ToolSpec, UserError
-from rolepool.evals.bfcl import CATEGORIES, GROUPS, checked_tool, load_bfcl
+from rolepool.evals.bfcl import (
+    CATEGORIES,
+    GROUPS,
+    MULTI_TURN_CATEGORIES,
+    checked_tool,
+    load_bfcl,
+)
+from rolepool.evals.bfcl.multi_turn import load_multi_turn
 from rolepool.evals.cases import Case, ExpectedCall, Suite, messages_from_openai
 from rolepool.evals.errors import SuiteError
 from rolepool.evals.roles import roles_cases
@@ -34,7 +41,7 @@ from rolepool.zoo.toolset import ROLE_TOOLS, tool_spec
 
 __all__ = ["SUITES", "SuiteError", "expand_suites", "load_suite", "load_suite_file"]
 
-SUITES: tuple[str, ...] = ("roles", *CATEGORIES, *GROUPS)
+SUITES: tuple[str, ...] = ("roles", *CATEGORIES, *MULTI_TURN_CATEGORIES, *GROUPS)
 """The built-in suites and suite groups; `bfcl*` need BFCL's data (the bfcl-eval package or a
 directory)."""
 NO_CALL = "no call"
@@ -67,6 +74,8 @@ def load_suite(spec: str, *, bfcl_dir: Path | str | None = None, limit: int | No
         return Suite(name="roles", cases=roles_cases(limit))
     if spec in CATEGORIES:
         return Suite(name=spec, cases=load_bfcl(spec, bfcl_dir, limit))
+    if spec in MULTI_TURN_CATEGORIES:
+        return Suite(name=spec, cases=load_multi_turn(spec, bfcl_dir, limit))
     path = Path(spec).expanduser()
     if not path.is_file():
         known = ", ".join(SUITES)

@@ -1,12 +1,14 @@
 """The Berkeley Function Calling Leaderboard (BFCL v4) as rolepool suites, scored as BFCL scores
 them: `data` reads BFCL's files (from `bfcl-eval` or a directory), `schema` turns its function
-docs into tools, `checker` gives BFCL's single-turn verdict, `groups` the leaderboard's groups."""
+docs into tools, `checker` gives BFCL's single-turn verdict, `multi_turn` runs and scores the
+multi-turn categories on BFCL's `backends`, `groups` makes the leaderboard's groups."""
 
 from rolepool.evals.bfcl.data import (
     BFCL_ENV,
     CATEGORIES,
     GROUPS,
     LIVE,
+    MULTI_TURN_CATEGORIES,
     NON_LIVE,
     expected_calls,
     find_bfcl_dir,
@@ -20,6 +22,7 @@ __all__ = [
     "CATEGORIES",
     "GROUPS",
     "LIVE",
+    "MULTI_TURN_CATEGORIES",
     "NON_LIVE",
     "checked_tool",
     "convert_function",

@@ -53,10 +53,18 @@ NON_LIVE = (
     "bfcl-irrelevance",
 )
 LIVE = tuple(name for name in CATEGORIES if name.startswith("bfcl-live-"))
+MULTI_TURN_CATEGORIES: dict[str, str] = {
+    "bfcl-multi-turn-base": "multi_turn_base",
+    "bfcl-multi-turn-miss-func": "multi_turn_miss_func",
+    "bfcl-multi-turn-miss-param": "multi_turn_miss_param",
+    "bfcl-multi-turn-long-context": "multi_turn_long_context",
+}
+"""Suite name -> BFCL multi-turn category (`rolepool.evals.bfcl.multi_turn`)."""
 GROUPS: dict[str, tuple[str, ...]] = {
-    "bfcl": (*NON_LIVE, *LIVE),
+    "bfcl": (*NON_LIVE, *LIVE, *MULTI_TURN_CATEGORIES),
     "bfcl-non-live": NON_LIVE,
     "bfcl-live": LIVE,
+    "bfcl-multi-turn": tuple(MULTI_TURN_CATEGORIES),
 }
 """Suite names that stand for several suites: the leaderboard's groups."""
 _NO_ANSWERS = ("irrelevance", "live_irrelevance", "live_relevance")
@@ -110,14 +118,14 @@ def load_bfcl(suite: str, bfcl_dir: Path | str | None, limit: int | None = None)
             raise UserError(f"{suite}: possible answers {answer_file} not found")
         answers = _read_answers(answer_file)
     cases = []
-    for where, entry in _json_lines(questions):
+    for where, entry in json_lines(questions):
         if limit is not None and len(cases) >= limit:
             break
         cases.append(_case(suite, category, entry, answers, where))
     return cases
 
 
-def _json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+def json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """Every entry of a BFCL file with its `FILE:LINE`; ids must be unique."""
     out = []
     seen: dict[str, int] = {}
@@ -142,7 +150,7 @@ def _json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 def _read_answers(path: Path) -> dict[str, tuple[Any, str]]:
     answers: dict[str, tuple[Any, str]] = {}
-    for where, entry in _json_lines(path):
+    for where, entry in json_lines(path):
         if "ground_truth" not in entry:
             raise SuiteError(where, 'missing "ground_truth"')
         answers[entry["id"]] = (entry["ground_truth"], where)
