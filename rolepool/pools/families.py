@@ -13,7 +13,8 @@ What runs is decided at load time, from the model itself, whatever the registry 
 * `engine`: the decode engine with the model's own forward (a family the lean forward does not
   serve, or one whose check failed);
 * `generate`: shared `model.generate` calls (`rolepool.pools.generate_fallback`), for caches the
-  engine cannot drive (sliding-window or hybrid attention: Gemma 3, gpt-oss, ...).
+  engine cannot drive (sliding-window or hybrid attention: Gemma 3, gpt-oss; DeepSeek-V3's latent
+  attention, which the registry keeps off the engine).
 
 `announce_path` names the path a worker took and logs it once when it is not the lean one.
 """
@@ -32,6 +33,7 @@ __all__ = [
     "DecodePath",
     "Family",
     "announce_path",
+    "engine_refused",
     "family_of",
     "lean_model_types",
     "shared_experts",
@@ -48,6 +50,12 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (*DENSE, 
 def lean_model_types() -> frozenset[str]:
     """The model types the lean forward may serve (it still checks each model it is given)."""
     return frozenset(t for t, family in FAMILIES.items() if family.lean)
+
+
+def engine_refused(config: Any) -> bool:
+    """The registry keeps this family off the decode engine (`Family.engine`)."""
+    family = family_of(config)
+    return family is not None and not family.engine
 
 
 def family_of(config: Any) -> Family | None:
@@ -74,8 +82,8 @@ def announce_path(worker: str, model: Any, decoder: Any) -> DecodePath:
     known = "" if family else " (not a registered family)"
     if decoder is None:
         logger.warning(
-            "worker %r: %s%s: the decode engine cannot drive this model's cache (sliding-window "
-            "or hybrid attention); serving it with model.generate (decode_path=generate)",
+            "worker %r: %s%s: the decode engine cannot drive this model's cache (sliding-window, "
+            "hybrid or latent attention); serving it with model.generate (decode_path=generate)",
             worker,
             model_type,
             known,

@@ -37,8 +37,10 @@ MOE = (
         "DeepSeek-V3",
         "moe",
         shared_experts="n_shared_experts",
+        engine=False,
         routing="sigmoid, bias-corrected, top-k within the best groups",
-        note="multi-head latent attention: model's own forward; first layers dense",
+        note="multi-head latent attention (keys and values of different widths): served with "
+        "model.generate; first layers dense",
     ),
     Family(
         "gpt_oss",

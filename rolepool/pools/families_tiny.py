@@ -92,7 +92,7 @@ TINY_FAMILIES: dict[str, Callable[[dict[str, Any]], Any]] = {
         qk_rope_head_dim=8,
         qk_nope_head_dim=8,
         v_head_dim=16,
-        head_dim=8,
+        num_key_value_heads=4,  # latent attention: as many key heads as query heads
     ),
     "gpt_oss": _moe(
         "GptOssConfig",
@@ -129,11 +129,15 @@ def build_tiny_family(family: str, out: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    # Random norms and biases (not ones and zeros), so a path that skipped them would differ.
+    # Lively weights: with the library's init (std 0.02) a tiny model repeats one token, which
+    # would make any two decode paths agree. Norms and biases are random too (not ones and
+    # zeros), so a path that skipped one would differ.
     with torch.no_grad():
         for param in model.parameters():
             if param.dim() == 1:
                 param.add_(torch.randn_like(param) * 0.1)
+            else:
+                param.normal_(0.0, 0.3)
         for name, buffer in model.named_buffers():
             if name.endswith("e_score_correction_bias"):  # DeepSeek: routing bias, zeros by default
                 buffer.copy_(torch.randn_like(buffer))

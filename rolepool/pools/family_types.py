@@ -18,6 +18,9 @@ class Family:
     group: Literal["dense", "moe"]
     lean: bool = False
     """The lean forward serves it (checked again against the model at load)."""
+    engine: bool = True
+    """The decode engine may drive it with the model's own forward, when its cache is plain full
+    attention; False sends it to `generate` (a cache layout the engine's buffers do not take)."""
     shared_experts: str | None = None
     """The config key counting (or sizing) its shared experts, which every token uses."""
     routing: str = ""
