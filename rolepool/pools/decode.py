@@ -51,6 +51,7 @@ from rolepool.pools.batching import Job
 from rolepool.pools.constrained import BatchMask, MaskFiller, RowGrammar
 from rolepool.pools.decode_batch import Batch, Finish, Row
 from rolepool.pools.expert_load import ExpertRecorder
+from rolepool.pools.families import engine_refused
 from rolepool.pools.kv_buffer import KVBuffer
 from rolepool.pools.lean_step import LeanStep
 
@@ -62,7 +63,10 @@ PREFILL_TOKENS = 1024
 
 
 def supports(model: Any) -> bool:
-    """Whether the engine can serve `model`: every cache layer a plain full-attention one."""
+    """Whether the engine can serve `model`: every cache layer a plain full-attention one, and
+    not a family the registry keeps off the engine (`rolepool.pools.families.engine_refused`)."""
+    if engine_refused(model.config):
+        return False
     try:
         layers = DynamicCache(config=model.config).layers
     except Exception:
