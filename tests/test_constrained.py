@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from rolepool.core import Decoding, ToolSpec, UserError
-from rolepool.pools.constrained import BatchMask, RowGrammar, live_matchers
+from rolepool.pools.constrained import BatchMask, RowGrammar, closing, live_matchers
 from rolepool.pools.grammar import (
     BARE_JSON,
     HERMES,
@@ -46,8 +46,11 @@ def compiler(tokenizer):
     return GrammarCompiler(tokenizer, [tokenizer.eos_token_id], call_format_of(tokenizer))
 
 
-def decode(tokenizer, grammar, seed: int, bias: dict[int, float] | None = None, steps=1500):
-    """Tokens chosen by argmax over random logits under `grammar`'s masks, until EOS."""
+def decode(
+    tokenizer, grammar, seed: int, bias: dict[int, float] | None = None, steps=1500, close=False
+):
+    """Tokens chosen by argmax over random logits under `grammar`'s masks, until EOS or `steps`
+    tokens; with `close`, near `steps` the row closes what is open, as the decoder does."""
     gen = torch.Generator().manual_seed(seed)
     row = RowGrammar(grammar)
     tokens: list[int] = []
@@ -57,7 +60,7 @@ def decode(tokenizer, grammar, seed: int, bias: dict[int, float] | None = None, 
             logits[0, token] += value
         mask = BatchMask.fill([row])
         if mask is not None:
-            mask.apply(logits)
+            mask.apply(logits, [0] if close and closing(steps - len(tokens), steps) else [])
         token = int(logits.argmax(-1))
         tokens.append(token)
         row.advance(token)
@@ -220,6 +223,18 @@ def test_grammars_are_compiled_once_per_tool_set(tokenizer):
     other = compiler.grammar(Decoding(mode="required"), tools[:1])
     assert other is not first and compiler.compiled == 2
     assert compiler.grammar(Decoding(), tools) is None
+
+
+def test_a_row_near_its_max_tokens_closes_its_call_instead_of_being_cut(tokenizer, compiler):
+    tools = [zoo_tools.tool_spec("write_section")]
+    grammar = compiler.grammar(Decoding(mode="required"), tools)
+    for seed in range(4):
+        cut = tokenizer.decode(decode(tokenizer, grammar, seed, steps=60))
+        assert not CALL.findall(cut)  # random logits write on: max_tokens cuts the call
+        text = tokenizer.decode(decode(tokenizer, grammar, seed, steps=60, close=True))
+        (body,) = CALL.findall(text)
+        call = json.loads(body)
+        jsonschema.validate(call["arguments"], zoo_tools.schema("write_section"))
 
 
 # -- errors and bounds -------------------------------------------------------------------------------

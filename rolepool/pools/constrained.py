@@ -28,6 +28,13 @@ from rolepool.pools.grammar import Grammar
 
 __all__ = ["BatchMask", "MaskFiller", "RowGrammar", "live_matchers"]
 
+CLOSING_BONUS = 1e4
+"""Added to the logits of allowed closing tokens of a row near its max_tokens: enough to win
+over any other allowed token, while forbidden ones stay at -inf."""
+CLOSING_TOKENS = 24
+"""A constrained row this many tokens (or a quarter of its max_tokens, if fewer) from its limit
+starts closing its call."""
+
 _live = 0
 _live_lock = threading.Lock()
 
@@ -88,6 +95,7 @@ class BatchMask:
 
     rows: list[int]
     bitmask: torch.Tensor
+    closers: torch.Tensor
 
     @classmethod
     def fill(cls, grammars: Sequence[RowGrammar | None]) -> BatchMask | None:
@@ -97,16 +105,22 @@ class BatchMask:
 
     @classmethod
     def compute(
-        cls, rows: list[int], matchers: list[llguidance.LLMatcher], vocab: int
+        cls,
+        rows: list[int],
+        matchers: list[llguidance.LLMatcher],
+        vocab: int,
+        closers: torch.Tensor,
     ) -> BatchMask:
         """The masks of `matchers`, the matchers of the batch's rows `rows`."""
         bitmask = torch.zeros((len(rows), (vocab + 31) // 32), dtype=torch.int32)
         for j, matcher in enumerate(matchers):
             matcher.unsafe_compute_mask_ptr(bitmask[j].data_ptr(), bitmask.shape[1] * 4)
-        return cls(rows, bitmask)
+        return cls(rows, bitmask, closers)
 
-    def apply(self, logits: torch.Tensor) -> None:
-        """Set the logits of tokens a constrained row may not take to -inf, in place."""
+    def apply(self, logits: torch.Tensor, closing: Sequence[int] = ()) -> None:
+        """Set the logits of tokens a constrained row may not take to -inf, in place. Rows in
+        `closing` (about to reach their max_tokens) prefer the allowed tokens that close what
+        is open (`Grammar.closers`), so the call ends valid rather than cut off."""
         vocab = logits.shape[-1]
         bits = torch.arange(32, dtype=torch.int32)
         allowed = ((self.bitmask[:, :, None] >> bits) & 1).bool().view(len(self.rows), -1)
@@ -116,7 +130,21 @@ class BatchMask:
         index = torch.tensor(self.rows, device=logits.device)
         chosen = logits.index_select(0, index)
         chosen.masked_fill_(~allowed[:, :vocab].to(logits.device), float("-inf"))
+        for j, i in enumerate(self.rows):
+            if i in closing:
+                chosen[j] += self._closing_bonus(allowed[j, :vocab], vocab).to(logits.device)
         logits.index_copy_(0, index, chosen)
+
+    def _closing_bonus(self, allowed: torch.Tensor, vocab: int) -> torch.Tensor:
+        """What a closing row adds to its logits: inside a string (most tokens allowed) a quote
+        first, elsewhere a closing bracket, the closing tag or end of sequence first."""
+        quotes, brackets = self.closers[:, :vocab].float()
+        if quotes.shape[0] < vocab:
+            quotes = torch.cat([quotes, torch.zeros(vocab - quotes.shape[0])])
+            brackets = torch.cat([brackets, torch.zeros(vocab - brackets.shape[0])])
+        in_string = int(allowed.sum()) > vocab // 4
+        first, second = (quotes, brackets) if in_string else (brackets, quotes)
+        return (2 * first + second) * CLOSING_BONUS
 
 
 class MaskFiller:
@@ -144,7 +172,7 @@ class MaskFiller:
 
 def _constrained(
     grammars: Sequence[RowGrammar | None],
-) -> tuple[list[int], list[llguidance.LLMatcher], int] | None:
+) -> tuple[list[int], list[llguidance.LLMatcher], int, torch.Tensor] | None:
     """The constrained rows' indices, their matchers and the vocabulary size; None if none."""
     rows, matchers = [], []
     for i, grammar in enumerate(grammars):
@@ -153,4 +181,10 @@ def _constrained(
             matchers.append(grammar.matcher)
     if not rows:
         return None
-    return rows, matchers, grammars[rows[0]].grammar.vocab  # type: ignore[union-attr]
+    grammar = grammars[rows[0]].grammar  # type: ignore[union-attr]
+    return rows, matchers, grammar.vocab, grammar.closers
+
+
+def closing(remaining: int, max_tokens: int) -> bool:
+    """Whether a constrained row with `remaining` tokens left of `max_tokens` should close."""
+    return remaining <= min(CLOSING_TOKENS, max_tokens // 4)

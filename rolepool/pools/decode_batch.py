@@ -20,7 +20,7 @@ import torch
 
 from rolepool.core import Sampling
 from rolepool.pools.batching import Job
-from rolepool.pools.constrained import BatchMask, RowGrammar
+from rolepool.pools.constrained import BatchMask, RowGrammar, closing
 from rolepool.pools.kv_buffer import KVBuffer
 
 __all__ = ["Batch", "Finish", "Row"]
@@ -62,6 +62,12 @@ class Row:
         if self.job.state == "abandoned":
             return "abandoned"
         return None
+
+    @property
+    def closing(self) -> bool:
+        """Whether the row is constrained and near its max_tokens: it should close its call."""
+        left = self.job.max_tokens - len(self.tokens)
+        return self.grammar is not None and closing(left, self.job.max_tokens)
 
     def release(self) -> None:
         """The row leaves the engine: give back its matcher, if it holds one."""
@@ -148,7 +154,7 @@ class Batch:
         temperature and top_p (from its own generator if seeded); a constrained row chooses
         among the tokens its `mask` allows, and its grammar takes the token."""
         if mask is not None:
-            mask.apply(logits)
+            mask.apply(logits, [i for i, row in enumerate(self.rows) if row.closing])
         tokens = logits.argmax(-1)
         sampled = [i for i, row in enumerate(self.rows) if row.sampling.temperature > 0]
         if sampled:

@@ -33,6 +33,7 @@ from typing import Any
 
 import llguidance
 import llguidance.hf
+import torch
 
 from rolepool.core import Decoding, ToolSpec, UserError
 
@@ -96,6 +97,11 @@ class Grammar:
     template: llguidance.LLMatcher
     vocab: int
     """The tokenizer's vocabulary size: a mask has a bit for each token."""
+    closers: torch.Tensor
+    """(2, vocab): tokens that start with a quote, and tokens that start with a closing bracket
+    or are the call's closing tag or end of sequence. A row about to run out of tokens prefers
+    these among those its mask allows, so its call is closed before max_tokens cuts it
+    (`rolepool.pools.constrained`)."""
     trigger: int | None = None
 
     def matcher(self) -> llguidance.LLMatcher:
@@ -111,6 +117,7 @@ class GrammarCompiler:
         self.call_format = call_format
         self._token_ids = tokenizer.get_vocab()
         self._fingerprint = _fingerprint(tokenizer, eos, call_format)
+        self._closers = _closers(tokenizer, eos, call_format)
         self._cache: OrderedDict[str, Grammar] = OrderedDict()
         self._lock = threading.Lock()
         self.compiled = 0
@@ -153,7 +160,7 @@ class GrammarCompiler:
             _check_size("response_format", schema)
             lark = f"start: %json {_json_directive(schema)}\n"
             matcher = self._matcher(lark, "response_format's schema")
-            return Grammar(key, matcher, self.tokenizer.vocab_size)
+            return Grammar(key, matcher, self.tokenizer.vocab_size, self._closers)
         offered = [t for t in tools if mode != "named" or t.name == decoding.tool]
         if not offered:
             wanted = f"the tool {decoding.tool!r}" if mode == "named" else "tools"
@@ -171,11 +178,12 @@ class GrammarCompiler:
                 )
             lark = f"start: call {self._literal(fmt.close)}\n{call}"
             matcher = self._compile_calls(lark, offered)
-            return Grammar(key, matcher, self.tokenizer.vocab_size, trigger)
+            return Grammar(key, matcher, self.tokenizer.vocab_size, self._closers, trigger)
         block = f"{self._literal(fmt.open)} call {self._literal(fmt.close)}".strip()
         repeat = "+" if mode == "required" and fmt.open else ""
         lark = f"start: block{repeat}\nblock: {block}\n{call}"
-        return Grammar(key, self._compile_calls(lark, offered), self.tokenizer.vocab_size)
+        matcher = self._compile_calls(lark, offered)
+        return Grammar(key, matcher, self.tokenizer.vocab_size, self._closers)
 
     def _compile_calls(self, lark: str, offered: list[ToolSpec]) -> llguidance.LLMatcher:
         """A matcher for a grammar over `offered`; when it fails, the tool whose schema failed
@@ -266,3 +274,18 @@ def _fingerprint(tokenizer: Any, eos: list[int], call_format: CallFormat) -> str
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     text = json.dumps([vocab, eos, call_format.name, call_format.open, call_format.close])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _closers(tokenizer: Any, eos: list[int], call_format: CallFormat) -> torch.Tensor:
+    """Tokens that close a JSON string (row 0) or a container, the call or the reply (row 1),
+    by the text they start with (see `Grammar.closers`)."""
+    vocab = tokenizer.get_vocab()
+    closers = torch.zeros((2, max(len(tokenizer), max(vocab.values()) + 1)), dtype=torch.bool)
+    for token in range(closers.shape[1]):
+        text = tokenizer.decode([token])
+        closers[0, token] = text.startswith('"')
+        closers[1, token] = text.startswith(("}", "]"))
+    for token in [*eos, vocab.get(call_format.close)]:
+        if token is not None:
+            closers[1, token] = True
+    return closers
