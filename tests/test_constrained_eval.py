@@ -65,3 +65,17 @@ def test_a_free_only_eval_has_no_decoding_key_and_its_lines_no_decoding_field():
     assert "decoding" not in json.loads(build_summary(records).to_json())
     assert "decoding" not in json.loads(records[0].to_json())
     assert json.loads(line("d1+auto", 0, True, decoding="auto").to_json())["decoding"] == "auto"
+
+
+def test_calls_valid_first_try_counts_only_replies_that_made_a_call():
+    from rolepool.evals.result_line import AttemptRecord, CallRecord
+
+    call = AttemptRecord(calls=[CallRecord(name="f")])
+    broken = AttemptRecord(parse_error="unterminated string")
+    prose = AttemptRecord(text="I cannot do that")
+    free = [line("d1", i, True, attempts=[a]) for i, a in enumerate([call, broken, prose])]
+    held = [line("d1+auto", i, True, attempts=[call], decoding="auto") for i in range(2)]
+    held.append(line("d1+auto", 2, True, attempts=[prose], decoding="auto"))
+    (pair,) = decoding_summary(free + held).workers
+    assert (pair.free.calls_valid, pair.free.calls_made) == (1, 2)
+    assert (pair.constrained.calls_valid, pair.constrained.calls_made) == (2, 2)

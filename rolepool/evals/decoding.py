@@ -69,6 +69,11 @@ class ModeStats(BaseModel):
     exact: float | None
     name: float | None
     schema_valid_first_try: float | None
+    calls_made: int
+    """Cases whose first reply made a call (well-formed or not)."""
+    calls_valid: int
+    """Of those, the cases whose calls parsed and matched their schemas on that first reply:
+    under a grammar this should be every one (`calls_made`)."""
     retries: float | None
     """Mean retries per case (attempts after the first)."""
     completion_tokens: float | None
@@ -167,10 +172,17 @@ def _stats(lines: list[ResultLine]) -> ModeStats:
         exact=share("exact"),
         name=share("name_correct"),
         schema_valid_first_try=share("schema_valid_first_try"),
+        calls_made=len(made := [r.attempts[0] for r in lines if r.attempts and _made_call(r)]),
+        calls_valid=sum(a.parse_error is None and not a.invalid for a in made),
         retries=mean([float(max(len(r.attempts) - 1, 0)) for r in lines]),
         completion_tokens=mean([float(r.usage.completion_tokens) for r in lines]),
         latency=mean([float(r.latency) for r in lines]),
     )
+
+
+def _made_call(line: ResultLine) -> bool:
+    first = line.attempts[0]
+    return bool(first.calls) or first.parse_error is not None
 
 
 def _architecture(arch: str, mode: str, pairs: list[WorkerDecoding]) -> ArchitectureDecoding:
@@ -216,6 +228,7 @@ HEADERS = [
     "exact free→constr.",
     "name",
     "schema 1st try",
+    "calls valid 1st try",
     "retries",
     "tokens",
     "latency s",
@@ -240,6 +253,7 @@ def decoding_rows(summary: DecodingSummary) -> tuple[list[list[str]], list[list[
                 f"{_pct(f.exact)} → {_pct(c.exact)}",
                 f"{_pct(f.name)} → {_pct(c.name)}",
                 f"{_pct(f.schema_valid_first_try)} → {_pct(c.schema_valid_first_try)}",
+                f"{f.calls_valid}/{f.calls_made} → {c.calls_valid}/{c.calls_made}",
                 f"{_num(f.retries, '.2f')} → {_num(c.retries, '.2f')}",
                 f"{_num(f.completion_tokens)} → {_num(c.completion_tokens)}",
                 f"{_num(f.latency, '.2f')} → {_num(c.latency, '.2f')}",
@@ -267,5 +281,7 @@ NOTE = (
     "Free vs constrained decoding on the same cases. gained = exact only under the grammar, "
     "lost = exact only free (where the grammar made the model worse: a forced call, a value "
     "held to the schema but wrong); McNemar p is the exact paired test on those two counts. "
+    "Calls valid 1st try: of the cases whose first reply made a call, those whose calls parsed "
+    "and matched their schemas (schema 1st try also counts replies that made no call). "
     "Architectures: the models' exact rates, across-model permutation test."
 )
