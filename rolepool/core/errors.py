@@ -35,7 +35,7 @@ class ModelBehaviorError(RolepoolError):
         super().__init__(message)
 
 
-AttemptKind = Literal["failed", "timeout", "refused", "busy", "open"]
+AttemptKind = Literal["failed", "timeout", "refused", "busy", "open", "rate_limited", "down"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,9 @@ class FailedAttempt:
     `kind` says whose fault it was, which is what the worker's circuit breaker counts: "failed"
     (the worker raised) and "timeout" (no answer in time) are the worker's; "refused" (the
     request itself could not be served: `RequestRefused` or a `UserError`), "busy" (no free slot
-    in time) and "open" (its breaker turned the request away unasked) are not. `error` is the
+    in time), "open" (its breaker turned the request away unasked), "rate_limited" (it answered
+    429, or the pool is backing off from it) and "down" (its active health check failed, so it
+    was never called) are not. `error` is the
     exception the try ended with (None for "open": the worker was never called)."""
 
     worker: str
@@ -58,8 +60,11 @@ class FailedAttempt:
 
     def __str__(self) -> str:
         if self.error is None:
-            return f"{self.worker}: circuit breaker open"
+            return f"{self.worker}: {_UNCALLED.get(self.kind, 'circuit breaker open')}"
         return f"{self.worker}: {type(self.error).__name__}: {self.error}"
+
+
+_UNCALLED = {"rate_limited": "backing off after a 429", "down": "failed its health check"}
 
 
 class WorkerError(RolepoolError):
@@ -109,6 +114,33 @@ class DeadlineExceeded(LimitExceeded):
 
 class TokenBudgetExceeded(LimitExceeded):
     limit = "token_budget"
+
+
+class QuotaExceeded(LimitExceeded):
+    """A tenant's quota would be exceeded: requests or tokens per minute, concurrent requests,
+    or tokens per day. Nothing of the request was done. `retry_after` is the seconds until it
+    could pass (None when only a new day or a higher quota helps)."""
+
+    limit = "quota"
+
+    def __init__(
+        self, message: str, *, tenant: str, quota: str, retry_after: float | None = None
+    ) -> None:
+        self.tenant = tenant
+        self.quota = quota
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class RateLimited(WorkerError):
+    """The worker's server answered 429 (too many requests) after its retries: it is alive but
+    busy, so a pool backs off from it for `retry_after` seconds instead of opening its breaker."""
+
+    def __init__(
+        self, message: str, *, worker: str | None = None, retry_after: float | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, worker=worker)
 
 
 class RunCancelled(RolepoolError):

@@ -60,6 +60,9 @@ class ToolSpec(BaseModel):
         }
 
 
+Priority = Literal["interactive", "batch"]
+"""Priority classes: interactive work (an agent waiting on a reply) before batch work (evals)."""
+
 DecodingMode = Literal["free", "auto", "required", "named", "json_schema", "json_object"]
 
 
@@ -108,6 +111,11 @@ class Request(BaseModel):
     worker: str | None = None
     """Serve from this worker of the pool alone (by its name in the pool), as when an HTTP
     client names a model; None lets the routing policy choose."""
+    tenant: str | None = None
+    """Who is asking (a tenant of `rolepool serve`'s keys file, or the SDK's `tenant=`): the
+    quotas a pool enforces and the label its events and metrics carry. None: no tenant."""
+    priority: Priority = "interactive"
+    """The tenant's priority class, carried for the scheduler that admits waiting requests."""
 
 
 class Usage(BaseModel):

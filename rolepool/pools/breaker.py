@@ -5,6 +5,10 @@ requests are rejected at once, which lets the pool go straight to a fallback. Af
 seconds the next request becomes the single half-open probe: its success closes the breaker, its
 failure opens it for another cooldown. Every change is a `pool.breaker` event in the run whose
 request caused it, and is counted for metrics.
+
+A 429 is not a failure: the worker is alive and asks for less traffic. `back_off` keeps requests
+away for the server's Retry-After (or `rate_limit_backoff`) without opening the breaker or
+counting towards `failure_threshold`; a 5xx or a timeout still counts.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class BreakerSettings(BaseModel):
     """Consecutive failures that open the breaker."""
     cooldown: float = Field(default=30.0, ge=0)
     """Seconds an open breaker rejects requests before it lets one probe through."""
+    rate_limit_backoff: float = Field(default=1.0, ge=0)
+    """Seconds to keep requests away from a worker that answered 429 without a Retry-After."""
 
 
 class CircuitBreaker:
@@ -54,6 +60,9 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._backoff_until = 0.0
+        self.backoffs = 0
+        """How many 429s made the pool back off from this worker (for metrics)."""
         self.transitions: dict[BreakerState, int] = {"closed": 0, "open": 0, "half_open": 0}
         """How many times the breaker entered each state (for metrics)."""
 
@@ -68,7 +77,22 @@ class CircuitBreaker:
     def rejecting(self) -> bool:
         """Whether a request arriving now would be turned away unasked (open, cooldown not
         over). Reading it changes nothing, unlike `allow`."""
+        if self.backing_off:
+            return True
         return self._state == "open" and self._clock() - self._opened_at < self.settings.cooldown
+
+    @property
+    def backing_off(self) -> bool:
+        """Whether the worker asked for less traffic (a 429) less than its back-off ago."""
+        return self._clock() < self._backoff_until
+
+    def back_off(self, seconds: float | None = None) -> None:
+        """The worker answered 429: keep requests away for `seconds` (its Retry-After, else
+        `rate_limit_backoff`). Neither a failure nor a success: a probe it was is released."""
+        wait = self.settings.rate_limit_backoff if seconds is None else seconds
+        self._backoff_until = max(self._backoff_until, self._clock() + wait)
+        self.backoffs += 1
+        self.release()
 
     @property
     def consecutive_failures(self) -> int:
@@ -76,8 +100,10 @@ class CircuitBreaker:
 
     def allow(self, request: Request | None = None) -> bool:
         """Whether a request may call the worker now. A `True` from a half-open breaker makes
-        the caller the probe: it must report back with `record_success`, `record_failure` or
-        `release`."""
+        the caller the probe: it must report back with `record_success`, `record_failure`,
+        `back_off` or `release`."""
+        if self.backing_off:
+            return False
         if self._state == "open":
             if self._clock() - self._opened_at < self.settings.cooldown:
                 return False

@@ -35,6 +35,7 @@ import httpx
 from rolepool.core import (
     Completion,
     ConfigError,
+    RateLimited,
     Request,
     RequestRefused,
     WorkerError,
@@ -70,9 +71,10 @@ ROLE_HEADER = "X-Rolepool-Role"
 class _Retryable(Exception):
     """One attempt failed in a way another attempt may fix; `delay` is the server's Retry-After."""
 
-    def __init__(self, message: str, delay: float | None = None) -> None:
+    def __init__(self, message: str, delay: float | None = None, status: int = 0) -> None:
         super().__init__(message)
         self.delay = delay
+        self.status = status
 
 
 class OpenAIWorker:
@@ -255,6 +257,11 @@ class OpenAIWorker:
                     return await self._stream_once(url, body, headers, sink)
                 return await self._post_once(url, body, headers), None
             except _Retryable as exc:
+                if attempt == self.max_retries and exc.status == 429:  # busy, not broken
+                    message = self._redact(f"{exc} (after {attempt + 1} attempts)")
+                    raise RateLimited(
+                        message, worker=self._info.name, retry_after=exc.delay
+                    ) from None
                 if attempt == self.max_retries:
                     raise self._error(f"{exc} (after {attempt + 1} attempts)") from None
                 delay = self.backoff * 2**attempt
@@ -313,7 +320,7 @@ class OpenAIWorker:
     def _check_status(self, response: httpx.Response) -> None:
         if response.status_code in _RETRY_STATUSES or response.status_code >= 500:
             message = f"HTTP {response.status_code}: {self._server_message(response)}"
-            raise _Retryable(message, _retry_after(response))
+            raise _Retryable(message, _retry_after(response), response.status_code)
         if response.status_code in _REFUSED_STATUSES:  # the request, not the server, is at fault
             message = f"HTTP {response.status_code}: {self._server_message(response)}"
             raise RequestRefused(self._redact(message), worker=self._info.name)

@@ -53,6 +53,10 @@ class Route(BaseModel):
 
     choices: list[Choice] = Field(min_length=1)
     fallbacks: list[str] = Field(default_factory=list)
+    strategy: Literal["weighted", "least_busy", "latency"] | None = None
+    """How the primary is picked among `choices` (`rolepool.pools.strategies`): None or
+    `weighted` draws by weight; `least_busy` takes the one with the fewest requests in flight and
+    queued; `latency` the one with the lowest recent latency (EWMA)."""
     decoding: RoleDecoding | None = None
     """Constrained decoding for the role's requests that ask for none (free): `auto` holds the
     calls a model opens to their tools' schemas, `required` makes every reply a call. None: the

@@ -24,6 +24,7 @@ from rolepool.core import (
     Completion,
     ConfigError,
     FailedAttempt,
+    RateLimited,
     Request,
     RequestRefused,
     UserError,
@@ -33,8 +34,11 @@ from rolepool.core import (
 from rolepool.core.emit import emit
 from rolepool.core.events import PoolFailover, PoolRouted
 from rolepool.pools.breaker import BreakerSettings, CircuitBreaker, Clock
+from rolepool.pools.health_checks import HealthCheckSettings, check_each
 from rolepool.pools.policy import RoutingPolicy
 from rolepool.pools.pool_checks import check_weights, concurrency_limits, name_workers
+from rolepool.pools.quotas import Quotas
+from rolepool.pools.routing import Router
 from rolepool.pools.worker import Worker
 
 
@@ -62,6 +66,9 @@ class Pool:
     `max_concurrency` caps requests in flight per worker (one int for all, or per name); further
     requests wait for a slot, and that wait counts towards `request_timeout`. `seed` makes the
     weighted split reproducible. `clock` drives the breakers' cooldown (tests pass a fake one).
+    `health_checks` probes the HTTP workers while the pool is entered (`health_checks.py`);
+    `context_lengths` declares workers' context windows (`context_window.py`); `quotas` holds
+    each tenant to its limits (`quotas.py`): a request over one raises `QuotaExceeded`.
     """
 
     def __init__(
@@ -74,6 +81,9 @@ class Pool:
         breaker: BreakerSettings | None = None,
         seed: int | None = None,
         clock: Clock = time.monotonic,
+        health_checks: HealthCheckSettings | None = None,
+        context_lengths: Mapping[str, int] | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._workers = name_workers(workers)
         policy.check_workers(self._workers)
@@ -86,6 +96,15 @@ class Pool:
         settings = breaker or BreakerSettings()
         self._breakers = {n: CircuitBreaker(n, settings, clock=clock) for n in self._workers}
         self._stats = {n: WorkerStats() for n in self._workers}
+        self._router = Router(
+            self._workers,
+            self._breakers,
+            self._limiters,
+            in_flight=lambda name: self._stats[name].in_flight,
+            health_checks=health_checks,
+            context_lengths=context_lengths,
+        )
+        self.quotas = quotas
         self._policy = policy
         self._history: list[RoutingPolicy] = []
         self._rng = random.Random(seed)
@@ -105,7 +124,16 @@ class Pool:
         """Serve `request` from the first worker that can, or raise `WorkerError` whose
         `attempts` hold each worker's failure (`RequestRefused` when every worker refused the
         request itself, e.g. a prompt over each one's context). Never waits on a worker whose
-        breaker is open. `request.worker` pins the request to that worker alone."""
+        breaker is open. `request.worker` pins the request to that worker alone. A request of a
+        tenant over one of its quotas raises `QuotaExceeded` before any worker is asked."""
+        if self.quotas is None or request.tenant is None:
+            return await self._route(request)
+        async with self.quotas.admit(request) as ticket:
+            completion = await self._route(request)
+            ticket.charge(completion.usage.total_tokens)
+        return completion
+
+    async def _route(self, request: Request) -> Completion:
         policy = self._policy  # one snapshot: a concurrent set_policy must not mix two versions
         request = policy.with_decoding(request)
         primary, order = self._order(request, policy)
@@ -161,7 +189,7 @@ class Pool:
                 f"no route for role {request.role!r} and no default route",
                 where=f"policy {policy.version!r}",
             )
-        primary = route.pick(self._rng)
+        primary = self._router.primary(route, request, self._rng)
         return primary, route.attempts(primary)
 
     async def health(self) -> bool:
@@ -174,20 +202,7 @@ class Pool:
     async def health_by_worker(self) -> dict[str, bool]:
         """Each worker's own health check, run concurrently and bounded so one hung worker does
         not hang the check; a raising or slow worker counts as unhealthy."""
-        results = dict.fromkeys(self._workers, False)
-        bound = self.request_timeout or 10.0
-
-        async def check(name: str, worker: Worker) -> None:
-            with anyio.move_on_after(bound):
-                try:
-                    results[name] = bool(await worker.health())
-                except Exception:
-                    results[name] = False
-
-        async with anyio.create_task_group() as tg:
-            for name, worker in self._workers.items():
-                tg.start_soon(check, name, worker)
-        return results
+        return await check_each(self._workers, self.request_timeout or 10.0)
 
     async def aclose(self) -> None:
         """Close every worker that holds resources; one failing to close does not stop the rest."""
@@ -214,6 +229,8 @@ class Pool:
                 if hasattr(worker, "__aenter__") and id(worker) not in entered:
                     entered.add(id(worker))
                     await stack.enter_async_context(worker)
+            if self._router.monitor is not None:
+                await stack.enter_async_context(self._router.monitor)
         except BaseException:
             await stack.aclose()
             raise
@@ -286,6 +303,7 @@ class Pool:
                 "breaker_state": _BREAKER_CODES[breaker.state],
                 "breaker_opened": breaker.transitions["open"],
                 "max_concurrency": self._limits.get(name),
+                **self._router.stats(name),
             }
         return out
 
@@ -297,11 +315,17 @@ class Pool:
         request the worker refused, or bad input the worker reported as such (`UserError`),
         says nothing about the worker, so one client's bad requests cannot open breakers."""
         breaker, stats = self._breakers[name], self._stats[name]
+        skipped = self._router.skip(name, request)
+        if skipped is not None:
+            stats.rejected += skipped.kind != "refused"
+            stats.refused += skipped.kind == "refused"
+            return skipped
         if not breaker.allow(request):
             stats.rejected += 1
             return FailedAttempt(name, "open")
         limiter: AbstractAsyncContextManager[Any] = self._limiters.get(name) or nullcontext()
         reached = False
+        started = time.perf_counter()
         try:
             with anyio.fail_after(self.request_timeout) as deadline:
                 async with limiter:
@@ -310,7 +334,10 @@ class Pool:
         except Exception as exc:
             failure = self._judge(name, exc, timed_out=deadline.cancel_called, reached=reached)
             if failure.counts_against_worker:
+                self._router.latency.observe(name, time.perf_counter() - started)
                 breaker.record_failure(_failure_text(failure), request)
+            elif isinstance(exc, RateLimited):
+                breaker.back_off(exc.retry_after)
             else:
                 breaker.release()
             return failure
@@ -318,6 +345,7 @@ class Pool:
             breaker.release()  # cancelled from outside: no verdict on the worker
             raise
         stats.successes += 1
+        self._router.latency.observe(name, time.perf_counter() - started)
         breaker.record_success(request)
         return completion
 
@@ -328,6 +356,8 @@ class Pool:
         if isinstance(exc, TimeoutError) and timed_out and not reached:
             # Queued behind the concurrency limit: the worker is busy, not broken.
             return FailedAttempt(name, "busy", TimeoutError(f"no free slot within {limit}"))
+        if isinstance(exc, RateLimited):
+            return FailedAttempt(name, "rate_limited", exc)
         if isinstance(exc, RequestRefused | UserError):
             stats.refused += 1
             return FailedAttempt(name, "refused", exc)
@@ -365,8 +395,8 @@ class Pool:
 
 def _failure_text(failure: FailedAttempt) -> str:
     """What the failover event and the final error say about one failed try."""
-    if failure.kind == "open":
-        return "circuit breaker open"
+    if failure.error is None:
+        return str(failure).split(": ", 1)[1]
     if failure.kind in ("busy", "timeout"):  # the error is the pool's own TimeoutError
         return str(failure.error)
     return f"{type(failure.error).__name__}: {failure.error}"
