@@ -1,7 +1,8 @@
 """The request queue behind an in-process worker: gather concurrent requests into batches.
 
 On a CPU a batch of 32 decodes several times the tokens/s of batch 1, so concurrent callers share
-forward passes. A caller's request becomes a `Job`, queued here; the batching loop (`Batcher.serve`)
+forward passes. A caller's request becomes a `Job`, queued here (taken by priority class, then
+by fair share between tenants: `rolepool.pools.admission`); the batching loop (`Batcher.serve`)
 hands the queue to `run_batch`. With a continuous-batching engine (`rolepool.pools.decode`, see
 `Batcher`), requests join the running batch between two decode steps; when the engine is idle,
 the loop first gathers up to `max_batch_size` requests, or whatever arrived within `max_wait` of
@@ -32,6 +33,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from rolepool.core import Completion, Request, WorkerError
+from rolepool.pools.admission import FairQueue
 
 if TYPE_CHECKING:
     from rolepool.pools.grammar import Grammar
@@ -142,7 +144,9 @@ class Batcher:
         self._on_new_loop = on_new_loop
         self.max_batch_size = max_batch_size
         self.max_wait_s = max(max_wait_s, 0.0)
-        self._queue: list[Job] = []
+        self._queue: FairQueue[Job] = FairQueue(lambda job: job.request)
+        """Jobs waiting for the engine, taken by priority class, then fair share between
+        tenants (`rolepool.pools.admission`); its `weights` are the tenants' shares."""
         self._wakeup: anyio.Event | None = None
         self._serving: _Serving | None = None
         self._owner: _Owner | None = None
@@ -168,7 +172,7 @@ class Batcher:
     def submit(self, job: Job) -> None:
         """Queue `job`; call `ensure_serving` first."""
         job.queued_at = time.perf_counter()
-        self._queue.append(job)
+        self._queue.push(job)
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -177,7 +181,7 @@ class Batcher:
         engine drops its row at the next step."""
         if job.state == "finished":
             return
-        if job.state == "queued" and job in self._queue:
+        if job.state == "queued":
             self._queue.remove(job)
         job.state = "abandoned"
 
@@ -282,7 +286,7 @@ class Batcher:
             serving.ended.set()
 
     def _fail_queued(self) -> None:
-        queued, self._queue = self._queue, []
+        queued = self._queue.clear()
         _fail_unfinished(queued, WorkerError("worker closed before the request ran"))
 
     # -- batches ----------------------------------------------------------------------------------
@@ -305,7 +309,7 @@ class Batcher:
         while not self._queue:
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
-        deadline = self._queue[0].queued_at + self.max_wait_s
+        deadline = min(job.queued_at for job in self._queue) + self.max_wait_s
         while len(self._queue) < self.max_batch_size:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
@@ -316,8 +320,7 @@ class Batcher:
         return self._take(self.max_batch_size)
 
     def _take(self, room: int) -> list[Job]:
-        batch = self._queue[: max(room, 0)]
-        del self._queue[: len(batch)]
+        batch = self._queue.take(room)
         for job in batch:
             job.state = "running"
         return batch
