@@ -112,6 +112,9 @@ class Decoder:
         self.num_layers = len(DynamicCache(config=model.config).layers)
         self.batch: Batch | None = None
         self.masks = MaskFiller()
+        self.overlap_masks = True
+        """Fill constrained rows' masks on a helper thread during the forward (True), or after
+        it on this thread (`bench/constrained.py` measures both)."""
         self.steps = 0
         self.row_steps = 0
 
@@ -227,7 +230,7 @@ class Decoder:
         assert batch is not None
         width = batch.width
         positions = (width - batch.pad_lengths)[:, None]
-        masks = self.masks.start(batch.grammars)  # filled while the forward runs
+        masks = self.masks.start(batch.grammars) if self.overlap_masks else None
         if self.lean is not None:
             lean, device = self.lean, self.device
             logits = self._run(
@@ -244,7 +247,8 @@ class Decoder:
         self._count_experts(batch, None)
         self.steps += 1
         self.row_steps += len(batch)
-        batch.choose_next(logits, masks.result() if masks is not None else None)
+        mask = masks.result() if masks is not None else BatchMask.fill(batch.grammars)
+        batch.choose_next(logits, mask)
         return self._retire()
 
     def _forward(self, ids, mask, positions, layers: list[KVBuffer]) -> torch.Tensor:
