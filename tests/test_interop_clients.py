@@ -12,10 +12,9 @@ import anyio
 import pytest
 from pydantic import BaseModel
 from serving import running
+from test_server import refuse_constrained
 
 from rolepool import FunctionWorker, ScriptedWorker
-from rolepool.core import RequestRefused
-from rolepool.pools.openai_options import DECODING_REFUSAL
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.anyio
@@ -142,12 +141,7 @@ async def test_openai_sdk_tool_choice_and_response_format_reach_the_worker():
 
 
 async def test_openai_sdk_sees_refusals_as_bad_request_errors_naming_the_field():
-    def refuse(request):
-        if request.decoding.mode != "free":
-            raise RequestRefused(f"{DECODING_REFUSAL} (mode {request.decoding.mode!r})")
-        return "free"
-
-    worker = FunctionWorker(refuse, name="tiny")
+    worker = FunctionWorker(refuse_constrained, name="tiny")
     async with running(worker) as url:
         client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
         async with client:

@@ -586,16 +586,19 @@ async def test_neutral_values_are_accepted_and_parallel_tool_calls_false_keeps_o
     assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"a": 1}]
 
 
-async def test_a_worker_that_cannot_constrain_decoding_refuses_naming_the_field():
+def refuse_constrained(request):
+    """A worker function that, like an in-process worker without a grammar engine, refuses any
+    decoding constraint."""
     from rolepool.core import RequestRefused
     from rolepool.pools.openai_options import DECODING_REFUSAL
 
-    def refuse(request):
-        if request.decoding.mode != "free":
-            raise RequestRefused(f"{DECODING_REFUSAL} (mode {request.decoding.mode!r})")
-        return "free text"
+    if request.decoding.mode != "free":
+        raise RequestRefused(f"{DECODING_REFUSAL} (mode {request.decoding.mode!r})")
+    return "free text"
 
-    worker = FunctionWorker(refuse, name="tiny")
+
+async def test_a_worker_that_cannot_constrain_decoding_refuses_naming_the_field():
+    worker = FunctionWorker(refuse_constrained, name="tiny")
     named = {"type": "function", "function": {"name": "add"}}
     async with client_for(worker) as client:
         by_tool = await client.post(
