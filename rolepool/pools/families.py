@@ -69,9 +69,9 @@ def shared_experts(config: Any) -> int:
     if family is None or family.shared_experts is None:
         return 0
     value = getattr(config, family.shared_experts, None)
-    if isinstance(value, int):
-        return value
-    return 1 if value else 0
+    if family.shared_experts.endswith("_size"):  # Qwen2-MoE sizes its one shared expert
+        return 1 if value else 0
+    return value if isinstance(value, int) else 0
 
 
 def announce_path(worker: str, model: Any, decoder: Any) -> DecodePath:

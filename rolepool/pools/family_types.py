@@ -22,7 +22,8 @@ class Family:
     """The decode engine may drive it with the model's own forward, when its cache is plain full
     attention; False sends it to `generate` (a cache layout the engine's buffers do not take)."""
     shared_experts: str | None = None
-    """The config key counting (or sizing) its shared experts, which every token uses."""
+    """The config key counting its shared experts (every token uses them); a key ending in
+    `_size` sizes a single one."""
     routing: str = ""
     """How its router picks experts, in words, for the docs and `models check`."""
     note: str = ""
