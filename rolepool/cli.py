@@ -21,6 +21,7 @@ from rolepool.cli_args import InputFile, OneLineParser, OutputFile, Seconds, cou
 from rolepool.core import ConfigError, RolepoolError, UserError
 from rolepool.evals.cli import add_eval_command
 from rolepool.evals.mcp_serve import add_mcp_command
+from rolepool.pools.models_check import add_models_command
 from rolepool.pools.serve_cli import add_serve_command
 from rolepool.runtime.drift import parse_duration
 from rolepool.runtime.store import EventStore, RunState, default_store_path
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_zoo_commands(commands)
     add_eval_command(commands)
     add_mcp_command(commands)
+    add_models_command(commands)
     return parser
 
 
