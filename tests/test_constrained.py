@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 from transformers import AutoTokenizer
 
 from rolepool.core import Decoding, ToolSpec, UserError
-from rolepool.pools.constrained import BatchMask, RowGrammar, closing, live_matchers
+from rolepool.pools.constrained import (
+    BatchMask,
+    RowGrammar,
+    block_openings,
+    closing,
+    live_matchers,
+)
 from rolepool.pools.grammar import (
     BARE_JSON,
     HERMES,
@@ -302,3 +308,16 @@ def test_auto_is_refused_where_the_format_has_no_opening_token(tokenizer):
     text = tokenizer.decode(decode(tokenizer, grammar, 1, closing_bias(tokenizer)))
     call = json.loads(text.removesuffix("<|end|>"))
     assert call["name"] == "finish"
+
+
+def test_a_closing_row_between_calls_opens_no_new_call(tokenizer, compiler):
+    grammar = compiler.grammar(Decoding(mode="auto"), zoo_tools.role_specs("writer"))
+    between, inside = RowGrammar(grammar), RowGrammar(grammar)
+    inside.advance(grammar.trigger)
+    logits = torch.zeros(3, len(tokenizer))
+    logits[:, grammar.trigger] = 10.0
+    block_openings(logits, [(0, between), (1, inside)])
+    assert logits[0, grammar.trigger] == float("-inf")  # free, closing: may not open a call
+    assert logits[1, grammar.trigger] == 10.0  # inside a call: its mask decides
+    assert logits[2, grammar.trigger] == 10.0  # not closing: untouched
+    inside.release()

@@ -26,7 +26,7 @@ import torch
 
 from rolepool.pools.grammar import Grammar
 
-__all__ = ["BatchMask", "MaskFiller", "RowGrammar", "live_matchers"]
+__all__ = ["BatchMask", "MaskFiller", "RowGrammar", "block_openings", "closing", "live_matchers"]
 
 CLOSING_BONUS = 1e4
 """Added to the logits of allowed closing tokens of a row near its max_tokens: enough to win
@@ -188,3 +188,11 @@ def _constrained(
 def closing(remaining: int, max_tokens: int) -> bool:
     """Whether a constrained row with `remaining` tokens left of `max_tokens` should close."""
     return remaining <= min(CLOSING_TOKENS, max_tokens // 4)
+
+
+def block_openings(logits: torch.Tensor, rows: Sequence[tuple[int, RowGrammar]]) -> None:
+    """Closing rows of a lazy grammar that are free (between calls) may not open another call:
+    it could not be finished before max_tokens. Their trigger token gets -inf, in place."""
+    for i, grammar in rows:
+        if grammar.matcher is None and grammar.grammar.trigger is not None:
+            logits[i, grammar.grammar.trigger] = float("-inf")

@@ -20,7 +20,7 @@ import torch
 
 from rolepool.core import Sampling
 from rolepool.pools.batching import Job
-from rolepool.pools.constrained import BatchMask, RowGrammar, closing
+from rolepool.pools.constrained import BatchMask, RowGrammar, block_openings, closing
 from rolepool.pools.kv_buffer import KVBuffer
 
 __all__ = ["Batch", "Finish", "Row"]
@@ -153,8 +153,10 @@ class Batch:
         """Each row's next token from its `logits` row: the argmax, or a draw with the row's
         temperature and top_p (from its own generator if seeded); a constrained row chooses
         among the tokens its `mask` allows, and its grammar takes the token."""
+        ending = [(i, row.grammar) for i, row in enumerate(self.rows) if row.closing]
         if mask is not None:
-            mask.apply(logits, [i for i, row in enumerate(self.rows) if row.closing])
+            mask.apply(logits, [i for i, _ in ending])
+        block_openings(logits, ending)  # type: ignore[arg-type]
         tokens = logits.argmax(-1)
         sampled = [i for i, row in enumerate(self.rows) if row.sampling.temperature > 0]
         if sampled:
