@@ -18,12 +18,16 @@ as content; the caller turns the completion's calls into tool-call deltas.
 from __future__ import annotations
 
 import math
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from rolepool.pools import compute
 
@@ -137,12 +141,45 @@ def token_hook(detokenize: Callable[[list[int]], str]) -> Callable[[int], None] 
     if sink is None:
         return None
     text = IncrementalText(detokenize)
-    call = compute.loop_caller()
+    relay = _Relay.for_this_loop()
 
     def on_token(token: int) -> None:
-        call(lambda: sink.feed(text.add(token)))
+        relay.post(lambda: sink.feed(text.add(token)))
 
     return on_token
+
+
+class _Relay:
+    """Hands work from the compute thread to one event loop, waking the loop once per batch of
+    posts rather than once per token: a decode step of 32 streaming rows is one wake-up."""
+
+    _by_loop: weakref.WeakKeyDictionary[Any, _Relay] = weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self._call = compute.loop_caller()
+        self._lock = threading.Lock()
+        self._pending: list[Callable[[], None]] = []
+
+    @classmethod
+    def for_this_loop(cls) -> _Relay:
+        loop = anyio.lowlevel.current_token().native_token  # a closed loop's relay goes with it
+        relay = cls._by_loop.get(loop)
+        if relay is None:
+            relay = cls._by_loop[loop] = cls()
+        return relay
+
+    def post(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending.append(work)
+            first = len(self._pending) == 1
+        if first:
+            self._call(self._run)
+
+    def _run(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for work in pending:
+            work()
 
 
 class IncrementalText:
