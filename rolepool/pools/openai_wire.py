@@ -53,8 +53,11 @@ class ApiError(Exception):
         worker: str | None = None,
         worker_failure: bool = False,
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers or {}
+        """Extra response headers (a 429's `Retry-After`)."""
         self.status = status
         self.message = message
         self.type = type_
@@ -67,6 +70,7 @@ class ApiError(Exception):
     def status_label(self) -> str:
         """The `status` label on the request counter."""
         labels = {400: "bad_request", 404: "not_found", 413: "too_large", 499: "client_closed"}
+        labels[429] = "quota_exceeded"
         return (labels | {504: "timeout"}).get(self.status, self.type)
 
 

@@ -37,7 +37,7 @@ from rolepool.pools.breaker import BreakerSettings, CircuitBreaker, Clock
 from rolepool.pools.health_checks import HealthCheckSettings, check_each
 from rolepool.pools.policy import RoutingPolicy
 from rolepool.pools.pool_checks import check_weights, concurrency_limits, name_workers
-from rolepool.pools.quotas import Quotas
+from rolepool.pools.quotas import Quotas, within_quota
 from rolepool.pools.routing import Router
 from rolepool.pools.worker import Worker
 
@@ -126,12 +126,7 @@ class Pool:
         request itself, e.g. a prompt over each one's context). Never waits on a worker whose
         breaker is open. `request.worker` pins the request to that worker alone. A request of a
         tenant over one of its quotas raises `QuotaExceeded` before any worker is asked."""
-        if self.quotas is None or request.tenant is None:
-            return await self._route(request)
-        async with self.quotas.admit(request) as ticket:
-            completion = await self._route(request)
-            ticket.charge(completion.usage.total_tokens)
-        return completion
+        return await within_quota(self.quotas, request, lambda: self._route(request))
 
     async def _route(self, request: Request) -> Completion:
         policy = self._policy  # one snapshot: a concurrent set_policy must not mix two versions

@@ -19,14 +19,14 @@ import json
 import sqlite3
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rolepool.core import QuotaExceeded, Request
+from rolepool.core import Completion, QuotaExceeded, Request
 
 TEMPLATE_MARGIN = 64
 """Tokens a chat template may add around the messages (role markers, tool preamble)."""
@@ -160,6 +160,19 @@ class Quotas:
             used.day = day
             used.day_tokens = _read_day(self._db, tenant, day) if self._db is not None else 0
         return used
+
+
+async def within_quota(
+    quotas: Quotas | None, request: Request, ask: Callable[[], Awaitable[Completion]]
+) -> Completion:
+    """`ask()` for `request`, admitted by its tenant's quotas first (`QuotaExceeded` when over
+    one) and charged its tokens; without quotas or a tenant, `ask()` as it is."""
+    if quotas is None or request.tenant is None:
+        return await ask()
+    async with quotas.admit(request) as ticket:
+        completion = await ask()
+        ticket.charge(completion.usage.total_tokens)
+    return completion
 
 
 def _check(tenant: str, limit: TenantQuota, used: _Usage, now: float) -> None:

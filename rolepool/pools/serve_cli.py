@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from rolepool.cli_args import TEXT_FILE, Int
+from rolepool.cli_args import TEXT_FILE, Int, OutputFile
 from rolepool.core import UserError
 
 DEFAULT_KEY_ENV = "ROLEPOOL_SERVE_API_KEY"
@@ -53,6 +53,20 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         help="a pool.toml describing workers and routing policy (see docs/pool-config.md)",
     )
     parser.add_argument(
+        "--keys",
+        type=TEXT_FILE,
+        metavar="FILE",
+        help="a keys file of tenants (name, key_sha256, priority, quotas; see "
+        "docs/pool-config.md): every request needs a tenant's key; reread on SIGHUP",
+    )
+    parser.add_argument(
+        "--quota-db",
+        type=OutputFile(),
+        metavar="FILE",
+        help="SQLite file keeping the tenants' daily token totals across restarts "
+        "(default: quotas.sqlite beside the keys file)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     parser.set_defaults(handler=cmd_serve)
@@ -87,8 +101,29 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
     banner = f"serving {names} on http://{shown}:{port}/v1 ({token})"
     if host not in ("127.0.0.1", "::1") and not api_key:
         banner += f"\n[yellow]warning:[/] listening on {host} with no API key"
-    anyio.run(_serve_and_close, worker, workers, sock, api_key, args.log_level, banner, out)
+    tenancy = _tenancy(args.keys, args.quota_db)
+    if tenancy[0] is not None:
+        banner += f" with {len(tenancy[0].tenants)} tenants from {args.keys}"
+    run = _serve_and_close
+    anyio.run(run, worker, workers, sock, api_key, args.log_level, banner, out, tenancy)
     return 0
+
+
+def _tenancy(keys: str | None, quota_db: str | None) -> tuple[Any, Any]:
+    """The tenants of `--keys` and their quotas (daily totals in `--quota-db`), or (None, None)."""
+    if keys is None:
+        if quota_db is not None:
+            raise UserError("--quota-db needs --keys")
+        return None, None
+    from pathlib import Path
+
+    from rolepool.pools.quotas import Quotas
+    from rolepool.pools.server_tenants import quotas_of
+    from rolepool.pools.tenants import TenantKeys
+
+    tenants = TenantKeys.load(keys)
+    path = quota_db or Path(keys).with_name("quotas.sqlite")
+    return tenants, Quotas(quotas_of(tenants), path=path)
 
 
 def _load_workers(model_dirs: list[str]) -> list[Any]:
@@ -120,6 +155,7 @@ async def _serve_and_close(
     log_level: str,
     banner: str,
     out: Any,
+    tenancy: tuple[Any, Any] = (None, None),
 ) -> None:
     """Load the weights before accepting requests, so the first one is not slow and /health
     means ready; close the workers (and their batching loops) however serving ends."""
@@ -141,6 +177,8 @@ async def _serve_and_close(
                     models=names,
                     log_level=log_level,
                     ready=ready,
+                    tenants=tenancy[0],
+                    quotas=tenancy[1],
                 )
             )
             await ready.wait()

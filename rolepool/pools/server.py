@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rolepool.core import (
     Completion,
     Decoding,
+    QuotaExceeded,
     Request,
     RequestRefused,
     RolepoolError,
@@ -60,14 +61,25 @@ from rolepool.pools.openai_wire import (
     to_request,
 )
 from rolepool.pools.pool import Pool
+from rolepool.pools.quotas import Quotas, within_quota
 from rolepool.pools.server_metrics import CONTENT_TYPE, ServerMetrics
 from rolepool.pools.server_protocol import READ_TIMEOUT, protocol_with_read_timeout
+from rolepool.pools.server_tenants import (
+    TenantMetrics,
+    metrics_for,
+    quota_headers,
+    reload_on_sighup,
+    request_tenant,
+    with_tenant,
+)
+from rolepool.pools.tenants import TenantKeys
 from rolepool.pools.worker import Worker
 
 logger = logging.getLogger(__name__)
 
 ROLE_HEADER = "x-rolepool-role"
 _HEALTH_TIMEOUT = 10.0
+_HEALTH_PATHS = ("/health", "/health/live", "/health/ready")  # no key needed
 
 
 class _JSONResponse(JSONResponse):
@@ -96,9 +108,16 @@ class _Guard:
     declared bodies over the limit (413). Undeclared (chunked) bodies are counted as read."""
 
     def __init__(
-        self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, metrics: ServerMetrics
+        self,
+        app: ASGIApp,
+        *,
+        api_key: str | None,
+        max_body_bytes: int,
+        metrics: ServerMetrics,
+        tenants: TenantKeys | None = None,
     ) -> None:
         self.app = app
+        self.tenants = tenants
         self.expected = f"Bearer {api_key}".encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
@@ -108,9 +127,15 @@ class _Guard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.expected is not None and scope["path"] != "/health":
+        checked = scope["path"] not in _HEALTH_PATHS
+        if checked and self.tenants is not None:  # a keys file: the key names the tenant
+            tenant = self.tenants.identify(headers.get(b"authorization", b""))
+            scope.setdefault("state", {})["tenant"] = tenant
+        if checked and (self.expected is not None or self.tenants is not None):
             given = headers.get(b"authorization", b"")
-            if not secrets.compare_digest(given, self.expected):
+            known = scope.get("state", {}).get("tenant") is not None
+            if not (known or secrets.compare_digest(given, self.expected or b"\0")):
+                logger.info("request refused: no valid API key")  # nothing about the key
                 self.metrics.rejected.labels(reason="unauthorized").inc()
                 message = "missing or wrong API key: send 'Authorization: Bearer <key>'"
                 response = _error(401, message, "authentication_error")
@@ -140,8 +165,10 @@ class _Service:
         max_body_bytes: int,
         models: list[str] | None,
         request_timeout: float | None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.worker = worker
+        self.quotas = quotas
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         self.pool_workers = set(worker.workers) if isinstance(worker, Pool) else set()
@@ -152,13 +179,16 @@ class _Service:
         )
         self.request_timeout = request_timeout
         self.metrics = ServerMetrics(worker)
+        self.tenant_metrics = TenantMetrics(self.metrics.registry)
 
     async def chat(self, http: HTTPRequest) -> Response:
         started = time.perf_counter()
         role = "none"
+        tenant = request_tenant(http.state)
         try:
             chat = ChatRequest.parse(await self._read_json(http))
             request = to_request(chat, http.headers.get(ROLE_HEADER))
+            with_tenant(request, tenant)
             request.worker = self._pinned_worker(chat.model)
             role = self.metrics.role_label(request.role)
             if chat.stream:
@@ -173,8 +203,10 @@ class _Service:
                 completion, served_by, parse_calls=chat.parse_calls, max_calls=chat.max_calls
             )
         except ApiError as exc:
+            self.tenant_metrics.refused(tenant.name if tenant else None, exc.status_label)
             return self._refuse(exc, role, started)
         self._count_served(completion, role, started)
+        self.tenant_metrics.served(request.tenant, completion)
         return _JSONResponse(body)
 
     def _stream(self, chat: ChatRequest, request: Request, role: str, started: float) -> Response:
@@ -182,10 +214,16 @@ class _Service:
 
         async def ask() -> Completion:
             with anyio.fail_after(self.request_timeout):
-                return await self.worker.complete(request)
+                return await within_quota(
+                    self.quotas, request, lambda: self.worker.complete(request)
+                )
 
         def ended(outcome: Completion | ApiError | None, first_token: float | None) -> None:
             self.metrics.in_flight.dec()
+            if isinstance(outcome, Completion):
+                self.tenant_metrics.served(request.tenant, outcome)
+            elif isinstance(outcome, ApiError):
+                self.tenant_metrics.refused(request.tenant, outcome.status_label)
             if first_token is not None:
                 self.metrics.time_to_first_token.labels(role=role).observe(first_token)
             if isinstance(outcome, Completion):
@@ -217,7 +255,9 @@ class _Service:
         return self._error_answer(exc)
 
     def _error_answer(self, exc: ApiError) -> Response:
-        return _error(exc.status, self._redact(exc.message), exc.type, exc.param, exc.code)
+        answer = _error(exc.status, self._redact(exc.message), exc.type, exc.param, exc.code)
+        answer.headers.update(exc.headers)
+        return answer
 
     def _count_served(self, completion: Completion, role: str, started: float) -> None:
         served_by = completion.worker or self.worker.info.name
@@ -264,7 +304,8 @@ class _Service:
 
         async def ask(scope: anyio.CancelScope) -> None:
             try:
-                outcome.append(await self.worker.complete(request))
+                ask = lambda: self.worker.complete(request)  # noqa: E731
+                outcome.append(await within_quota(self.quotas, request, ask))
             except Exception as exc:  # kept whole: a task group would wrap it in a group
                 outcome.append(exc)
             scope.cancel()
@@ -289,6 +330,9 @@ class _Service:
         if isinstance(exc, TimeoutError):
             message = f"worker {name!r}: no completion within {self.request_timeout:g}s"
             return ApiError(504, message, "timeout", worker=name, worker_failure=True)
+        if isinstance(exc, QuotaExceeded):
+            headers = quota_headers(exc)
+            return ApiError(429, str(exc), "rate_limit_exceeded", code=exc.quota, headers=headers)
         if isinstance(exc, UserError | RequestRefused):
             # a worker that cannot constrain decoding names the field that asked for it
             param = decoding_param(decoding) if DECODING_REFUSAL in str(exc) else None
@@ -326,7 +370,12 @@ class _Service:
         return _JSONResponse({"status": "ok" if healthy else "unavailable"}, status_code=status)
 
     async def prometheus(self, http: HTTPRequest) -> Response:
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+        text = metrics_for(self.metrics.render(), request_tenant(http.state))
+        return Response(text, media_type=CONTENT_TYPE)
+
+    async def live(self, http: HTTPRequest) -> Response:
+        """The process answers: nothing is asked of the workers."""
+        return _JSONResponse({"status": "ok"})
 
 
 async def _until_disconnected(http: HTTPRequest) -> None:
@@ -344,24 +393,34 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     models: list[str] | None = None,
     request_timeout: float | None = 600.0,
+    tenants: TenantKeys | None = None,
+    quotas: Quotas | None = None,
 ) -> Starlette:
     """The ASGI app. `app.state.metrics` (a `ServerMetrics`) is there for code that reads the
-    counters directly; `request_timeout` bounds one worker call (504 past it)."""
+    counters directly; `request_timeout` bounds one worker call (504 past it). `tenants` (a
+    keys file) makes every key a tenant's, held to `quotas` (`server_tenants`)."""
     service = _Service(
         worker,
         api_key=api_key,
         max_body_bytes=max_body_bytes,
         models=models,
         request_timeout=request_timeout,
+        quotas=quotas,
     )
     routes = [
         Route("/v1/chat/completions", service.chat, methods=["POST"]),
         Route("/v1/models", service.list_models, methods=["GET"]),
         Route("/health", service.health, methods=["GET"]),
+        Route("/health/live", service.live, methods=["GET"]),
+        Route("/health/ready", service.health, methods=["GET"]),
         Route("/metrics", service.prometheus, methods=["GET"]),
     ]
     guard = Middleware(
-        _Guard, api_key=api_key, max_body_bytes=max_body_bytes, metrics=service.metrics
+        _Guard,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        metrics=service.metrics,
+        tenants=tenants,
     )
     app = Starlette(
         routes=routes,
@@ -416,6 +475,8 @@ async def serve(
     graceful_timeout: float = 5.0,
     read_timeout: float = READ_TIMEOUT,
     max_connections: int = 1024,
+    tenants: TenantKeys | None = None,
+    quotas: Quotas | None = None,
 ) -> None:
     """Serve until cancelled (or SIGINT/SIGTERM); `ready` is set once connections are accepted.
 
@@ -434,7 +495,11 @@ async def serve(
         models=models,
         max_body_bytes=max_body_bytes,
         request_timeout=request_timeout,
+        tenants=tenants,
+        quotas=quotas,
     )
+    if tenants is not None:
+        reload_on_sighup(tenants, quotas)
     sock = sock or bind(host, port)
     config = uvicorn.Config(
         app,

@@ -1,0 +1,114 @@
+"""Tenants in `rolepool serve`: the request's tenant, its quotas, its metrics and what it may see.
+
+With a keys file, every path but the health checks needs a tenant's key (401 otherwise, the
+same answer for a wrong, a missing or a deleted tenant's key; only the tenant-less fact is
+logged and counted). The tenant and its priority go on the `Request`, its quotas are checked
+before the worker is asked (429 with `Retry-After`), and its requests and tokens are counted
+under a `tenant` label. `/metrics` shows a tenant only its own `rolepool_tenant_*` series; a
+tenant marked `admin` sees everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from rolepool.core import Completion, QuotaExceeded, Request
+from rolepool.pools.quotas import Quotas
+from rolepool.pools.tenants import Tenant, TenantKeys
+
+logger = logging.getLogger(__name__)
+
+TENANT_PREFIX = "rolepool_tenant_"
+
+
+class TenantMetrics:
+    """Per-tenant counters, registered in the server's registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            f"{TENANT_PREFIX}requests",
+            "Chat completion requests answered, by tenant and outcome.",
+            ["tenant", "status"],
+            registry=registry,
+        )
+        self.tokens = Counter(
+            f"{TENANT_PREFIX}tokens",
+            "Tokens used, by tenant and kind (prompt or completion).",
+            ["tenant", "kind"],
+            registry=registry,
+        )
+
+    def served(self, tenant: str | None, completion: Completion) -> None:
+        if tenant is None:
+            return
+        self.requests.labels(tenant=tenant, status="ok").inc()
+        self.tokens.labels(tenant=tenant, kind="prompt").inc(completion.usage.prompt_tokens)
+        self.tokens.labels(tenant=tenant, kind="completion").inc(completion.usage.completion_tokens)
+
+    def refused(self, tenant: str | None, status: str) -> None:
+        if tenant is not None:
+            self.requests.labels(tenant=tenant, status=status).inc()
+
+
+def request_tenant(state: Any) -> Tenant | None:
+    """The tenant the guard found for this request (None without a keys file)."""
+    return getattr(state, "tenant", None)
+
+
+def with_tenant(request: Request, tenant: Tenant | None) -> Request:
+    if tenant is not None:
+        request.tenant = tenant.name
+        request.priority = tenant.priority
+    return request
+
+
+def quota_headers(exc: QuotaExceeded) -> dict[str, str]:
+    """`Retry-After` in whole seconds (at least 1), as HTTP wants it."""
+    if exc.retry_after is None:
+        return {}
+    return {"Retry-After": str(max(1, int(exc.retry_after + 0.999)))}
+
+
+def metrics_for(text: bytes, tenant: Tenant | None) -> bytes:
+    """The Prometheus text a tenant may read: everything for an admin (or without tenants);
+    otherwise only its own `rolepool_tenant_*` series."""
+    if tenant is None or tenant.admin:
+        return text
+    own = f'tenant="{tenant.name}"'
+    kept = []
+    for line in text.decode().splitlines():
+        name = line.split(" ", 3)[2] if line.startswith("#") and line.count(" ") >= 2 else line
+        if not name.startswith(TENANT_PREFIX):
+            continue
+        if line.startswith("#") or own in line:
+            kept.append(line)
+    return ("\n".join(kept) + "\n").encode()
+
+
+def quotas_of(keys: TenantKeys) -> dict[str, Any]:
+    return {name: tenant.quota for name, tenant in keys.tenants.items()}
+
+
+def reload_on_sighup(keys: TenantKeys, quotas: Quotas | None) -> None:
+    """Reread the keys file (and the tenants' quotas) when the process gets SIGHUP; a bad file
+    keeps the tenants as they were and is logged."""
+    import asyncio
+
+    def reload() -> None:
+        try:
+            keys.reload()
+        except Exception as exc:
+            logger.error("keys file not reloaded, the old tenants stay: %s", exc)
+            return
+        if quotas is not None:
+            quotas.set_limits(quotas_of(keys))
+        logger.info("keys file reloaded: %d tenants", len(keys.tenants))
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    except (NotImplementedError, RuntimeError, AttributeError):  # no SIGHUP here (Windows)
+        logger.warning("SIGHUP is not available: the keys file is read once")
