@@ -187,5 +187,13 @@ async def test_in_process_worker_streams_tokens_and_a_hang_up_frees_its_row(tiny
             with anyio.fail_after(10):
                 while worker.stats["cancelled"] < 1 or worker._decoder.active:
                     await anyio.sleep(0.02)
-    assert worker.stats["cancelled"] == 1
-    assert worker.stats["completion_tokens"] == 80  # the abandoned row is not counted
+            # a non-streaming client that goes away (its read timeout) cancels its row too
+            with pytest.raises(httpx.ReadTimeout):
+                await client.post(
+                    "/v1/chat/completions", json={**long, "stream": False}, timeout=0.5
+                )
+            with anyio.fail_after(10):
+                while worker.stats["cancelled"] < 2 or worker._decoder.active:
+                    await anyio.sleep(0.02)
+    assert worker.stats["cancelled"] == 2
+    assert worker.stats["completion_tokens"] == 80  # the abandoned rows are not counted
