@@ -50,6 +50,7 @@ BENCHES = (
     Bench("pool_throughput", 240),
     Bench("eval_throughput", 190),
     Bench("workflow_completion", 60),
+    Bench("routing", 90),
     Bench("constrained", 420),
     Bench("train_step", 360),
 )
