@@ -12,11 +12,13 @@ import anyio
 import pytest
 
 from rolepool.core import ToolCall
+from rolepool.core.events import ToolCallInvalid
 from rolepool.evals.bfcl import MULTI_TURN_CATEGORIES, installed_bfcl_data
 from rolepool.evals.bfcl.backends import Backends, call_from_text
 from rolepool.evals.bfcl.multi_turn import (
     ADDED_FUNCTIONS,
     MAX_STEPS,
+    Conversation,
     ground_truth_replies,
     load_multi_turn,
     multi_turn_verdict,
@@ -25,6 +27,7 @@ from rolepool.evals.cases import Case
 from rolepool.evals.runner import Target, run_case
 from rolepool.evals.summary import build_summary
 from rolepool.pools.testing import FunctionWorker, ScriptedWorker
+from rolepool.runtime import new_scope
 
 DATA = installed_bfcl_data()
 pytestmark = pytest.mark.skipif(DATA is None, reason="pip install --no-deps bfcl-eval")
@@ -159,3 +162,34 @@ def test_the_verdict_is_bfcls_multi_turn_checkers(bfcl_checker, cases, suite):
             assert multi_turn_verdict(key, _pairs(variant))[0] == expected, (case.id, variant)
             outcomes[expected] += 1
     assert outcomes[True] >= PER_CATEGORY and outcomes[False] > PER_CATEGORY, outcomes
+
+
+GROUND_TRUTH_BREAKS_ITS_DOCS = {
+    # close_ticket(ticket_id='ticket_001'): the doc says integer
+    "bfcl-multi-turn-base": ["multi_turn_base_173"],
+    "bfcl-multi-turn-miss-param": ["multi_turn_miss_param_173"],
+    "bfcl-multi-turn-long-context": ["multi_turn_long_context_173"],
+    # the same, and tail() in turn 1 where tail is held out until turn 2
+    "bfcl-multi-turn-miss-func": ["multi_turn_miss_func_173", "multi_turn_miss_func_49"],
+}
+
+
+@pytest.mark.parametrize("suite", list(GROUND_TRUTH_BREAKS_ITS_DOCS))
+def test_where_the_ground_truth_breaks_its_own_docs_the_loop_refuses_the_call(cases, suite):
+    """The 5 of 800 cases whose replayed ground truth does not score: BFCL's harness executes
+    any call, rolepool's loop never executes a call its tool's schema refuses or a tool it was
+    not offered (bench/bfcl_replay.py replays all 800: these 5 are the only failures)."""
+    for case_id in GROUND_TRUTH_BREAKS_ITS_DOCS[suite]:
+        case = next(c for c in cases[suite] if c.id == case_id)
+        line = _run(case, ScriptedWorker(ground_truth_replies(case)))
+        assert line.scores.exact is False and line.scores.json_valid is True
+        events: list = []
+
+        async def main(case=case, events=events):
+            scope = new_scope(store=False)
+            scope.stream.add_listener(events.append)
+            await Conversation(case).run(ScriptedWorker(ground_truth_replies(case)), scope)
+
+        anyio.run(main)
+        refused = [e.errors for e in events if isinstance(e, ToolCallInvalid)]
+        assert refused and all(("ticket_id" in e[0] or "'tail'" in e[0]) for e in refused)

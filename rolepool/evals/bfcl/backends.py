@@ -66,7 +66,9 @@ class Backends:
             method = self.methods.get(name)
             if method is None:
                 raise NameError(f"name '{name}' is not defined")
-            return _as_text(method(*args, **arguments))
+            # a copy: backends keep what they are given (a tweet's mention list) and change it
+            # later, which must not reach the caller's record of the call
+            return _as_text(method(*copy.deepcopy(args), **copy.deepcopy(arguments)))
         except Exception as exc:  # the backend's own errors are the model's to read
             return f"Error during execution: {exc}"
 
@@ -90,7 +92,7 @@ class Backends:
         def make(name: str) -> Callable[..., Any]:
             async def run(**arguments: Any) -> str:
                 result = self.execute(name, arguments)
-                self.log.append((name, arguments, result))
+                self.log.append((name, copy.deepcopy(arguments), result))
                 return result
 
             return run

@@ -206,13 +206,15 @@ def _state_differs(model: Backends, truth: Backends) -> str:
 
 
 def ground_truth_replies(case: Case) -> list[Any]:
-    """A scripted model that answers with the ground truth: in each turn its calls one per step,
-    then a short text answer that ends the turn."""
+    """A scripted model that answers with the ground truth: in each turn one reply with all its
+    calls (run in their order, see `Backends.tools`; some turns have more calls than BFCL allows
+    steps), then a short text answer that ends the turn."""
     key = case.multi_turn
     assert key is not None
     backends = Backends(key.involved_classes, key.initial_config, long_context=key.long)
     replies: list[Any] = []
     for calls in key.ground_truth:
-        replies += [call_from_text(backends, call) for call in calls]
+        if calls:
+            replies.append([call_from_text(backends, call) for call in calls])
         replies.append("Done.")
     return replies
