@@ -231,3 +231,15 @@ def test_every_choice_is_recorded_with_the_policy_version() -> None:
     for strategy in ("least_busy", "latency", "weighted"):
         pool = Pool(workers, _policy(strategy, ["a", "b"]))
         assert anyio.run(pool.complete, _request()).policy_version == "v1"
+
+
+def test_pool_toml_takes_a_route_strategy(tmp_path) -> None:
+    from rolepool.pools.config import load_pool_config
+
+    path = tmp_path / "pool.toml"
+    path.write_text(
+        '[workers.a]\nbackend = "openai"\nurl = "http://127.0.0.1:9/v1"\nmodel = "m"\n'
+        '[policy]\nversion = "v1"\n'
+        '[policy.default]\nchoices = [{ worker = "a" }]\nstrategy = "latency"\n'
+    )
+    assert load_pool_config(path).policy.default.strategy == "latency"
