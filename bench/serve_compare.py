@@ -25,7 +25,9 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -174,6 +176,20 @@ def render(results: dict[str, Any], goal: dict[str, Any], args: argparse.Namespa
     )
 
 
+def rolepool_model_args(args: argparse.Namespace) -> list[str]:
+    """`--model NAME`, or with `--max-wait-ms` a pool.toml serving the model with that batching
+    window (how long an idle engine waits for more requests before it prefills)."""
+    if args.max_wait_ms is None:
+        return ["--model", args.model]
+    pool = Path(tempfile.mkdtemp()) / "pool.toml"
+    pool.write_text(
+        f'[workers.{args.model}]\nbackend = "transformers"\nmodel = "{args.model}"\n'
+        f'max_wait_ms = {args.max_wait_ms}\n\n[policy]\nversion = "v"\n'
+        f'default = {{ choices = [{{ worker = "{args.model}" }}] }}\n'
+    )
+    return ["--pool", str(pool)]
+
+
 async def main(args: argparse.Namespace) -> None:
     from tokenizers import Tokenizer
 
@@ -184,8 +200,8 @@ async def main(args: argparse.Namespace) -> None:
         return len(tokenizer.encode(text, add_special_tokens=False).ids)
 
     rp_port, tf_port = free_port(), free_port()
-    rolepool_cmd = [sys.executable, "-m", "rolepool.cli", "serve", "--model", args.model,
-                    "--port", str(rp_port), "--log-level", "warning"]  # fmt: skip
+    rolepool_cmd = [sys.executable, "-m", "rolepool.cli", "serve", "--port", str(rp_port),
+                    "--log-level", "warning", *rolepool_model_args(args)]  # fmt: skip
     transformers_cmd = ["transformers", "serve", "--continuous-batching", "--host", "127.0.0.1",
                         "--port", str(tf_port), "--device", "cpu", "--dtype", "float32",
                         str(directory)]  # fmt: skip
@@ -206,7 +222,13 @@ async def main(args: argparse.Namespace) -> None:
     write_result(
         "serve_compare",
         "rolepool serve vs transformers serve --continuous-batching (same checkpoint, HTTP)",
-        {"levels": results, "goal": goal, "max_tokens": args.max_tokens, "model": args.model},
+        {
+            "levels": results,
+            "goal": goal,
+            "max_tokens": args.max_tokens,
+            "model": args.model,
+            "max_wait_ms": args.max_wait_ms,
+        },  # fmt: skip
         render(results, goal, args),
     )
 
@@ -218,5 +240,7 @@ if __name__ == "__main__":
                         default=[1, 8, 32])  # fmt: skip
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--reps", type=int, default=3)
+    window = "serve rolepool with this batching window in ms (default: its own, 5)"
+    parser.add_argument("--max-wait-ms", type=float, default=None, help=window)
     add_budget_arg(parser)
     asyncio.run(main(parser.parse_args()))
