@@ -37,7 +37,7 @@ from _common import machine, table, versions  # noqa: E402
 @dataclass(frozen=True)
 class Bench:
     name: str  # the script is bench/<name>.py, its results bench/results/<name>.json
-    timeout: float  # seconds; the limits add up to 28.7 minutes; runs take ~14
+    timeout: float  # seconds; the limits add up to 37.2 minutes (serve_compare takes ~3)
     budgeted: bool = False  # takes --budget: stops repeating in time rather than being killed
 
 
