@@ -124,3 +124,28 @@ def test_a_template_without_tools_gets_the_text_fallback_never_a_silent_prompt(l
     assert "Be brief." in _prompt(worker, with_system)
     no_tools = Request(messages=bare.messages)
     assert "You can call these tools" not in _prompt(worker, no_tools)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "marker"),
+    [("granite", "<|tool_call|>"), ("deepseek", "<｜tool▁calls▁begin｜>"), ("harmony", "<|call|>")],
+)
+def test_tool_markers_that_are_special_tokens_survive_decoding(llama_dir, fmt, marker):
+    from transformers import AutoTokenizer
+
+    from rolepool.pools.chat_tools import text_decoder
+    from rolepool.tools.parsing import parse_tool_calls
+
+    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": [marker]})
+    ids = tokenizer.encode(f"{marker}x", add_special_tokens=False) + [tokenizer.eos_token_id]
+    assert marker not in tokenizer.decode(ids, skip_special_tokens=True)  # what it did before
+    text = text_decoder(tokenizer, fmt, [tokenizer.eos_token_id])(ids)
+    assert text == f"{marker}x"  # the marker kept, the end-of-sequence token still dropped
+    assert text_decoder(tokenizer, "json")(ids) == "x"
+    granite = text_decoder(tokenizer, "granite")
+    if fmt == "granite":
+        calls = parse_tool_calls(granite(tokenizer.encode(
+            f'{marker}[{{"name": "f", "arguments": {{}}}}]', add_special_tokens=False
+        ))).calls  # fmt: skip
+        assert [c.name for c in calls] == ["f"]

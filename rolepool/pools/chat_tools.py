@@ -12,6 +12,7 @@ when the conversation has none). `rolepool models check` reports which of the tw
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from rolepool.core import ConfigError
@@ -21,6 +22,7 @@ __all__ = [
     "apply_template",
     "declared_tool_format",
     "renders_tools",
+    "text_decoder",
     "with_tools_in_text",
 ]
 
@@ -102,3 +104,49 @@ def declared_tool_format(declared: str | None, tokenizer: Any) -> str:
     tokens = [str(t) for t in getattr(tokenizer, "all_special_tokens", [])]
     tokens += [str(t) for t in getattr(tokenizer, "added_tokens_encoder", {})]
     return detect_tool_format(template, tokens)
+
+
+# Tool-call markers that are special tokens in their models' tokenizers: decoding with
+# skip_special_tokens would remove them and leave the parser nothing to find.
+MARKER_TOKENS: dict[str, tuple[str, ...]] = {
+    "harmony": ("<|start|>", "<|channel|>", "<|constrain|>", "<|message|>", "<|call|>", "<|end|>"),
+    "deepseek": (
+        "<｜tool▁calls▁begin｜>",
+        "<｜tool▁calls▁end｜>",
+        "<｜tool▁call▁begin｜>",
+        "<｜tool▁call▁end｜>",
+        "<｜tool▁sep｜>",
+    ),
+    "granite": ("<|tool_call|>",),
+    "pythonic": ("<|python_start|>", "<|python_end|>"),
+    "qwen_xml": ("<tool_call>", "</tool_call>"),
+    "hermes": ("<tool_call>", "</tool_call>"),
+    "mistral": ("[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"),
+    "llama3": ("<|python_tag|>",),
+}
+
+
+def text_decoder(tokenizer: Any, tool_format: str, eos: Iterable[int] = ()) -> Any:
+    """`decode(ids) -> str` for completions: special tokens skipped, except the markers of
+    `tool_format` (and `<think>`/`</think>`), which the parser needs to see; an end-of-sequence
+    id (`eos`) is always skipped, marker or not (gpt-oss ends a call with `<|call|>`, which the
+    harmony parser does not need)."""
+    keep_tokens = (*MARKER_TOKENS.get(tool_format, ()), "<think>", "</think>")
+    vocab = tokenizer.get_vocab()
+    keep = {vocab[t] for t in keep_tokens if t in vocab} - set(eos)
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    for token_id, token in getattr(tokenizer, "added_tokens_decoder", {}).items():
+        if getattr(token, "special", False):
+            special.add(token_id)
+    drop = (special | set(eos)) - keep
+    if not keep & special:  # nothing to keep that decoding would skip: the plain decode
+
+        def plain(ids: list[int]) -> str:
+            return tokenizer.decode(ids, skip_special_tokens=True)
+
+        return plain
+
+    def keeping_markers(ids: list[int]) -> str:
+        return tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False)
+
+    return keeping_markers

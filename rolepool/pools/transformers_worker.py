@@ -40,7 +40,12 @@ from rolepool.core import (
 from rolepool.core.messages import utf8_safe
 from rolepool.pools import compute
 from rolepool.pools.batching import Batcher, Job
-from rolepool.pools.chat_tools import apply_template, declared_tool_format, renders_tools
+from rolepool.pools.chat_tools import (
+    apply_template,
+    declared_tool_format,
+    renders_tools,
+    text_decoder,
+)
 from rolepool.pools.decode import Decoder, Done, Finish, supports
 from rolepool.pools.expert_load import ExpertRecorder, architecture_of, experts_per_token
 from rolepool.pools.families import DecodePath, announce_path
@@ -128,6 +133,7 @@ class TransformersWorker:
         self._eos = eos_ids(self.path, self.config, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self._pad = pad if pad is not None else self._eos[0]
+        self._decode_text = text_decoder(self.tokenizer, self.tool_format, self._eos)
 
     # -- info and lifecycle -------------------------------------------------------------------
 
@@ -392,7 +398,8 @@ class TransformersWorker:
         ]
 
     def _detokenize(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+        # Special tokens skipped, but not the declared tool format's markers (`chat_tools`).
+        return self._decode_text(tokens)
 
     def _completion(
         self, job: Job, tokens: list[int], finish: Finish, load: list[list[int]] | None
