@@ -293,15 +293,8 @@ def _request_options(spec: OpenAIWorkerConfig) -> Any:
 
     by_role = dict(spec.tool_choice) if isinstance(spec.tool_choice, dict) else {}
     default = by_role.pop("default", "auto") if by_role else spec.tool_choice or "auto"
-    return RequestOptions(
-        tool_choice=default,
-        role_tool_choice=by_role,
-        parallel_tool_calls=spec.parallel_tool_calls,
-        structured_output=bool(spec.structured_output),
-        chat_template_kwargs=spec.chat_template_kwargs,
-        max_completion_tokens=spec.max_completion_tokens,
-        extra_body=spec.extra_body,
-    )
+    given = {key: getattr(spec, key) for key in _REQUEST_OPTIONS[1:]}
+    return RequestOptions(tool_choice=default, role_tool_choice=by_role, **_set(**given))
 
 
 def _set(**options: Any) -> dict[str, Any]:
