@@ -235,3 +235,16 @@ async def test_decoding_and_request_options_are_passed_on():
         "type": "json_schema",
         "json_schema": {"name": "reply", "schema": schema},
     }
+
+
+def test_a_leading_think_block_never_streams_as_content():
+    from rolepool.pools.openai_reply import ThinkFilter, split_think
+
+    pieces = ["\n<th", "ink>weigh", " it</thi", "nk>\n\nThe ", "answer."]
+    think = ThinkFilter()
+    out = [think.feed(p) for p in pieces]
+    content = "".join(c for c, _ in out)
+    reasoning = "".join(r for _, r in out)
+    assert (reasoning, content) == split_think("".join(pieces)) == ("weigh it", "The answer.")
+    plain = ThinkFilter()
+    assert [plain.feed(p) for p in ("<", "b>bold")] == [("", ""), ("<b>bold", "")]

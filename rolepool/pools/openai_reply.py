@@ -89,6 +89,32 @@ def _token_routes(raw: Any) -> list[list[list[int]]]:
     return raw
 
 
+class ThinkFilter:
+    """Streamed content with a leading `<think>...</think>` block routed to reasoning, as
+    `split_think` does for a whole reply, so a streaming caller never sees it as content."""
+
+    def __init__(self) -> None:
+        self.buffer = ""
+        self.done = False
+
+    def feed(self, delta: str) -> tuple[str, str]:
+        """(content, reasoning) of this delta; both empty while it cannot tell yet."""
+        if self.done:
+            return delta, ""
+        self.buffer += delta
+        head = self.buffer.lstrip()
+        if "<think>".startswith(head):
+            return "", ""  # nothing yet, or the start of the tag
+        if not head.startswith("<think>"):
+            self.done = True
+            return self.buffer, ""
+        if "</think>" not in head:
+            return "", ""
+        self.done = True
+        reasoning, rest = split_think(self.buffer)
+        return rest, reasoning or ""
+
+
 class StreamedReply:
     """`chat.completion.chunk`s put back together into the `chat.completion` shape the worker
     reads; notes when the first token arrived."""

@@ -45,6 +45,7 @@ from rolepool.core.messages import utf8_safe
 from rolepool.pools.openai_body import RequestOptions, ToolMode, needs_text_mode, request_body
 from rolepool.pools.openai_reply import (
     StreamedReply,
+    ThinkFilter,
     cached_tokens,
     passed_expert_load,
     read_tool_calls,
@@ -295,7 +296,7 @@ class OpenAIWorker:
     ) -> tuple[dict[str, Any], float | None]:
         """One streamed answer, its deltas passed on to `sink`. A failure before the first delta
         may be retried; after it, the caller has seen part of this answer, so it may not."""
-        reply = StreamedReply()
+        reply, think = StreamedReply(), ThinkFilter()
         try:
             async with self._client.stream("POST", url, json=body, headers=headers) as response:
                 if response.status_code != 200:
@@ -309,8 +310,9 @@ class OpenAIWorker:
                         raise self._error(f"error in the stream: {_error_text(chunk['error'])}")
                     content, reasoning = reply.add(chunk)
                     if sink is not None:
+                        content, thought = think.feed(content)
                         sink.feed(content)
-                        sink.feed_reasoning(reasoning)
+                        sink.feed_reasoning(reasoning + thought)
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             if reply.first_at is not None:
                 raise self._error(f"the stream broke off ({type(exc).__name__})") from None
