@@ -9,6 +9,7 @@ from test_eval_stats import record
 
 from rolepool.evals.bfcl.groups import bfcl_summary, category_score, leaderboard_groups
 from rolepool.evals.report import markdown_report
+from rolepool.evals.report_html import render_html
 from rolepool.evals.result_line import ResultLine
 from rolepool.evals.summary import build_summary
 
@@ -72,3 +73,5 @@ def test_the_summary_has_a_bfcl_key_only_when_bfcl_ran_and_the_report_shows_it()
     report = markdown_report(summary)
     assert "## BFCL, as the leaderboard groups it" in report
     assert "80.0% \\[" in report and "| 60.0% |" in report
+    page = render_html(summary, lines, {})
+    assert "BFCL, as the leaderboard groups it" in page and "80.0% [" in page

@@ -16,7 +16,12 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from rolepool.evals.bfcl.groups import bfcl_architecture_rows, bfcl_rows
+from rolepool.evals.bfcl.groups import (
+    BFCL_HEADERS,
+    BFCL_NOTE,
+    bfcl_architecture_rows,
+    bfcl_rows,
+)
 from rolepool.evals.decoding import ARCH_HEADERS as DECODING_ARCH_HEADERS
 from rolepool.evals.decoding import HEADERS as DECODING_HEADERS
 from rolepool.evals.decoding import NOTE as DECODING_NOTE
@@ -107,17 +112,8 @@ def markdown_report(summary: Summary) -> str:
         out += _md_table(["worker", "role", "entropy", "min entropy", "max/mean", "idle"], experts)
     if summary.bfcl is not None:
         out += ["", "## BFCL, as the leaderboard groups it", "", summary.bfcl.weighting + "."]
-        out += [
-            "",
-            "`BFCL` is BFCL's own checker verdict (comparable with the leaderboard); `strict` "
-            "adds rolepool's rules (calls valid against the schema, rolepool's matching, an "
-            "abstention that is a real answer, not an empty or broken reply).",
-            "",
-        ]
-        out += _md_table(
-            ["worker", "architecture", "group", "n", "BFCL", "strict", "categories"],
-            bfcl_rows(summary.bfcl),
-        )
+        out += ["", BFCL_NOTE, ""]
+        out += _md_table(BFCL_HEADERS, bfcl_rows(summary.bfcl))
         out += ["", "BFCL groups by architecture (mean of the workers' accuracies):", ""]
         out += _md_table(["architecture", "group", "BFCL"], bfcl_architecture_rows(summary.bfcl))
     if summary.decoding is not None:

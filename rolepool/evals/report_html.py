@@ -12,6 +12,12 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from rolepool.evals.bfcl.groups import (
+    BFCL_HEADERS,
+    BFCL_NOTE,
+    bfcl_architecture_rows,
+    bfcl_rows,
+)
 from rolepool.evals.decoding import ARCH_HEADERS as DECODING_ARCH_HEADERS
 from rolepool.evals.decoding import HEADERS as DECODING_HEADERS
 from rolepool.evals.decoding import NOTE as DECODING_NOTE
@@ -185,6 +191,13 @@ def render_html(summary: Summary, records: Sequence[ResultLine], figures: dict[s
             f"<h2>Free vs constrained decoding</h2><p class=muted>{_e(DECODING_NOTE)}</p>",
             _table(DECODING_HEADERS, workers, left=3),
             _table(DECODING_ARCH_HEADERS, archs, left=3),
+        ]
+    if summary.bfcl is not None:
+        body += [
+            f"<h2>BFCL, as the leaderboard groups it</h2><p class=muted>{_e(BFCL_NOTE)} "
+            f"{_e(summary.bfcl.weighting)}.</p>",
+            _table(BFCL_HEADERS, bfcl_rows(summary.bfcl), left=3),
+            _table(["architecture", "group", "BFCL"], bfcl_architecture_rows(summary.bfcl), left=2),
         ]
     body += ["<h2>Comparisons</h2>", _comparisons(summary)]
     if examples:

@@ -205,6 +205,12 @@ def _by_architecture(workers: dict[str, BfclWorker]) -> dict[str, dict[str, floa
     return out
 
 
+BFCL_HEADERS = ["worker", "architecture", "group", "n", "BFCL", "strict", "categories"]
+BFCL_NOTE = (
+    "BFCL is BFCL's own checker verdict (comparable with the leaderboard); strict adds "
+    "rolepool's rules (calls valid against the schema, rolepool's matching, an abstention that "
+    "is a real answer, not an empty or broken reply)."
+)
 GROUP_LABELS = {
     "non_live": "non-live",
     "live": "live",
