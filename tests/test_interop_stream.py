@@ -197,3 +197,33 @@ async def test_in_process_worker_streams_tokens_and_a_hang_up_frees_its_row(tiny
                     await anyio.sleep(0.02)
     assert worker.stats["cancelled"] == 2
     assert worker.stats["completion_tokens"] == 80  # the abandoned rows are not counted
+
+
+@pytest.mark.slow
+async def test_a_client_hanging_up_costs_nothing_to_its_batch_neighbours(tiny_dense_dir):
+    from rolepool.pools.transformers_worker import TransformersWorker
+
+    worker = TransformersWorker(tiny_dense_dir, name="tiny")
+    other = {**HELLO, "messages": [{"role": "user", "content": "tell me more"}], "max_tokens": 60}
+    async with worker, running(worker) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            alone = await client.post("/v1/chat/completions", json={**other, "stream": False})
+            kept: list[str] = []
+
+            async def neighbour() -> None:
+                response = await client.post("/v1/chat/completions", json=other)
+                kept.extend(c["choices"][0]["delta"].get("content") or "" for c in parse_sse(
+                    response.text))  # fmt: skip
+
+            async def leaver() -> None:
+                body = {**HELLO, "max_tokens": 1000}
+                async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                    async for chunk in _events(response):
+                        if chunk["choices"][0]["delta"].get("content"):
+                            return
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(neighbour)
+                tg.start_soon(leaver)
+    assert "".join(kept) == alone.json()["choices"][0]["message"]["content"]
+    assert worker.stats["cancelled"] == 1 and worker.stats["failed_requests"] == 0
