@@ -153,3 +153,37 @@ async def test_a_route_and_an_agent_ask_for_constrained_decoding(worker):
     assert seen[-1].decoding.mode == "required"
     with pytest.raises(Exception, match="decoding"):
         Agent("b", decoding="sometimes")
+
+
+async def test_serve_honours_tool_choice_and_response_format_in_process(worker):
+    import httpx
+    from serving import running
+
+    tools = [t.to_openai() for t in zoo_tools.role_specs("coder")]
+    ask = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Read the file notes/todo.txt"}],
+        "max_tokens": 96,
+    }
+    bad = {"type": "function", "function": {"name": "when", "parameters": {"type": "date"}}}
+    async with running(worker) as url, httpx.AsyncClient(base_url=url, timeout=60) as client:
+        named = {"type": "function", "function": {"name": "write_file"}}
+        reply = await client.post(
+            "/v1/chat/completions", json={**ask, "tools": tools, "tool_choice": named}
+        )
+        as_json = await client.post(
+            "/v1/chat/completions", json={**ask, "response_format": {"type": "json_object"}}
+        )
+        refused = await client.post(
+            "/v1/chat/completions", json={**ask, "tools": [bad], "tool_choice": "required"}
+        )
+    assert reply.status_code == 200, reply.text
+    (call,) = reply.json()["choices"][0]["message"]["tool_calls"]
+    arguments = json.loads(call["function"]["arguments"])
+    assert call["function"]["name"] == "write_file"
+    jsonschema.validate(arguments, zoo_tools.schema("write_file"))
+    assert as_json.status_code == 200
+    assert isinstance(json.loads(as_json.json()["choices"][0]["message"]["content"]), dict)
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["param"] == "tool_choice" and "tool 'when'" in error["message"]

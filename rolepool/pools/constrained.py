@@ -35,6 +35,8 @@ CLOSING_TOKENS = 24
 """A constrained row this many tokens (or a quarter of its max_tokens, if fewer) from its limit
 starts closing its call."""
 
+_BITS = torch.arange(32, dtype=torch.int32)
+
 _live = 0
 _live_lock = threading.Lock()
 
@@ -91,10 +93,11 @@ class RowGrammar:
 @dataclass
 class BatchMask:
     """The masks of one step: `rows[j]` is the batch index whose allowed tokens are
-    `bitmask[j]`."""
+    `allowed[j]` (unpacked from the engine's bitmask where it is filled, so that on the helper
+    thread)."""
 
     rows: list[int]
-    bitmask: torch.Tensor
+    allowed: torch.Tensor
     closers: torch.Tensor
 
     @classmethod
@@ -115,25 +118,27 @@ class BatchMask:
         bitmask = torch.zeros((len(rows), (vocab + 31) // 32), dtype=torch.int32)
         for j, matcher in enumerate(matchers):
             matcher.unsafe_compute_mask_ptr(bitmask[j].data_ptr(), bitmask.shape[1] * 4)
-        return cls(rows, bitmask, closers)
+        allowed = ((bitmask[:, :, None] >> _BITS) & 1).bool().view(len(rows), -1)
+        return cls(rows, allowed, closers)
 
     def apply(self, logits: torch.Tensor, closing: Sequence[int] = ()) -> None:
         """Set the logits of tokens a constrained row may not take to -inf, in place. Rows in
         `closing` (about to reach their max_tokens) prefer the allowed tokens that close what
         is open (`Grammar.closers`), so the call ends valid rather than cut off."""
         vocab = logits.shape[-1]
-        bits = torch.arange(32, dtype=torch.int32)
-        allowed = ((self.bitmask[:, :, None] >> bits) & 1).bool().view(len(self.rows), -1)
+        allowed = self.allowed
         if allowed.shape[1] < vocab:  # logits padded past the tokenizer: never allowed
             extra = torch.zeros((len(self.rows), vocab - allowed.shape[1]), dtype=torch.bool)
             allowed = torch.cat([allowed, extra], dim=1)
+        every = len(self.rows) == logits.shape[0]  # all rows constrained: no gather
         index = torch.tensor(self.rows, device=logits.device)
-        chosen = logits.index_select(0, index)
+        chosen = logits if every else logits.index_select(0, index)
         chosen.masked_fill_(~allowed[:, :vocab].to(logits.device), float("-inf"))
         for j, i in enumerate(self.rows):
             if i in closing:
                 chosen[j] += self._closing_bonus(allowed[j, :vocab], vocab).to(logits.device)
-        logits.index_copy_(0, index, chosen)
+        if not every:
+            logits.index_copy_(0, index, chosen)
 
     def _closing_bonus(self, allowed: torch.Tensor, vocab: int) -> torch.Tensor:
         """What a closing row adds to its logits: inside a string (most tokens allowed) a quote
