@@ -48,6 +48,19 @@ def req(text: str, max_tokens: int = 10, stop: list[str] | None = None) -> Reque
     return Request(messages=[Message(role="user", content=text)], sampling=sampling)
 
 
+async def concurrently(worker: TransformersWorker, requests: list[Request]) -> list:
+    """The completions of `requests`, sent at once (so the worker batches them), in order."""
+    results: list = [None] * len(requests)
+
+    async def one(i: int) -> None:
+        results[i] = await worker.complete(requests[i])
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(requests)):
+            tg.start_soon(one, i)
+    return results
+
+
 def alone(worker: TransformersWorker, request: Request) -> tuple[list[int], list[int]]:
     """(prompt ids, greedy tokens) from the model's own `generate`, one prompt, no padding."""
     prompt = worker._prompt_ids(request)
@@ -78,14 +91,7 @@ async def test_greedy_equals_generate_on_the_expected_path(family, family_dirs, 
     worker = TransformersWorker(family_dirs(family), max_wait_ms=20)
     await worker.load()
     requests = [req(p, max_tokens=6 + 2 * i) for i, p in enumerate(PROMPTS)]
-    results = [None] * len(requests)
-
-    async def one(i: int) -> None:
-        results[i] = await worker.complete(requests[i])
-
-    async with anyio.create_task_group() as tg:
-        for i in range(len(requests)):
-            tg.start_soon(one, i)
+    results = await concurrently(worker, requests)
     for request, completion in zip(requests, results, strict=True):
         _, tokens = alone(worker, request)
         assert completion.text == worker._detokenize(tokens)
@@ -159,14 +165,7 @@ async def test_expert_load_is_what_the_familys_router_chose(family, family_dirs)
     worker = TransformersWorker(family_dirs(family), max_wait_ms=20)
     await worker.load()
     requests = [req(p, max_tokens=8) for p in PROMPTS]
-    results = [None] * len(requests)
-
-    async def one(i: int) -> None:
-        results[i] = await worker.complete(requests[i])
-
-    async with anyio.create_task_group() as tg:
-        for i in range(len(requests)):
-            tg.start_soon(one, i)
+    results = await concurrently(worker, requests)
     top_k = worker._recorder.top_k
     for request, completion in zip(requests, results, strict=True):
         prompt, tokens = alone(worker, request)

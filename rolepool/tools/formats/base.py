@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rolepool.core.messages import ToolCall, new_call_id
-from rolepool.tools._strict_json import JsonError, StrictDecoder, find_problem
+from rolepool.tools._strict_json import Decoded, JsonError, StrictDecoder, find_problem
 from rolepool.tools.call_objects import skip_space, to_call
 
 __all__ = ["Broken", "Found", "json_calls_at", "json_object_at", "named_call"]
@@ -41,6 +41,14 @@ def json_object_at(
     pos = skip_space(text, pos)
     if not text.startswith("{", pos):
         return Broken(pos, f"expected a JSON object {where}")
+    decoded = _decode(text, pos, decoder, where, closers)
+    return decoded if isinstance(decoded, Broken) else (decoded.value, decoded.end)
+
+
+def _decode(
+    text: str, pos: int, decoder: StrictDecoder, where: str, closers: tuple[str, ...]
+) -> Decoded | Broken:
+    """The strict JSON value at `pos`, or what is wrong with it (`where` ends the message)."""
     try:
         decoded = decoder.decode_at(text, pos, closers)
     except JsonError as err:
@@ -48,7 +56,7 @@ def json_object_at(
     problem = find_problem(text, decoded)
     if problem is not None:
         return Broken(problem[0], f"{problem[1]} {where}")
-    return decoded.value, decoded.end
+    return decoded
 
 
 def json_calls_at(
@@ -58,13 +66,9 @@ def json_calls_at(
     pos = skip_space(text, pos)
     if pos >= len(text) or text[pos] not in "[{":
         return Broken(pos, f"expected a JSON list of tool calls {where}")
-    try:
-        decoded = decoder.decode_at(text, pos, closers)
-    except JsonError as err:
-        return Broken(err.position, f"{err.message} {where}")
-    problem = find_problem(text, decoded)
-    if problem is not None:
-        return Broken(problem[0], f"{problem[1]} {where}")
+    decoded = _decode(text, pos, decoder, where, closers)
+    if isinstance(decoded, Broken):
+        return decoded
     objects = decoded.value if isinstance(decoded.value, list) else [decoded.value]
     if not objects:
         return Broken(pos, f"empty list of tool calls {where}")
