@@ -24,6 +24,7 @@ from pathlib import Path
 
 import anyio
 import torch
+from _common import padded_generate
 
 from rolepool.core import Message, Request, Sampling
 from rolepool.pools.families import FAMILIES, shared_experts
@@ -64,22 +65,8 @@ async def worker_rate(worker: TransformersWorker, texts: list[str], max_tokens: 
 def generate_rate(worker: TransformersWorker, texts: list[str], max_tokens: int) -> float:
     """One left-padded greedy `model.generate` over every prompt: useful tokens / second."""
     ids = [worker._prompt_ids(Request(messages=[Message(role="user", content=t)])) for t in texts]
-    width = max(map(len, ids))
-    input_ids = torch.full((len(ids), width), worker._pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for i, row in enumerate(ids):
-        input_ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
     start = time.perf_counter()
-    with torch.inference_mode():
-        out = worker._model.generate(
-            input_ids=input_ids,
-            attention_mask=mask,
-            max_new_tokens=max_tokens,
-            do_sample=False,
-            eos_token_id=worker._eos,
-            pad_token_id=worker._pad,
-        )
+    out, width = padded_generate(worker, ids, max_tokens)
     seconds = time.perf_counter() - start
 
     class _Job:  # cut_row reads max_tokens and the stop strings
