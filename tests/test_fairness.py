@@ -13,6 +13,9 @@ import pytest
 from rolepool.core import Completion, Message, Request, Usage
 from rolepool.pools.admission import FairQueue, FairSlots
 from rolepool.pools.batching import Batcher, Job
+from rolepool.pools.policy import Choice, Route, RoutingPolicy
+from rolepool.pools.pool import Pool
+from rolepool.pools.testing import FunctionWorker
 
 pytestmark = pytest.mark.anyio
 
@@ -172,3 +175,30 @@ async def test_the_batcher_serves_a_batch_tenant_alone_at_full_width():
         for job in jobs:
             await job.wait()
     assert [len(b) for b in engine.batches] == [4, 4]
+
+
+async def test_a_pools_slots_serve_interactive_work_before_a_queued_batch_flood():
+    gate = anyio.Event()
+    served: list[str] = []
+
+    async def fn(request: Request) -> str:
+        served.append(request.messages[0].content)
+        await gate.wait()
+        return "ok"
+
+    worker = FunctionWorker(fn, name="w")
+    pool = Pool(
+        [worker],
+        RoutingPolicy(version="v1", default=Route(choices=[Choice(worker="w")])),
+        max_concurrency=1,
+    )
+    async with anyio.create_task_group() as tg:
+        for i in range(5):
+            tg.start_soon(pool.complete, _request("evals", "batch", f"b{i}"))
+            await anyio.sleep(0)
+        await anyio.wait_all_tasks_blocked()
+        tg.start_soon(pool.complete, _request("app", "interactive", "i0"))
+        await anyio.wait_all_tasks_blocked()
+        assert pool._router.busy("w") == 6
+        gate.set()
+    assert served[:2] == ["b0", "i0"], served

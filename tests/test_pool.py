@@ -380,7 +380,7 @@ async def test_waiting_for_a_slot_times_out_without_tripping_the_breaker():
     done = anyio.Event()
 
     async def hold_the_slot() -> None:  # stands for another request in flight on a
-        async with pool._limiters["a"]:
+        async with pool._limiters["a"].hold(request()):
             await done.wait()
 
     async with anyio.create_task_group() as tg:

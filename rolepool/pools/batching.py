@@ -63,6 +63,8 @@ class Job:
     """When it entered the queue (after any model load): the batching wait runs from here."""
     state: JobState = "queued"
     outcome: Completion | BaseException | None = None
+    cached_prompt_tokens: int = 0
+    """Prompt tokens the engine read from its prefix cache instead of prefilling."""
     on_token: Callable[[int], None] | None = None
     """Called on the compute thread with each token the row makes (token streaming, see
     `rolepool.pools.streaming`); None when nobody streams."""

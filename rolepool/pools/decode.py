@@ -54,8 +54,12 @@ from rolepool.pools.expert_load import ExpertRecorder
 from rolepool.pools.families import engine_refused
 from rolepool.pools.kv_buffer import KVBuffer
 from rolepool.pools.lean_step import LeanStep
+from rolepool.pools.prefix_cache import Prefix, PrefixCache, compact, seat
 
 __all__ = ["Decoder", "Done", "Finish", "supports"]
+
+_Prefilled = tuple[list[KVBuffer], torch.Tensor, torch.Tensor, torch.Tensor]
+"""A prefill's caches, each row's padding, the mask of the tokens it computed, its logits."""
 
 PREFILL_TOKENS = 1024
 """Padded tokens per prefill chunk: small chunks of similar length waste little on padding
@@ -103,10 +107,14 @@ class Decoder:
         detokenize: Callable[[list[int]], str],
         recorder: ExpertRecorder | None,
         device: str,
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.model, self.eos, self.pad_id = model, frozenset(eos), pad
         self.detokenize = detokenize
         self.recorder, self.device = recorder, device
+        self.prefix_cache = prefix_cache
+        """Prompt KV kept for later prompts with the same prefix (`rolepool.pools.prefix_cache`),
+        or None: every prompt is prefilled whole."""
         # Decode steps take the lean forward when the model is one it serves (checked here).
         self.lean = LeanStep.build(model)
         self.num_layers = len(DynamicCache(config=model.config).layers)
@@ -192,6 +200,48 @@ class Decoder:
         self.batch.append(part)
 
     def _prefill(self, chunk: list[Job]) -> Batch:
+        hits = self._prefixes(chunk)
+        if any(hit is not None for hit in hits):
+            layers, pad_lengths, mask, logits = self._prefill_cached(chunk, hits)
+        else:
+            layers, pad_lengths, mask, logits = self._prefill_whole(chunk)
+        part = Batch(
+            tuple(self._row(job) for job in chunk),
+            layers,
+            pad_lengths,
+            torch.zeros(len(chunk), dtype=torch.long),
+            self._expert_counts_start(len(chunk)),
+        )
+        self._count_experts(part, mask)
+        part.choose_next(logits, BatchMask.fill(part.grammars))
+        if self.prefix_cache is not None:
+            for i, job in enumerate(chunk):
+                start = int(part.pad_lengths[i])
+                self.prefix_cache.insert(job.prompt_ids, part.layers, i, start)
+        return part
+
+    def _prefixes(self, chunk: list[Job]) -> list[Prefix | None]:
+        """Each prompt's longest cached prefix (None: no cache, or nothing cached)."""
+        cache = self.prefix_cache
+        hits = [cache.match(job.prompt_ids) if cache else None for job in chunk]
+        for job, hit in zip(chunk, hits, strict=True):
+            job.cached_prompt_tokens = hit.length if hit is not None else 0
+        return hits
+
+    def _prefill_cached(self, chunk: list[Job], hits: list[Prefix | None]) -> _Prefilled:
+        """Prefill only what follows each row's cached prefix, attending to the prefix."""
+        seated = seat([job.prompt_ids for job in chunk], hits, self.pad_id)
+        if self.lean is not None:
+            lean, device = self.lean, self.device
+            ids, pad, past = seated.ids.to(device), seated.pad, seated.past
+            logits = self._run(lambda: lean.prefill(ids, pad, seated.layers, past=past))
+        else:
+            logits = self._forward(seated.ids, seated.key_mask, seated.positions, seated.layers)
+        layers, pad_lengths = compact(seated)
+        new = (torch.arange(seated.ids.shape[1])[None, :] >= seated.pad[:, None]).long()
+        return layers, pad_lengths, new, logits
+
+    def _prefill_whole(self, chunk: list[Job]) -> _Prefilled:
         width = max(len(job.prompt_ids) for job in chunk)
         ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
         pad_lengths = torch.tensor([width - len(job.prompt_ids) for job in chunk])
@@ -204,16 +254,7 @@ class Decoder:
             logits = self._run(lambda: lean.prefill(ids.to(device), pad_lengths, layers))
         else:
             logits = self._forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), layers)
-        part = Batch(
-            tuple(self._row(job) for job in chunk),
-            layers,
-            pad_lengths,
-            torch.zeros(len(chunk), dtype=torch.long),
-            self._expert_counts_start(len(chunk)),
-        )
-        self._count_experts(part, mask)
-        part.choose_next(logits, BatchMask.fill(part.grammars))
-        return part
+        return layers, pad_lengths, mask, logits
 
     def _row(self, job: Job) -> Row:
         sampling = job.request.sampling

@@ -201,9 +201,17 @@ class LeanStep:
         return True
 
     @torch.inference_mode()
-    def prefill(self, ids: torch.Tensor, pad: torch.Tensor, layers: list[KVBuffer]) -> torch.Tensor:
+    def prefill(
+        self,
+        ids: torch.Tensor,
+        pad: torch.Tensor,
+        layers: list[KVBuffer],
+        past: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (rows, vocab) at the last position of left-padded `ids` (rows, width), row i
-        after `pad[i]` padding tokens; fills the empty caches `layers`."""
+        after `pad[i]` padding tokens; fills the empty caches `layers`. With `past`, `layers`
+        already hold a cached prefix of `past[i]` tokens for row i, right-aligned in their
+        window (`rolepool.pools.prefix_cache`), which `ids` follow and attend to."""
         width = ids.shape[1]
         at = torch.arange(width, device=ids.device)
         real = at[None, :] >= pad.to(ids.device)[:, None]  # (rows, width)
@@ -212,6 +220,12 @@ class LeanStep:
         # keys and values stay finite.
         mask = (at[:, None] >= at[None, :])[None] & real[:, None, :]
         mask = (mask | torch.eye(width, dtype=torch.bool, device=ids.device))[:, None]
+        if past is not None:
+            cached = layers[0].width
+            seen = torch.arange(cached)[None, :] >= (cached - past)[:, None]
+            seen = seen.to(ids.device)[:, None, None, :].expand(-1, 1, width, -1)
+            mask = torch.cat([seen, mask], dim=-1)
+            positions = positions + past.to(ids.device)[:, None]
         x = self._embed(ids)  # (rows, width, hidden)
         cos, sin = self._rope(positions)  # (rows, 1, width, dim)
         for layer, cache in zip(self.layers, layers, strict=True):

@@ -39,6 +39,7 @@ from rolepool.pools.openai_wire import (
     audit_trail,
     dumps_utf8,
     wire_call,
+    wire_usage,
 )
 from rolepool.pools.streaming import TextSink, streaming_to
 
@@ -156,13 +157,7 @@ class ChatStream(Response):
         last["rolepool"] = audit_trail(completion)
         chunks.append(last)
         if chat.wants_stream_usage:
-            usage = completion.usage
-            totals = {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-            }
-            chunks.append({**self.base, "choices": [], "usage": totals})
+            chunks.append({**self.base, "choices": [], "usage": wire_usage(completion)})
         return chunks
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

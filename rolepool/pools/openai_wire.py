@@ -314,20 +314,29 @@ def chat_completion(
         message["content"] = text or None
         message["tool_calls"] = [wire_call(c) for c in calls]
         finish = "tool_calls"
-    usage = completion.usage
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": served_by,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.total_tokens,
-        },
+        "usage": wire_usage(completion),
         "rolepool": audit_trail(completion),
     }
+
+
+def wire_usage(completion: Completion) -> dict[str, Any]:
+    """OpenAI's `usage`, with `prompt_tokens_details.cached_tokens` where the worker said how
+    many prompt tokens it read from its prefix cache."""
+    usage = completion.usage
+    out: dict[str, Any] = {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+    if completion.cached_prompt_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": completion.cached_prompt_tokens}
+    return out
 
 
 def audit_trail(completion: Completion) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from rolepool.core import (
 )
 from rolepool.core.emit import emit
 from rolepool.core.events import PoolFailover, PoolRouted
+from rolepool.pools.admission import FairSlots
 from rolepool.pools.breaker import BreakerSettings, CircuitBreaker, Clock
 from rolepool.pools.health_checks import HealthCheckSettings, check_each
 from rolepool.pools.policy import RoutingPolicy
@@ -92,7 +93,8 @@ class Pool:
             raise ConfigError("must be a positive number of seconds", where="request_timeout")
         self.request_timeout = request_timeout
         self._limits = concurrency_limits(max_concurrency, self._workers)
-        self._limiters = {n: anyio.CapacityLimiter(v) for n, v in self._limits.items()}
+        # Waiting for a slot is ordered by priority, then tenants' fair share (admission.py).
+        self._limiters = {n: FairSlots(v) for n, v in self._limits.items()}
         settings = breaker or BreakerSettings()
         self._breakers = {n: CircuitBreaker(n, settings, clock=clock) for n in self._workers}
         self._stats = {n: WorkerStats() for n in self._workers}
@@ -318,7 +320,8 @@ class Pool:
         if not breaker.allow(request):
             stats.rejected += 1
             return FailedAttempt(name, "open")
-        limiter: AbstractAsyncContextManager[Any] = self._limiters.get(name) or nullcontext()
+        slots = self._limiters.get(name)
+        limiter: AbstractAsyncContextManager[Any] = slots.hold(request) if slots else nullcontext()
         reached = False
         started = time.perf_counter()
         try:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping
 
-import anyio
-
 from rolepool.core import FailedAttempt, Request, RequestRefused
+from rolepool.pools.admission import FairSlots
 from rolepool.pools.breaker import CircuitBreaker
 from rolepool.pools.context_window import too_long
 from rolepool.pools.health_checks import HealthCheckSettings, HealthMonitor
@@ -29,7 +28,7 @@ class Router:
         self,
         workers: Mapping[str, Worker],
         breakers: Mapping[str, CircuitBreaker],
-        limiters: Mapping[str, anyio.CapacityLimiter],
+        limiters: Mapping[str, FairSlots],
         *,
         in_flight: Callable[[str], int],
         health_checks: HealthCheckSettings | None,
@@ -55,7 +54,7 @@ class Router:
     def busy(self, name: str) -> float:
         """Requests in the worker plus those waiting for one of its concurrency slots."""
         limiter = self._limiters.get(name)
-        waiting = limiter.statistics().tasks_waiting if limiter is not None else 0
+        waiting = limiter.waiting if limiter is not None else 0
         return self._in_flight(name) + waiting
 
     def skip(self, name: str, request: Request) -> FailedAttempt | None:

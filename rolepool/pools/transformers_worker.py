@@ -8,6 +8,11 @@ give `model.generate`'s tokens. Models whose cache the engine cannot drive (slid
 hybrid attention) are served by shared, left-padded `generate` calls instead. For MoE models the
 experts' routing is recorded with forward hooks (`rolepool.pools.expert_load` says why hooks and
 not a replay forward). Models come from a local directory only (`rolepool.pools.local_model`).
+The engine keeps the KV of prompts' leading blocks for later prompts that start alike, up to
+`prefix_cache_tokens` tokens (`rolepool.pools.prefix_cache`; 0 turns it off); a completion's
+`cached_prompt_tokens` says how many of its prompt tokens came from there. By default (None) an
+MoE worker that records expert telemetry keeps none: its `expert_load` counts every prompt token,
+and the experts never see a cached one (given a size, it caches and counts only what they saw).
 
 The worker's lifetime: `async with TransformersWorker(...) as worker:` runs its batching loop in a
 task group that block owns, and ends it (failing whatever is still queued or decoding) when the
@@ -62,6 +67,7 @@ from rolepool.pools.local_model import (
     weights_version,
 )
 from rolepool.pools.openai_options import DECODING_REFUSAL
+from rolepool.pools.prefix_cache import PrefixCache
 from rolepool.pools.streaming import token_hook
 
 __all__ = ["TransformersWorker"]
@@ -99,6 +105,7 @@ class TransformersWorker:
         expert_telemetry: bool = True,
         max_new_tokens_cap: int = 1024,
         tool_format: str | None = None,
+        prefix_cache_tokens: int | None = None,
     ) -> None:
         self.path = model_dir(model)
         self.config, self.tokenizer = load_config_and_tokenizer(self.path)
@@ -110,6 +117,9 @@ class TransformersWorker:
         self.expert_telemetry = expert_telemetry
         self.max_new_tokens_cap = max_new_tokens_cap
         self._architecture = architecture or architecture_of(self.config)
+        if prefix_cache_tokens is None:
+            prefix_cache_tokens = 0 if expert_telemetry and self._architecture == "moe" else 8192
+        self.prefix_cache_tokens = prefix_cache_tokens
         self._name = name or self.path.name
         self._info: WorkerInfo | None = None
         self._model: Any = None
@@ -178,6 +188,7 @@ class TransformersWorker:
             "telemetry_seconds": round(self._recorder.seconds, 6) if self._recorder else 0.0,
             "loaded": self._model is not None,
             "decode_path": self._decode_path,
+            "prefix_cache_hit_tokens": cache.hit_tokens if (cache := self._prefix_cache) else 0,
         }
 
     async def load(self) -> None:
@@ -205,6 +216,7 @@ class TransformersWorker:
                     detokenize=self._detokenize,
                     recorder=self._recorder,
                     device=self.device,
+                    prefix_cache=PrefixCache(n) if (n := self.prefix_cache_tokens) > 0 else None,
                 )
             self._decode_path = announce_path(self._name, model, self._decoder)
             self._model = model
@@ -416,4 +428,9 @@ class TransformersWorker:
             architecture=self._architecture,
             expert_load=load,
             finish_reason=finish,
+            cached_prompt_tokens=job.cached_prompt_tokens if self._prefix_cache else None,
         )
+
+    @property
+    def _prefix_cache(self) -> PrefixCache | None:
+        return self._decoder.prefix_cache if self._decoder is not None else None
