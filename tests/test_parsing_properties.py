@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rolepool.tools.formats import FORMATS
 from rolepool.tools.parsing import ParseResult, parse_tool_calls
 
 json_scalars = (
@@ -140,14 +141,14 @@ SERIALISERS: dict[str, tuple[Callable[[list[tuple[str, dict]], bool], str], str]
 def check_invariants(result: ParseResult) -> None:
     if result.failure is not None:
         assert result.calls == []
-        assert result.format in ("json", "hermes", "llama3", "mistral", "none")
+        assert result.format in (*FORMATS, "none")
         assert isinstance(str(result.failure), str)
         if result.failure.position is not None:
             assert result.failure.line is not None and result.failure.line >= 1
             assert result.failure.column is not None and result.failure.column >= 1
             assert len(result.failure.snippet) <= 80
     elif result.calls:
-        assert result.format in ("json", "hermes", "llama3", "mistral")
+        assert result.format in FORMATS
         assert len({call.id for call in result.calls}) == len(result.calls)
         assert all(call.name.strip() and isinstance(call.arguments, dict) for call in result.calls)
     else:
