@@ -47,7 +47,7 @@ def _when(ts: float | None) -> str:
 
 def cmd_trace_list(args: argparse.Namespace, out: Console) -> int:
     with _store(args) as store:
-        runs = store.runs(limit=args.limit)
+        runs = store.runs(limit=args.limit, tenant=args.tenant)
     if args.json:
         import json
 
@@ -150,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--db", **store)
     listing.add_argument("--limit", type=count(), default=20, help="how many runs (default 20)")
     listing.add_argument("--json", action="store_true", help="one JSON object per run")
+    listing.add_argument("--tenant", help="only the runs of this tenant")
     listing.set_defaults(handler=cmd_trace_list)
 
     show = trace_cmds.add_parser("show", help="a run as a tree of agents, model and tool calls")

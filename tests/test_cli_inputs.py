@@ -32,6 +32,7 @@ FREE_TEXT: dict[Option, str] = {
     ("run", "task"): "free text; an empty task is refused when the command runs",
     ("run", "--approve"): "tool names; '' means none need approval (documented in --help)",
     ("run", "--resume"): "a run id or a prefix of one, looked up in the store",
+    ("trace", "list", "--tenant"): "a tenant's name; an unknown one lists no runs",
     ("trace", "show", "run_id"): "a run id or a prefix of one, looked up in the store",
     ("trace", "open", "run_id"): "a run id or a prefix of one, looked up in the store",
     ("docs", "search", "query"): "free text; a query with no words is refused when searching",

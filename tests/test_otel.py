@@ -267,3 +267,14 @@ async def test_a_request_with_elided_results_says_so_on_its_chat_span(spans):
     chats = [s for s in memory.get_finished_spans() if s.name.startswith("chat")]
     elided = [s.attributes.get("rolepool.request.elided") for s in chats]
     assert elided == [None, None, None, None, 1, 2]
+
+
+async def test_a_tenants_run_labels_every_span(spans):
+    memory, provider = spans
+    enable_otel(provider)
+    agent = Agent("weather", role="search", tools=[lookup])
+    await agent.run("Weather?", worker=parallel_worker(), tenant="team-a")
+    await agent.run("Weather?", worker=parallel_worker())
+    finished = memory.get_finished_spans()
+    labels = [s.attributes.get("rolepool.tenant") for s in finished]
+    assert labels.count("team-a") == len(finished) // 2 and labels.count(None) == len(finished) // 2

@@ -109,10 +109,12 @@ class Agent:
         deps: Any = None,
         run_id: str | None = None,
         approver: Approver | None = None,
+        tenant: str | None = None,
     ) -> RunResult:
         """Run to a final answer. Events go to the default store unless `store` says otherwise
         (`False` = none); the run's errors are `RolepoolError`s and end with `run.failed`.
-        `approver` answers for tools that need approval (none: such calls are refused)."""
+        `approver` answers for tools that need approval (none: such calls are refused).
+        `tenant` labels the run's events and requests (quotas apply where a pool has them)."""
         scope = new_scope(
             store=store,
             limits=limits,
@@ -120,6 +122,7 @@ class Agent:
             workspace=workspace,
             deps=deps,
             approver=approver,
+            tenant=tenant,
         )
         return await execute(scope, task, self._body(task, worker), label=self.name)
 
@@ -139,6 +142,7 @@ class Agent:
         deps: Any = None,
         run_id: str | None = None,
         approver: Approver | None = None,
+        tenant: str | None = None,
     ) -> AsyncIterator[Run]:
         """Start the run in the background to watch it: `async for event in run.events()`."""
         scope = new_scope(
@@ -148,6 +152,7 @@ class Agent:
             workspace=workspace,
             deps=deps,
             approver=approver,
+            tenant=tenant,
         )
         async with start(scope, task, self._body(task, worker), label=self.name) as run:
             yield run

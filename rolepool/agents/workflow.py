@@ -168,6 +168,7 @@ class Workflow:
         run_id: str | None = None,
         approver: Approver | None = None,
         resume: str | None = None,
+        tenant: str | None = None,
     ) -> tuple[_WorkflowRun, RunScope]:
         replay = None
         if resume is not None:  # the interrupted run's task, in its workspace
@@ -187,6 +188,7 @@ class Workflow:
             deps=deps,
             approver=approver,
             replay=replay,
+            tenant=tenant,
         )
         return _WorkflowRun(self, task, worker, scope), scope
 

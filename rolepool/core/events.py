@@ -44,6 +44,9 @@ class EventBase(BaseModel):
     """When it happened, in seconds since the epoch (wall clock)."""
     seq: int = -1
     """Its position in the run, from 0, set by the event stream; -1 before it is emitted."""
+    tenant: str | None = None
+    """The tenant the run belongs to (`tenant=` on a run, or serve's keys file), set by the
+    event stream on every event of the run; None for a run without one."""
 
 
 class RunStarted(EventBase):

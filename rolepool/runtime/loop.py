@@ -230,6 +230,7 @@ class AgentLoop:
             run_id=self.scope.run_id,
             agent=self.inputs.name,
             span_id=span,
+            tenant=self.scope.tenant,
         )
         self.scope.emit(
             ModelRequested(

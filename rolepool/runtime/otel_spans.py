@@ -110,6 +110,8 @@ class OTelExporter:
         parent = self._open.get(event.parent_id or "")
         context = trace.set_span_in_context(parent) if parent is not None else None
         attrs = {**attrs, "rolepool.run_id": event.run_id, "rolepool.span_id": event.span_id}
+        if event.tenant is not None:
+            attrs["rolepool.tenant"] = event.tenant
         span = self.tracer.start_span(
             name, context=context, kind=kind, attributes=attrs, start_time=_ns(event.ts)
         )

@@ -117,6 +117,10 @@ class RunScope:
     def run_id(self) -> str:
         return self.stream.run_id
 
+    @property
+    def tenant(self) -> str | None:
+        return self.stream.tenant
+
     def emit(self, event: Event) -> Event:
         if self.replay is not None:  # it keys spans as they open, before anyone can ask
             self.replay.observe(event)
@@ -249,8 +253,11 @@ def new_scope(
     deps: Any = None,
     approver: Approver | None = None,
     replay: Replay | None = None,
+    tenant: str | None = None,
 ) -> RunScope:
-    stream = EventStream(run_id or new_run_id(), store=resolve_store(store))
+    """The scope of a new run. `tenant` labels every event of the run and every request it
+    makes (the tenant's quotas apply where a pool enforces them)."""
+    stream = EventStream(run_id or new_run_id(), store=resolve_store(store), tenant=tenant)
     for hook in list(_run_hooks):
         hook(stream)
     return RunScope(

@@ -127,6 +127,8 @@ class RunSummary:
     """The interrupted run this one continues."""
     resumed_by: str | None = None
     """The run that continues this one, once it was resumed."""
+    tenant: str | None = None
+    """The tenant the run belongs to, if any."""
 
 
 class EventStore:
@@ -313,13 +315,15 @@ class EventStore:
             (run_id, *_RUN_TYPES[1:]),
         ).fetchone()
 
-    def runs(self, limit: int = 50) -> list[RunSummary]:
-        """The most recent runs first, with their status."""
+    def runs(self, limit: int = 50, *, tenant: str | None = None) -> list[RunSummary]:
+        """The most recent runs first, with their status; with `tenant`, only that tenant's."""
         with self._lock:
+            query = "SELECT run_id, ts, body FROM events WHERE type = 'run.started'"
+            if tenant is not None:  # the tenant is in the body; JSON1 reads it where it is
+                query += " AND json_extract(body, '$.tenant') = ?"
             started = self._db.execute(
-                "SELECT run_id, ts, body FROM events WHERE type = 'run.started'"
-                " ORDER BY ts DESC LIMIT ?",
-                (limit,),
+                query + " ORDER BY ts DESC LIMIT ?",
+                (tenant, limit) if tenant is not None else (limit,),
             ).fetchall()
             out = []
             for run_id, ts, body in started:
@@ -338,6 +342,7 @@ class EventStore:
                         ended=end[1] if end else None,
                         events=count,
                         resumed_from=getattr(first, "resumed_from", None),
+                        tenant=first.tenant,
                     )
                 )
         return [self._with_owner(summary) for summary in out]

@@ -32,11 +32,18 @@ class EventStream:
     """The events of one run, in order, with `seq` = position in the run."""
 
     def __init__(
-        self, run_id: str, *, store: EventStore | None = None, buffer: int = 10_000
+        self,
+        run_id: str,
+        *,
+        store: EventStore | None = None,
+        buffer: int = 10_000,
+        tenant: str | None = None,
     ) -> None:
         if buffer < 1:
             raise ValueError("buffer must be at least 1")
         self.run_id = run_id
+        self.tenant = tenant
+        """Stamped on every event this stream emits (`EventBase.tenant`)."""
         self.store = store
         self._buffer_size = buffer
         self._events: list[Event] = []
@@ -72,6 +79,8 @@ class EventStream:
         if self._failure is not None:
             raise self._failure
         event.seq = self._next_seq
+        if self.tenant is not None:
+            event.tenant = self.tenant
         self._next_seq += 1
         if self.store is None:
             self.committed(event)
