@@ -30,7 +30,7 @@ from rolepool.pools.pool import Pool
 
 BACKEND = """
 import sys, anyio
-from rolepool.pools.server import bind, serve
+from rolepool.pools.server_run import bind, serve
 from rolepool.pools.testing import FunctionWorker
 delay = float(sys.argv[1])
 async def answer(request):

@@ -18,7 +18,7 @@ import httpx
 SERVER_TEMPLATE = """
 import sys, anyio
 from rolepool import FunctionWorker
-from rolepool.pools.server import bind, serve
+from rolepool.pools.server_run import bind, serve
 
 {worker_code}
 

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from rolepool.pools.server import bind, serve
+from rolepool.pools.server_run import bind, serve
 
 
 @asynccontextmanager

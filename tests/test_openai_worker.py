@@ -21,7 +21,7 @@ from rolepool import Agent, FunctionWorker, ScriptedWorker, ToolCall, tool
 from rolepool.core import Message, Request, RequestRefused, ToolSpec, WorkerError
 from rolepool.core.requests import Sampling
 from rolepool.pools.openai_worker import OpenAIWorker
-from rolepool.pools.server import bind
+from rolepool.pools.server_run import bind
 
 pytestmark = pytest.mark.anyio
 
@@ -226,7 +226,7 @@ SERVER_SCRIPT = textwrap.dedent(
     """
     import sys, anyio
     from rolepool import FunctionWorker
-    from rolepool.pools.server import bind, serve
+    from rolepool.pools.server_run import bind, serve
 
     async def slow(request):
         await anyio.sleep(30)

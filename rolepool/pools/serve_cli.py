@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace, out: Any) -> int:
 
         worker = default_pool()
         workers = list(worker.workers.values())
-    from rolepool.pools.server import bind
+    from rolepool.pools.server_run import bind
 
     sock = bind(args.host, args.port)  # before loading: a taken port fails fast
     host, port = sock.getsockname()[:2]
@@ -159,7 +159,7 @@ async def _serve_and_close(
 ) -> None:
     """Load the weights before accepting requests, so the first one is not slow and /health
     means ready; close the workers (and their batching loops) however serving ends."""
-    from rolepool.pools.server import serve
+    from rolepool.pools.server_run import serve
 
     names = [w.info.name for w in workers]
     ready = anyio.Event()

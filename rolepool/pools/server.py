@@ -21,13 +21,9 @@ error bodies never carry tracebacks or the key.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import secrets
-import socket
 import time
-import traceback
 from typing import Any
 
 import anyio
@@ -36,9 +32,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.requests import Request as HTTPRequest
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rolepool.core import (
     Completion,
@@ -56,19 +51,24 @@ from rolepool.pools.openai_wire import (
     ApiError,
     ChatRequest,
     chat_completion,
-    dumps_utf8,
     redact,
     to_request,
 )
 from rolepool.pools.pool import Pool
 from rolepool.pools.quotas import Quotas, within_quota
+from rolepool.pools.server_guard import (
+    Guard,
+    JSONAnswer,
+    error_response,
+    http_error,
+    internal_error,
+    log_failure,
+)
 from rolepool.pools.server_metrics import CONTENT_TYPE, ServerMetrics
-from rolepool.pools.server_protocol import READ_TIMEOUT, protocol_with_read_timeout
 from rolepool.pools.server_tenants import (
     TenantMetrics,
     metrics_for,
     quota_headers,
-    reload_on_sighup,
     request_tenant,
     with_tenant,
 )
@@ -79,79 +79,6 @@ logger = logging.getLogger(__name__)
 
 ROLE_HEADER = "x-rolepool-role"
 _HEALTH_TIMEOUT = 10.0
-_HEALTH_PATHS = ("/health", "/health/live", "/health/ready")  # no key needed
-
-
-class _JSONResponse(JSONResponse):
-    """Starlette's JSON answer, except that text UTF-8 cannot encode (lone surrogates from a
-    model or a client) becomes U+FFFD instead of failing the answer with a 500."""
-
-    def render(self, content: Any) -> bytes:
-        compact = dumps_utf8(content, allow_nan=False, separators=(",", ":"))
-        return compact.encode("utf-8")
-
-
-def error_body(
-    message: str, type_: str, param: str | None = None, code: str | None = None
-) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def _error(
-    status: int, message: str, type_: str, param: str | None = None, code: str | None = None
-) -> _JSONResponse:
-    return _JSONResponse(error_body(message, type_, param, code), status_code=status)
-
-
-class _Guard:
-    """Refuses requests before they reach a route: missing/wrong bearer token (401) and
-    declared bodies over the limit (413). Undeclared (chunked) bodies are counted as read."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        api_key: str | None,
-        max_body_bytes: int,
-        metrics: ServerMetrics,
-        tenants: TenantKeys | None = None,
-    ) -> None:
-        self.app = app
-        self.tenants = tenants
-        self.expected = f"Bearer {api_key}".encode() if api_key else None
-        self.max_body_bytes = max_body_bytes
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        checked = scope["path"] not in _HEALTH_PATHS
-        if checked and self.tenants is not None:  # a keys file: the key names the tenant
-            tenant = self.tenants.identify(headers.get(b"authorization", b""))
-            scope.setdefault("state", {})["tenant"] = tenant
-        if checked and (self.expected is not None or self.tenants is not None):
-            given = headers.get(b"authorization", b"")
-            known = scope.get("state", {}).get("tenant") is not None
-            if not (known or secrets.compare_digest(given, self.expected or b"\0")):
-                logger.info("request refused: no valid API key")  # nothing about the key
-                self.metrics.rejected.labels(reason="unauthorized").inc()
-                message = "missing or wrong API key: send 'Authorization: Bearer <key>'"
-                response = _error(401, message, "authentication_error")
-                response.headers["WWW-Authenticate"] = "Bearer"
-                await response(scope, receive, send)
-                return
-        declared = headers.get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            self.metrics.rejected.labels(reason="too_large").inc()
-            await _too_large(self.max_body_bytes)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def _too_large(limit: int) -> _JSONResponse:
-    return _error(413, f"request body is larger than {limit} bytes", "invalid_request_error")
 
 
 class _Service:
@@ -207,7 +134,7 @@ class _Service:
             return self._refuse(exc, role, started)
         self._count_served(completion, role, started)
         self.tenant_metrics.served(request.tenant, completion)
-        return _JSONResponse(body)
+        return JSONAnswer(body)
 
     def _stream(self, chat: ChatRequest, request: Request, role: str, started: float) -> Response:
         """A `stream: true` answer: tokens leave as they are made (`openai_stream`)."""
@@ -255,7 +182,9 @@ class _Service:
         return self._error_answer(exc)
 
     def _error_answer(self, exc: ApiError) -> Response:
-        answer = _error(exc.status, self._redact(exc.message), exc.type, exc.param, exc.code)
+        answer = error_response(
+            exc.status, self._redact(exc.message), exc.type, exc.param, exc.code
+        )
         answer.headers.update(exc.headers)
         return answer
 
@@ -340,7 +269,7 @@ class _Service:
         if isinstance(exc, RolepoolError):
             worker = (exc.worker if isinstance(exc, WorkerError) else None) or name
             return ApiError(502, str(exc), "worker_error", worker=worker, worker_failure=True)
-        _log_failure(f"worker {name!r} failed on a chat completion", exc, self.api_key)
+        log_failure(f"worker {name!r} failed on a chat completion", exc, self.api_key)
         message = "internal error (logged on the server)"
         return ApiError(500, message, "internal_error", worker=name, worker_failure=True)
 
@@ -357,17 +286,17 @@ class _Service:
             {"id": m, "object": "model", "created": created, "owned_by": "rolepool"}
             for m in self.models
         ]
-        return _JSONResponse({"object": "list", "data": data})
+        return JSONAnswer({"object": "list", "data": data})
 
     async def health(self, http: HTTPRequest) -> Response:
         try:
             with anyio.fail_after(_HEALTH_TIMEOUT):
                 healthy = bool(await self.worker.health())
         except Exception as exc:
-            _log_failure(f"health check of {self.worker.info.name!r} failed", exc, self.api_key)
+            log_failure(f"health check of {self.worker.info.name!r} failed", exc, self.api_key)
             healthy = False
         status = 200 if healthy else 503
-        return _JSONResponse({"status": "ok" if healthy else "unavailable"}, status_code=status)
+        return JSONAnswer({"status": "ok" if healthy else "unavailable"}, status_code=status)
 
     async def prometheus(self, http: HTTPRequest) -> Response:
         text = metrics_for(self.metrics.render(), request_tenant(http.state))
@@ -375,7 +304,7 @@ class _Service:
 
     async def live(self, http: HTTPRequest) -> Response:
         """The process answers: nothing is asked of the workers."""
-        return _JSONResponse({"status": "ok"})
+        return JSONAnswer({"status": "ok"})
 
 
 async def _until_disconnected(http: HTTPRequest) -> None:
@@ -416,7 +345,7 @@ def create_app(
         Route("/metrics", service.prometheus, methods=["GET"]),
     ]
     guard = Middleware(
-        _Guard,
+        Guard,
         api_key=api_key,
         max_body_bytes=max_body_bytes,
         metrics=service.metrics,
@@ -425,107 +354,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[guard],
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
     )
     app.state.service = service
     app.state.metrics = service.metrics
     return app
-
-
-async def _http_error(http: HTTPRequest, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return _error(exc.status_code, str(exc.detail), "invalid_request_error")
-
-
-async def _internal_error(http: HTTPRequest, exc: Exception) -> Response:
-    service = getattr(http.app.state, "service", None)
-    _log_failure(f"unhandled error on {http.url.path}", exc, getattr(service, "api_key", None))
-    return _error(500, "internal error (logged on the server)", "internal_error")
-
-
-def _log_failure(message: str, exc: BaseException, secret: str | None) -> None:
-    """Log `exc` with its traceback for the operator, with the API key blanked: a worker's
-    error text may quote the key (an upstream echoing its Authorization header), and logs are
-    read and shipped by more people than hold the key."""
-    detail = "".join(traceback.format_exception(exc)).rstrip()
-    logger.error("%s\n%s", message, redact(detail, secret))
-
-
-def bind(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
-    """A listening-ready socket; port 0 picks a free port (read it from `getsockname()`)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-
-
-async def serve(
-    worker: Worker,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    api_key: str | None = None,
-    ready: anyio.Event | None = None,
-    sock: socket.socket | None = None,
-    models: list[str] | None = None,
-    max_body_bytes: int = 1_000_000,
-    request_timeout: float | None = 600.0,
-    log_level: str = "info",
-    graceful_timeout: float = 5.0,
-    read_timeout: float = READ_TIMEOUT,
-    max_connections: int = 1024,
-    tenants: TenantKeys | None = None,
-    quotas: Quotas | None = None,
-) -> None:
-    """Serve until cancelled (or SIGINT/SIGTERM); `ready` is set once connections are accepted.
-
-    A client has `read_timeout` seconds to send each whole request (slow or idle connections
-    are closed: see `server_protocol`); past `max_connections` open connections, requests get
-    503 at once instead of piling up.
-
-    Pass `sock` (from `bind(host, 0)`) to serve on a port chosen by the OS. Cancelling this
-    coroutine shuts the server down: in-flight requests get `graceful_timeout` seconds.
-    """
-    import uvicorn  # imported here so the SDK does not pay for it
-
-    app = create_app(
-        worker,
-        api_key=api_key,
-        models=models,
-        max_body_bytes=max_body_bytes,
-        request_timeout=request_timeout,
-        tenants=tenants,
-        quotas=quotas,
-    )
-    if tenants is not None:
-        reload_on_sighup(tenants, quotas)
-    sock = sock or bind(host, port)
-    config = uvicorn.Config(
-        app,
-        http=protocol_with_read_timeout(read_timeout),
-        limit_concurrency=max_connections,
-        lifespan="off",
-        log_level=log_level,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=max(1, round(graceful_timeout)),
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve(sockets=[sock]))
-    try:
-        while not (server.started or task.done()):
-            await anyio.sleep(0.01)
-        if server.started and ready is not None:
-            ready.set()
-        await asyncio.shield(task)
-    finally:
-        with anyio.CancelScope(shield=True):
-            if not task.done():
-                server.should_exit = True
-                await asyncio.wait({task}, timeout=graceful_timeout + 5)
-            if not task.done():
-                server.force_exit = True
-                task.cancel()
-                await asyncio.wait({task}, timeout=1)
-        sock.close()
