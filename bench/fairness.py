@@ -79,6 +79,7 @@ async def run_mode(worker: TransformersWorker, mode: str, args) -> dict[str, Any
                 tokens["evals"] += done.usage.completion_tokens
 
     start = time.perf_counter()
+    before = worker.stats
     async with anyio.create_task_group() as tg:
         if mode != "interactive_alone":
             for _ in range(args.flood):
@@ -94,13 +95,25 @@ async def run_mode(worker: TransformersWorker, mode: str, args) -> dict[str, Any
         seconds = time.perf_counter() - start
         window.set()
         tg.cancel_scope.cancel()
-    out: dict[str, Any] = {"seconds": round(seconds, 3)}
+    out: dict[str, Any] = {"seconds": round(seconds, 3), **engine_load(before, worker.stats)}
     if latencies:
         out |= {"app_p95_s": round(p95(latencies), 4), "app_p50_s": round(median(latencies), 4)}
         out["app_tokens_per_s"] = round(tokens["app"] / seconds, 1)
     if mode != "interactive_alone":
         out["evals_tokens_per_s"] = round(tokens["evals"] / seconds, 1)
     return out
+
+
+def engine_load(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
+    """Rows per decode step and milliseconds per step (prefills included) over a run: what an
+    interactive row's tokens cost when it shares the batch."""
+    steps = max(after["decode_steps"] - before["decode_steps"], 1)
+    rows = after["decode_row_steps"] - before["decode_row_steps"]
+    seconds = after["generate_seconds"] - before["generate_seconds"]
+    return {
+        "rows_per_step": round(rows / steps, 1),
+        "ms_per_step": round(1000 * seconds / steps, 2),
+    }
 
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -142,6 +155,8 @@ def markdown(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]], arg
                 mode,
                 f"{statistics.median(p95s) * 1000:.0f}" if p95s else "",
                 f"{statistics.median(evals):.0f}" if evals else "",
+                f"{statistics.median(r['rows_per_step'] for r in rs):.1f}",
+                f"{statistics.median(r['ms_per_step'] for r in rs):.1f}",
             ]
         )
     lines = [
@@ -152,7 +167,7 @@ def markdown(summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]], arg
         f"{torch.get_num_threads()} torch thread(s); load average before/after "
         f"{args.load_before} -> {round(os.getloadavg()[0], 2)}",
         "",
-        table(["run", "app p95 (ms)", "evals tokens/s"], rows),
+        table(["run", "app p95 (ms)", "evals tokens/s", "rows per step", "ms per step"], rows),
         "",
     ]
     for mode in ("mixed_priorities", "mixed_fifo"):

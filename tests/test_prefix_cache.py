@@ -208,3 +208,13 @@ async def test_serve_reports_cached_tokens_in_usage_streamed_or_not():
     cached = second["prompt_tokens_details"]["cached_tokens"]
     assert 0 < cached < second["prompt_tokens"]
     assert last["prompt_tokens_details"] == {"cached_tokens": cached}
+
+
+async def test_a_cold_burst_of_one_role_computes_the_shared_prefix_once():
+    worker = loaded("dense-s1")
+    rows = _requests(worker, QUESTIONS)
+    done = drain(worker._decoder, rows)
+    cached = sorted(job.cached_prompt_tokens for job in rows)
+    assert cached[0] == 0 and all(n >= 16 for n in cached[1:]), cached
+    for job in rows:
+        assert done[id(job)].tokens == generate_alone(worker, job)

@@ -54,7 +54,7 @@ from rolepool.pools.expert_load import ExpertRecorder
 from rolepool.pools.families import engine_refused
 from rolepool.pools.kv_buffer import KVBuffer
 from rolepool.pools.lean_step import LeanStep
-from rolepool.pools.prefix_cache import Prefix, PrefixCache, compact, seat
+from rolepool.pools.prefix_cache import Prefix, PrefixCache, compact, pilots, seat
 
 __all__ = ["Decoder", "Done", "Finish", "supports"]
 
@@ -181,7 +181,7 @@ class Decoder:
 
     def _admit(self, new: list[Job]) -> list[Done]:
         done: list[Done] = []
-        for chunk in _chunks(sorted(new, key=lambda job: len(job.prompt_ids))):
+        for chunk in self._plan(new):
             try:
                 self._join(self._prefill(chunk))
             except Exception:
@@ -192,6 +192,15 @@ class Decoder:
                     except Exception as exc:
                         done.append(Done(job, error=exc))
         return done + self._retire()
+
+    def _plan(self, new: list[Job]) -> list[list[Job]]:
+        """The admission's prefill chunks: length-sorted; with a prefix cache, prompts whose
+        uncached prefix others share go first (`prefix_cache.pilots`), so the others reuse it."""
+        order = sorted(new, key=lambda job: len(job.prompt_ids))
+        if self.prefix_cache is None or len(order) < 2:
+            return _chunks(order)
+        first = [order[i] for i in pilots(self.prefix_cache, [job.prompt_ids for job in order])]
+        return _chunks(first) + _chunks([job for job in order if job not in first])
 
     def _join(self, part: Batch) -> None:
         """Add a prefilled chunk's rows to the running batch."""

@@ -25,7 +25,7 @@ cache, up to the float rounding of a different batch shape (the engine's own cav
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,7 +33,7 @@ import torch
 
 from rolepool.pools.kv_buffer import KVBuffer
 
-__all__ = ["BLOCK_TOKENS", "Prefix", "PrefixCache", "Seated", "compact", "seat"]
+__all__ = ["BLOCK_TOKENS", "Prefix", "PrefixCache", "Seated", "compact", "pilots", "seat"]
 
 BLOCK_TOKENS = 16
 """Tokens per cached block: small enough that little of a shared prefix is left over, large
@@ -127,6 +127,25 @@ class PrefixCache:
 
     def clear(self) -> None:
         self._blocks.clear()
+
+    def cached(self, ids: Sequence[int]) -> int:
+        """How many leading tokens of `ids` a `match` would serve (nothing is touched)."""
+        return len(self._chain(ids, (len(ids) - 1) // self.block)) * self.block
+
+
+def pilots(cache: PrefixCache, prompts: list[Sequence[int]]) -> list[int]:
+    """Which of an admission's prompts to prefill first, so the rest reuse their blocks: for
+    each leading block that no cached prefix covers and that begins more than one of `prompts`,
+    the first prompt that begins with it. A burst of requests of one role thus computes the
+    role's prefix once, not once per request."""
+    size = cache.block
+    heads = Counter(tuple(p[:size]) for p in prompts if len(p) > size)
+    chosen: dict[tuple[int, ...], int] = {}
+    for i, prompt in enumerate(prompts):
+        head = tuple(prompt[:size])
+        if heads[head] > 1 and head not in chosen and not cache.cached(prompt):
+            chosen[head] = i
+    return sorted(chosen.values())
 
 
 @dataclass
