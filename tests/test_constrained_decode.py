@@ -67,11 +67,16 @@ async def together(worker, requests):
     return out
 
 
-async def test_free_rows_beside_constrained_rows_keep_their_greedy_tokens(worker):
+@pytest.mark.parametrize("overlap", [False, True])
+async def test_free_rows_beside_constrained_rows_keep_their_greedy_tokens(worker, overlap):
     free = [request(role, text) for role, text in ASKS]
     alone = await together(worker, free)
     constrained = [request(role, text, "required") for role, text in ASKS]
-    mixed = await together(worker, [*free, *constrained])
+    worker._decoder.overlap_masks = overlap  # masks filled during the forward, or after it
+    try:
+        mixed = await together(worker, [*free, *constrained])
+    finally:
+        worker._decoder.overlap_masks = False
     assert [c.text for c in mixed[: len(free)]] == [c.text for c in alone]
     for (role, _), completion in zip(ASKS, mixed[len(free) :], strict=True):
         assert completion.finish_reason == "stop", completion.text

@@ -79,3 +79,25 @@ def test_calls_valid_first_try_counts_only_replies_that_made_a_call():
     (pair,) = decoding_summary(free + held).workers
     assert (pair.free.calls_valid, pair.free.calls_made) == (1, 2)
     assert (pair.constrained.calls_valid, pair.constrained.calls_made) == (2, 2)
+
+
+def test_a_route_in_pool_toml_sets_its_roles_decoding():
+    import tomllib
+
+    from rolepool.core import ConfigError
+    from rolepool.pools.config import parse_pool_config
+
+    text = """
+[workers.a]
+backend = "transformers"
+model = "m"
+[policy]
+version = "1"
+[policy.routes.coder]
+choices = [{ worker = "a" }]
+decoding = "auto"
+"""
+    config = parse_pool_config(tomllib.loads(text))
+    assert config.policy.routes["coder"].decoding == "auto"
+    with pytest.raises(ConfigError, match="decoding"):
+        parse_pool_config(tomllib.loads(text.replace('"auto"', '"sometimes"')))

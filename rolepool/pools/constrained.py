@@ -11,7 +11,9 @@ once the call is closed.
 constrained row, filled by the engine, then applied to those rows' logits only (`-inf` where a
 token is not allowed). Free rows' logits are never touched, so their greedy tokens stay exactly
 what they were without constrained decoding. Filling may run on a helper thread while the
-forward runs (`MaskFiller`): the engine computes masks in Rust without the GIL.
+forward runs (`MaskFiller`), when the decoder asks for it (`Decoder.overlap_masks`): on the
+2-core machine this project is measured on it did not pay (the helper competes with the
+forward for the cores), so by default masks are filled after the forward.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import llguidance
+import numpy
 import torch
 
 from rolepool.pools.grammar import Grammar
@@ -35,7 +38,6 @@ CLOSING_TOKENS = 24
 """A constrained row this many tokens (or a quarter of its max_tokens, if fewer) from its limit
 starts closing its call."""
 
-_BITS = torch.arange(32, dtype=torch.int32)
 
 _live = 0
 _live_lock = threading.Lock()
@@ -115,11 +117,13 @@ class BatchMask:
         closers: torch.Tensor,
     ) -> BatchMask:
         """The masks of `matchers`, the matchers of the batch's rows `rows`."""
-        bitmask = torch.zeros((len(rows), (vocab + 31) // 32), dtype=torch.int32)
+        words = (vocab + 31) // 32
+        bitmask = numpy.zeros((len(rows), words), dtype=numpy.int32)
         for j, matcher in enumerate(matchers):
-            matcher.unsafe_compute_mask_ptr(bitmask[j].data_ptr(), bitmask.shape[1] * 4)
-        allowed = ((bitmask[:, :, None] >> _BITS) & 1).bool().view(len(rows), -1)
-        return cls(rows, allowed, closers)
+            matcher.unsafe_compute_mask_ptr(bitmask[j].ctypes.data, words * 4)
+        # numpy, not torch, unpacks it: a helper thread never starts an OpenMP team of its own
+        bits = numpy.unpackbits(bitmask.view(numpy.uint8), axis=1, bitorder="little")
+        return cls(rows, torch.from_numpy(bits.view(numpy.bool_)), closers)
 
     def apply(self, logits: torch.Tensor, closing: Sequence[int] = ()) -> None:
         """Set the logits of tokens a constrained row may not take to -inf, in place. Rows in

@@ -21,7 +21,7 @@ rows apply their own temperature and top_p, and a seeded row draws from its own 
 so rows with different sampling settings share a batch and a seeded stream depends on its seed
 alone. A constrained row (a request with a grammar, `rolepool.pools.constrained`) chooses among
 the tokens its grammar allows; its mask for a step is filled on a helper thread while the forward
-runs, and free rows' logits are left as they are.
+runs if `overlap_masks` says so, and free rows' logits are left as they are.
 
 The running batch and its per-row state are a `Batch` (`rolepool.pools.decode_batch`), changed
 only through its own operations; the `Decoder` decides when rows join, step and leave.
@@ -120,9 +120,10 @@ class Decoder:
         self.num_layers = len(DynamicCache(config=model.config).layers)
         self.batch: Batch | None = None
         self.masks = MaskFiller()
-        self.overlap_masks = True
+        self.overlap_masks = False
         """Fill constrained rows' masks on a helper thread during the forward (True), or after
-        it on this thread (`bench/constrained.py` measures both)."""
+        it on this thread (False). `bench/constrained.py` measures both; on a 2-core machine the
+        helper competed with the forward for the cores and did not pay."""
         self.steps = 0
         self.row_steps = 0
 
