@@ -218,3 +218,25 @@ async def test_a_cold_burst_of_one_role_computes_the_shared_prefix_once():
     assert cached[0] == 0 and all(n >= 16 for n in cached[1:]), cached
     for job in rows:
         assert done[id(job)].tokens == generate_alone(worker, job)
+
+
+def test_pool_toml_sets_the_cache_size_and_refuses_a_negative_one():
+    from rolepool.core import ConfigError
+    from rolepool.pools.config import build_pool, parse_pool_config
+
+    def config(**worker):
+        spec = {"backend": "transformers", "model": "dense-s1", **worker}
+        return {
+            "workers": {"d": spec},
+            "policy": {"version": "v1", "default": {"choices": [{"worker": "d"}]}},
+        }
+
+    assert (
+        build_pool(parse_pool_config(config(prefix_cache_tokens=0)))
+        .workers["d"]
+        .prefix_cache_tokens
+        == 0
+    )
+    assert build_pool(parse_pool_config(config())).workers["d"].prefix_cache_tokens == 8192
+    with pytest.raises(ConfigError, match="prefix_cache_tokens"):
+        parse_pool_config(config(prefix_cache_tokens=-1))

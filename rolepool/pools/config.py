@@ -64,6 +64,9 @@ class TransformersWorkerConfig(_WorkerBase):
     tool_format: str | None = None
     """The tool-call format the model speaks (`rolepool.tools.formats.FORMATS`); default:
     detected from its chat template and special tokens."""
+    prefix_cache_tokens: int | None = Field(default=None, ge=0)
+    """Prompt tokens of KV the decoder keeps for later prompts with the same prefix (0: off);
+    default 8192, but none for an MoE worker recording expert telemetry."""
 
     @field_validator("tool_format")
     @classmethod
@@ -258,6 +261,7 @@ def _build_worker(name: str, spec: TransformersWorkerConfig | OpenAIWorkerConfig
             device=spec.device,
             dtype=spec.dtype,
             tool_format=spec.tool_format,
+            prefix_cache_tokens=spec.prefix_cache_tokens,
         )
         return TransformersWorker(spec.model, name=name, **options)
     from rolepool.pools.openai_worker import OpenAIWorker
