@@ -202,3 +202,32 @@ async def test_a_pools_slots_serve_interactive_work_before_a_queued_batch_flood(
         assert pool._router.busy("w") == 6
         gate.set()
     assert served[:2] == ["b0", "i0"], served
+
+
+async def test_tenant_weights_reach_the_pools_slots_and_the_batchers_queue():
+    gate = anyio.Event()
+    served: list[str] = []
+
+    async def fn(request: Request) -> str:
+        served.append(request.tenant or "")
+        await gate.wait()
+        return "ok"
+
+    route = Route(choices=[Choice(worker="w")])
+    pool = Pool(
+        [FunctionWorker(fn, name="w")],
+        RoutingPolicy(version="v1", default=route),
+        max_concurrency=1,
+        tenant_weights={"a": 3.0},
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.complete, _request("first", "batch"))
+        await anyio.wait_all_tasks_blocked()
+        for i in range(8):
+            tg.start_soon(pool.complete, _request("a", "batch", str(i)))
+            tg.start_soon(pool.complete, _request("b", "batch", str(i)))
+        await anyio.wait_all_tasks_blocked()
+        gate.set()
+    assert Counter(served[1:9]) == {"a": 6, "b": 2}, served
+    batcher = Batcher(_Engine().run_batch, max_batch_size=4, max_wait_s=0, tenant_weights={"b": 2})
+    assert batcher._queue.weight("b") == 2.0 and batcher._queue.weight("a") == 1.0

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -137,6 +137,7 @@ class Batcher:
         in_flight: Callable[[], int] | None = None,
         on_stop: Callable[[], None] | None = None,
         on_new_loop: Callable[[], None] | None = None,
+        tenant_weights: Mapping[str, float] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -146,9 +147,9 @@ class Batcher:
         self._on_new_loop = on_new_loop
         self.max_batch_size = max_batch_size
         self.max_wait_s = max(max_wait_s, 0.0)
-        self._queue: FairQueue[Job] = FairQueue(lambda job: job.request)
+        self._queue: FairQueue[Job] = FairQueue(lambda job: job.request, tenant_weights)
         """Jobs waiting for the engine, taken by priority class, then fair share between
-        tenants (`rolepool.pools.admission`); its `weights` are the tenants' shares."""
+        tenants (`rolepool.pools.admission`), in proportion to `tenant_weights` (default 1)."""
         self._wakeup: anyio.Event | None = None
         self._serving: _Serving | None = None
         self._owner: _Owner | None = None

@@ -70,6 +70,8 @@ class Pool:
     `health_checks` probes the HTTP workers while the pool is entered (`health_checks.py`);
     `context_lengths` declares workers' context windows (`context_window.py`); `quotas` holds
     each tenant to its limits (`quotas.py`): a request over one raises `QuotaExceeded`.
+    Requests waiting for a slot go by priority class, then by tenant, each tenant's share in
+    proportion to its `tenant_weights` entry (1 when not named; `admission.py`).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Pool:
         health_checks: HealthCheckSettings | None = None,
         context_lengths: Mapping[str, int] | None = None,
         quotas: Quotas | None = None,
+        tenant_weights: Mapping[str, float] | None = None,
     ) -> None:
         self._workers = name_workers(workers)
         policy.check_workers(self._workers)
@@ -94,7 +97,7 @@ class Pool:
         self.request_timeout = request_timeout
         self._limits = concurrency_limits(max_concurrency, self._workers)
         # Waiting for a slot is ordered by priority, then tenants' fair share (admission.py).
-        self._limiters = {n: FairSlots(v) for n, v in self._limits.items()}
+        self._limiters = {n: FairSlots(v, tenant_weights) for n, v in self._limits.items()}
         settings = breaker or BreakerSettings()
         self._breakers = {n: CircuitBreaker(n, settings, clock=clock) for n in self._workers}
         self._stats = {n: WorkerStats() for n in self._workers}

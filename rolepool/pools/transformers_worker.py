@@ -13,6 +13,8 @@ The engine keeps the KV of prompts' leading blocks for later prompts that start 
 `cached_prompt_tokens` says how many of its prompt tokens came from there. By default (None) an
 MoE worker that records expert telemetry keeps none: its `expert_load` counts every prompt token,
 and the experts never see a cached one (given a size, it caches and counts only what they saw).
+Waiting requests are admitted by priority class, then by tenant in proportion to
+`tenant_weights` (`rolepool.pools.admission`).
 
 The worker's lifetime: `async with TransformersWorker(...) as worker:` runs its batching loop in a
 task group that block owns, and ends it (failing whatever is still queued or decoding) when the
@@ -28,6 +30,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,6 +109,7 @@ class TransformersWorker:
         max_new_tokens_cap: int = 1024,
         tool_format: str | None = None,
         prefix_cache_tokens: int | None = None,
+        tenant_weights: Mapping[str, float] | None = None,
     ) -> None:
         self.path = model_dir(model)
         self.config, self.tokenizer = load_config_and_tokenizer(self.path)
@@ -136,6 +140,7 @@ class TransformersWorker:
             in_flight=lambda: self._decoder.active if self._decoder is not None else 0,
             on_stop=self._fail_in_flight,
             on_new_loop=lambda: self._decoder.reset() if self._decoder is not None else None,
+            tenant_weights=tenant_weights,
         )
         self._counts: Counter[str] = Counter()
         self._batch_sizes: Counter[int] = Counter()
