@@ -5,6 +5,7 @@ do not, both in one prefill, and a conversation's next turn."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import httpx
@@ -240,3 +241,22 @@ def test_pool_toml_sets_the_cache_size_and_refuses_a_negative_one():
     assert build_pool(parse_pool_config(config())).workers["d"].prefix_cache_tokens == 8192
     with pytest.raises(ConfigError, match="prefix_cache_tokens"):
         parse_pool_config(config(prefix_cache_tokens=-1))
+
+
+async def test_a_runs_model_completed_events_carry_the_cached_prompt_tokens():
+    from rolepool import Agent
+    from rolepool.core import RolepoolError
+
+    agent = Agent("searcher", role="search", instructions=SYSTEM, max_turns=1)
+    async with TransformersWorker("dense-s1") as worker:
+        cached = []
+        for _ in range(2):
+            async with agent.start("find the kv cache notes", worker=worker) as run:
+                cached += [
+                    e.cached_prompt_tokens
+                    async for e in run.events()
+                    if e.type == "model.completed"
+                ]
+                with contextlib.suppress(RolepoolError):  # one turn may not finish: no matter
+                    await run.result()
+    assert cached[0] == 0 and cached[-1] > 0, cached
