@@ -192,3 +192,17 @@ async def test_serve_honours_tool_choice_and_response_format_in_process(worker):
     assert refused.status_code == 400
     error = refused.json()["error"]
     assert error["param"] == "tool_choice" and "tool 'when'" in error["message"]
+
+
+async def test_the_grammar_follows_the_format_the_worker_declares():
+    from rolepool.core import RequestRefused
+
+    pythonic = TransformersWorker("dense-s1", tool_format="pythonic")
+    with pytest.raises(RequestRefused, match="no grammar for tool format 'pythonic'"):
+        await pythonic.complete(request("coder", "Read the file a.txt", "required"))
+    bare = TransformersWorker("dense-s1", tool_format="json")
+    reply = await bare.complete(request("coder", "Read the file a.txt", "required"))
+    call = json.loads(reply.text)  # one bare JSON call, no tags
+    jsonschema.validate(call["arguments"], zoo_tools.schema(call["name"]))
+    with pytest.raises(GrammarError, match="one-token opening"):
+        await bare.complete(request("coder", "Read the file a.txt", "auto"))

@@ -39,6 +39,7 @@ from rolepool.core import Decoding, ToolSpec, UserError
 
 __all__ = [
     "BARE_JSON",
+    "CALL_FORMATS",
     "HERMES",
     "CallFormat",
     "Grammar",
@@ -76,6 +77,9 @@ class CallFormat:
 
 HERMES = CallFormat("hermes", "<tool_call>", "</tool_call>")
 BARE_JSON = CallFormat("json")
+CALL_FORMATS = {"hermes": HERMES, "json": BARE_JSON}
+"""The tool-call formats (`rolepool.tools.formats` names) a grammar is built for: JSON calls,
+bare or in Hermes tags. The others (pythonic, XML, harmony, ...) have none yet."""
 
 
 def call_format_of(tokenizer: Any) -> CallFormat:

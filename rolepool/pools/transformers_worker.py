@@ -58,7 +58,7 @@ from rolepool.pools.decode import Decoder, Done, Finish, supports
 from rolepool.pools.expert_load import ExpertRecorder, architecture_of, experts_per_token
 from rolepool.pools.families import DecodePath, announce_path
 from rolepool.pools.generate_fallback import generate_rows, group_key
-from rolepool.pools.grammar import Grammar, GrammarCompiler, call_format_of
+from rolepool.pools.grammar import CALL_FORMATS, Grammar, GrammarCompiler
 from rolepool.pools.local_model import (
     eos_ids,
     load_config_and_tokenizer,
@@ -310,8 +310,11 @@ class TransformersWorker:
             mode = request.decoding.mode
             message = f"{DECODING_REFUSAL} (mode {mode!r}) for this model's cache type"
             raise RequestRefused(message, worker=self._name)
+        fmt = CALL_FORMATS.get(self.tool_format)  # the format the worker declares
+        if fmt is None:
+            message = f"{DECODING_REFUSAL}: no grammar for tool format {self.tool_format!r}"
+            raise RequestRefused(f"{message} (only {', '.join(CALL_FORMATS)})", worker=self._name)
         if self._grammars is None:
-            fmt = call_format_of(self.tokenizer)
             self._grammars = GrammarCompiler(self.tokenizer, self._eos, fmt)
         return await anyio.to_thread.run_sync(
             self._grammars.grammar, request.decoding, request.tools
