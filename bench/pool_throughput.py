@@ -179,7 +179,11 @@ async def bench_model(path: Path, args) -> dict[str, Any]:
     workers = {"telemetry_on": main}
     if main.info.architecture == "moe":
         workers["telemetry_off"] = TransformersWorker(
-            path, max_batch_size=args.max_batch_size, expert_telemetry=False
+            # No prefix cache either, as the telemetry-on worker has none: only the hooks differ.
+            path,
+            max_batch_size=args.max_batch_size,
+            expert_telemetry=False,
+            prefix_cache_tokens=0,
         )
     if main.prefix_cache_tokens:
         workers["prefix_cache_off"] = TransformersWorker(
