@@ -13,7 +13,10 @@ engine instead
 * retires a row as soon as it stops (EOS, its own max_tokens, a stop string, its caller gave up:
   `Finish`): the last rows of the batch move into the places of rows that left, and padding no
   remaining row needs leaves the window;
-* admits requests that arrive while others decode, between two steps (see `Batcher`).
+* admits requests that arrive while others decode, between two steps (see `Batcher`);
+* with a `PrefixCache`, prefills only what follows the longest cached prefix of each prompt (the
+  cached keys and values are laid in as the prefill's past, `rolepool.pools.prefix_cache`), and
+  keeps each prompt's full blocks for the prompts after it.
 
 Rows choose their tokens on their own: greedy rows take the argmax (as `generate` does, so greedy
 outputs equal `generate`'s token for token, up to float rounding of other batch shapes), sampled
@@ -223,7 +226,7 @@ class Decoder:
             self._expert_counts_start(len(chunk)),
         )
         self._count_experts(part, mask)
-        part.choose_next(logits, BatchMask.fill(part.grammars))
+        part.choose_next(logits, BatchMask.fill(part.grammars, logits, part.greedy_rows()))
         if self.prefix_cache is not None:
             for i, job in enumerate(chunk):
                 start = int(part.pad_lengths[i])
@@ -298,7 +301,10 @@ class Decoder:
         self._count_experts(batch, None)
         self.steps += 1
         self.row_steps += len(batch)
-        mask = masks.result() if masks is not None else BatchMask.fill(batch.grammars)
+        if masks is not None:
+            mask = masks.result()
+        else:
+            mask = BatchMask.fill(batch.grammars, logits, batch.greedy_rows())
         batch.choose_next(logits, mask)
         return self._retire()
 
