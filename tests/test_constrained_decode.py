@@ -206,3 +206,19 @@ async def test_the_grammar_follows_the_format_the_worker_declares():
     jsonschema.validate(call["arguments"], zoo_tools.schema(call["name"]))
     with pytest.raises(GrammarError, match="one-token opening"):
         await bare.complete(request("coder", "Read the file a.txt", "auto"))
+
+
+async def test_a_greedy_row_whose_argmax_is_allowed_skips_its_mask_with_the_same_tokens(
+    worker, monkeypatch
+):
+    from rolepool.pools import decode_batch
+
+    asks = [request(role, text, "required") for role, text in ASKS]
+    asks += [request(role, text, "auto") for role, text in ASKS]
+    skipping = await together(worker, asks)
+    monkeypatch.setattr(decode_batch.Batch, "greedy_rows", lambda self: set())  # every mask
+    masked = await together(worker, asks)
+    assert [c.text for c in skipping] == [c.text for c in masked]
+    for i, ((role, _), completion) in enumerate(zip(ASKS * 2, skipping, strict=True)):
+        calls = valid_calls(completion.text, role)  # auto may answer without a call
+        assert calls or i >= len(ASKS)

@@ -19,7 +19,7 @@ forward for the cores), so by default masks are filled after the forward.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -103,10 +103,31 @@ class BatchMask:
     closers: torch.Tensor
 
     @classmethod
-    def fill(cls, grammars: Sequence[RowGrammar | None]) -> BatchMask | None:
-        """The masks for the rows of a batch (in order), or None when no row is constrained."""
+    def fill(
+        cls,
+        grammars: Sequence[RowGrammar | None],
+        logits: torch.Tensor | None = None,
+        greedy: Collection[int] = (),
+    ) -> BatchMask | None:
+        """The masks for the rows of a batch (in order), or None when no row needs one. Given
+        the step's `logits`, a row in `greedy` (argmax, not closing) whose argmax its matcher
+        accepts gets no mask: masking would leave that argmax where it is, so the tokens are
+        the same and the mask's cost (most of a constrained step's) is saved."""
         taken = _constrained(grammars)
-        return cls.compute(*taken) if taken is not None else None
+        if taken is None:
+            return None
+        rows, matchers, vocab, closers = taken
+        if logits is not None and greedy:
+            best = logits.argmax(-1).tolist()
+            needed = [
+                (i, m)
+                for i, m in zip(rows, matchers, strict=True)
+                if i not in greedy or m.validate_tokens([best[i]]) != 1
+            ]
+            if not needed:
+                return None
+            rows, matchers = [i for i, _ in needed], [m for _, m in needed]
+        return cls.compute(rows, matchers, vocab, closers)
 
     @classmethod
     def compute(

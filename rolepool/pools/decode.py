@@ -226,7 +226,7 @@ class Decoder:
             self._expert_counts_start(len(chunk)),
         )
         self._count_experts(part, mask)
-        part.choose_next(logits, BatchMask.fill(part.grammars))
+        part.choose_next(logits, BatchMask.fill(part.grammars, logits, part.greedy_rows()))
         if self.prefix_cache is not None:
             for i, job in enumerate(chunk):
                 start = int(part.pad_lengths[i])
@@ -301,7 +301,10 @@ class Decoder:
         self._count_experts(batch, None)
         self.steps += 1
         self.row_steps += len(batch)
-        mask = masks.result() if masks is not None else BatchMask.fill(batch.grammars)
+        if masks is not None:
+            mask = masks.result()
+        else:
+            mask = BatchMask.fill(batch.grammars, logits, batch.greedy_rows())
         batch.choose_next(logits, mask)
         return self._retire()
 

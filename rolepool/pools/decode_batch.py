@@ -100,6 +100,14 @@ class Batch:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def greedy_rows(self) -> set[int]:
+        """Rows that take the argmax and are not closing a call (see `BatchMask.fill`)."""
+        return {
+            i
+            for i, row in enumerate(self.rows)
+            if row.sampling.temperature == 0 and not row.closing
+        }
+
     @property
     def grammars(self) -> list[RowGrammar | None]:
         """Each row's grammar state (None for a free row), in row order."""
