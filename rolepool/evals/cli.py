@@ -82,6 +82,7 @@ def add_eval_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--decoding",
+        type=Names(),
         metavar="MODES",
         help="free, constrained (calls the model opens held to their schemas), required (every "
         "reply a call), comma-separated: each runs the same cases, and the report compares "
