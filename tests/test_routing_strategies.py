@@ -243,3 +243,19 @@ def test_pool_toml_takes_a_route_strategy(tmp_path) -> None:
         '[policy.default]\nchoices = [{ worker = "a" }]\nstrategy = "latency"\n'
     )
     assert load_pool_config(path).policy.default.strategy == "latency"
+
+
+@pytest.mark.slow
+def test_an_in_process_worker_states_its_context_window(tiny_dense_dir):
+    """TransformersWorker tells a pool its context (max_position_embeddings), so a prompt far
+    past it is skipped before it is sent (context_window.too_long)."""
+    from rolepool.pools.context_window import too_long
+    from rolepool.pools.transformers_worker import TransformersWorker
+
+    worker = TransformersWorker(tiny_dense_dir, name="tiny")
+    limit = worker.context_length
+    assert isinstance(limit, int) and limit > 0
+    huge = Request(messages=[Message(role="user", content="word " * (limit * 4))])
+    small = Request(messages=[Message(role="user", content="hi")])
+    assert "not sent" in too_long(worker, "tiny", huge, {})
+    assert too_long(worker, "tiny", small, {}) is None

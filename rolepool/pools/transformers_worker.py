@@ -153,6 +153,13 @@ class TransformersWorker:
     # -- info and lifecycle -------------------------------------------------------------------
 
     @property
+    def context_length(self) -> int | None:
+        """The model's context window in tokens, for a pool's context-window check (a prompt that
+        cannot fit is skipped before it is sent); None when the config does not say."""
+        value = getattr(self.config, "max_position_embeddings", None)
+        return value if isinstance(value, int) and value > 0 else None
+
+    @property
     def info(self) -> WorkerInfo:
         if self._info is None:
             self._info = self._build_info()
