@@ -238,7 +238,8 @@ class AgentLoop:
                 message_count=len(self.messages),
                 tools=list(self.tools),
                 elided=self.elided,
-                prompt_digest=prompt_digest(request),
+                # only a stored run can be resumed, so only it pays for the digest (~0.1 ms)
+                prompt_digest=prompt_digest(request) if self.scope.stream.store else None,
             )
         )
         replay = self.scope.replay  # a resumed run answers from the stored reply where there is one

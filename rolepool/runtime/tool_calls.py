@@ -158,8 +158,15 @@ class ToolCalls:
         if item.tool.nests_agents:  # a workflow step: bounded by the workflow, not by slots
             await self._execute(item, results)
             return
-        async with self.scope.tool_slots:  # calls past max_parallel_tools wait here
+        slots = self.scope.tool_slots  # calls past max_parallel_tools wait here
+        try:  # a free slot is taken without a checkpoint: no yield to the loop per call
+            slots.acquire_nowait()
+        except anyio.WouldBlock:
+            await slots.acquire()
+        try:
             await self._execute(item, results)
+        finally:
+            slots.release()
 
     async def _execute(self, item: ValidCall, results: dict[str, ToolResult]) -> None:
         call, tool, span = item.call, item.tool, item.span_id
