@@ -15,6 +15,7 @@ PROCESS_MODULES = frozenset(
         "test_rel_sandbox",  # real sandboxes
         "test_sandbox",
         "test_sandbox_slots",
+        "test_sandbox_under_tmp",
         "test_workflow_sandbox",
         "test_mcp_hostile",  # MCP server processes, hostile and real
         "test_mcp_servers",

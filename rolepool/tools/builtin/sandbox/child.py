@@ -65,7 +65,9 @@ def private_mounts(config: dict, confine: ModuleType) -> str:
     try:
         for place in ("/tmp", "/dev/shm"):
             if os.path.isdir(place):
+                kept = hold_open(place)
                 tmpfs(confine, place, config["tmp_bytes"], 0o1777, None)
+                bind_back(confine, kept)
         os.makedirs(workdir, exist_ok=True)  # again, when a private /tmp covered it
         tmpfs(confine, workdir, config["disk_bytes"], 0o700, owner)
         copy_tree(below, workdir, owner)
@@ -75,6 +77,31 @@ def private_mounts(config: dict, confine: ModuleType) -> str:
     mib = 2**20
     return (f"private tmpfs: working directory {config['disk_bytes'] // mib} MiB, "
             f"/tmp and /dev/shm {config['tmp_bytes'] // mib} MiB each")  # fmt: skip
+
+
+def hold_open(place: str) -> dict[str, int]:
+    """Descriptors to what the interpreter needs that lies under `place` (a virtualenv or a
+    checkout under /tmp, this bootstrap's own directory), opened before a private tmpfs covers
+    `place`, so `bind_back` can show them again at the same paths."""
+    needed = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(__file__)}
+    kept = {}
+    for path in sorted({os.path.realpath(p) for p in needed}):
+        if path.startswith(place.rstrip("/") + "/") and not any(
+            path.startswith(k + "/") for k in kept
+        ):
+            kept[path] = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    return kept
+
+
+def bind_back(confine: ModuleType, kept: dict[str, int]) -> None:
+    """Bind each held directory at its old path inside the new tmpfs (read-only to the code:
+    Landlock grants reads there, not writes)."""
+    for path, fd in kept.items():
+        try:
+            os.makedirs(path, exist_ok=True)
+            confine.mount(f"/proc/self/fd/{fd}", path, None, confine.MS_BIND | confine.MS_REC)
+        finally:
+            os.close(fd)
 
 
 def tmpfs(confine: ModuleType, place: str, size: int, mode: int, owner: int | None) -> None:

@@ -157,7 +157,7 @@ def install_filter(program: list[tuple[int, int, int, int]]) -> None:
     _prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, fprog)
 
 
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
+MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 1 << 12, 1 << 14, 1 << 18
 _CAPABILITY_VERSION_3 = 0x20080522
 
 
