@@ -98,8 +98,9 @@ class _Service:
         self.quotas = quotas
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
-        self.pool_workers = set(worker.workers) if isinstance(worker, Pool) else set()
-        listed = models or list(getattr(worker, "workers", None) or [worker.info.name])
+        names = list(worker.workers) if isinstance(worker, Pool) else []
+        self.pool_workers = set(names)
+        listed = models or names or [worker.info.name]
         # A pool answers to its own name too (routed by its policy), listed first.
         self.models = list(
             dict.fromkeys([worker.info.name, *listed] if self.pool_workers else listed)
