@@ -661,7 +661,8 @@ def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch, capsys):
     assert shipped_recipe("dense", 1).batch_size == 32
     assert (plain.vocab_size, plain.sort_window, plain.fast_steps) == (1024, 4, False)
     assert (shipped.init_std, narrow.init_std) == (0.06, 0.03)
-    assert shipped.upcycle == {"steps": 1300, "min_lr_ratio": 1.0}
+    # The dense phase has its own seed: no MoE shares its start with dense-s1.
+    assert shipped.upcycle == {"steps": 1300, "min_lr_ratio": 1.0, "seed": 101}
     assert scratch.upcycle == {} and short.upcycle == dict(shipped.upcycle, steps=40)
     capsys.readouterr()
     assert main(["zoo", "train", "--arch", "dense", "--upcycle-steps", "9", "--out", "x"]) == 2

@@ -95,7 +95,10 @@ class Generator:
         if tool == "assign":
             role = rng.choice(WORKER_ROLES)
             args = {"role": role, "task": values.task()}
-            text = self.pick(phrasings.ASSIGN).format(role=self.role_name(role), task=args["task"])
+            name = self.role_name(role)
+            text = self.pick(phrasings.ASSIGN).format(
+                role=name, Role=name[0].upper() + name[1:], task=args["task"]
+            )
             return self.decorate(text), args, {}
         if tool == "run_python":
             code, output = values.code()

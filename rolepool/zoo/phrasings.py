@@ -6,6 +6,49 @@ from __future__ import annotations
 
 Templates = tuple[tuple[str, ...], tuple[str, ...]]
 
+# Train-only frames around an imperative request ("{core}"): politeness, questions, context. The
+# v2 corpus composes them with each tool's cores (`compose`), so a request's wording varies far
+# more than a fixed template list lets it; the held-out templates stay as they were, so
+# `unseen_phrasings` still measures wording the models never saw.
+FRAMES: tuple[str, ...] = (
+    "{core}.",
+    "Please {core}.",
+    "Could you {core}?",
+    "Can you {core}?",
+    "Would you {core}?",
+    "I'd like you to {core}.",
+    "I need you to {core}.",
+    "Go ahead and {core}.",
+    "Next, {core}.",
+    "Your job: {core}.",
+    "Now {core}.",
+    "Kindly {core}.",
+    "{core}, please.",
+    "{core} for me.",
+    "One more thing: {core}.",
+    "First {core}.",
+    "We should {core}.",
+    "Help me out and {core}.",
+    "It would be great if you could {core}.",
+)
+
+
+def compose(cores: tuple[str, ...], frames: tuple[str, ...] = FRAMES) -> tuple[str, ...]:
+    """Every frame around every core, capitalised where the sentence starts with a word."""
+    out = []
+    for frame in frames:
+        for core in cores:
+            text = frame.format(core=core) if "{core}" in frame else frame
+            # Keep a value's braces intact: only a leading letter of the template is raised.
+            out.append(text[0].upper() + text[1:] if text[0].isalpha() else text)
+    return tuple(dict.fromkeys(out))
+
+
+def _with(templates: tuple[tuple[str, ...], tuple[str, ...]], extra: tuple[str, ...]) -> Templates:
+    train, held_out = templates
+    return (tuple(dict.fromkeys(train + tuple(t for t in extra if t not in held_out))), held_out)
+
+
 ROLE_NAMES: dict[str, Templates] = {
     "coder": (("coder", "developer", "programmer", "code agent"), ("engineer",)),
     "search": (("search agent", "researcher", "search role"), ("search specialist",)),
@@ -30,9 +73,42 @@ ASSIGN: Templates = (
     ),
 )
 
+ASSIGN = _with(
+    ASSIGN,
+    compose(
+        (
+            "ask the {role} to {task}",
+            "have the {role} {task}",
+            "get the {role} to {task}",
+            "tell the {role} to {task}",
+            "assign the {role} to {task}",
+            "give the {role} this task: {task}",
+            "send the {role} off to {task}",
+        )
+    )
+    + (
+        "{Role}: {task}.",
+        "{Role}, please {task}.",
+        "Task for the {role}: {task}.",
+        "For the {role}: {task}.",
+        "This one is for the {role}: {task}.",
+        "The {role} needs to {task}.",
+        "Assign to the {role}: {task}.",
+        "I want the {role} to {task}.",
+        "The {role} has to {task}.",
+        "Could someone on the {role} side {task}?",
+        "Who can {task}? The {role}.",
+        "Job for the {role}: {task}.",
+    ),
+)
+
 PARALLEL_LEADS: Templates = (
     ("Plan this: ", "Do these in parallel: ", "Several steps: ", "At the same time, ", ""),
     ("Split the work: ", "In one go, "),
+)
+PARALLEL_LEADS = _with(
+    PARALLEL_LEADS,
+    ("Two jobs: ", "Please do both: ", "Several things: ", "Together: ", "All at once: "),
 )
 PARALLEL_PARTS: Templates = (
     (
@@ -43,10 +119,15 @@ PARALLEL_PARTS: Templates = (
     ),
     ("let the {role} {task}", "the {role} can {task}"),
 )
+PARALLEL_PARTS = _with(
+    PARALLEL_PARTS,
+    ("tell the {role} to {task}", "the {role} should go and {task}", "{role}: {task}"),
+)
 PARALLEL_JOINS: Templates = (
     ("; ", ", and ", " and ", ", then in parallel "),
     ("; also ", ", plus "),
 )
+PARALLEL_JOINS = _with(PARALLEL_JOINS, (". Also ", ", while ", "; and ", ". Next, "))
 
 TOOL_REQUESTS: dict[str, Templates] = {
     "run_python": (
@@ -130,6 +211,62 @@ TOOL_REQUESTS: dict[str, Templates] = {
             "Section '{title}', content: {body}",
         ),
     ),
+}
+
+_TOOL_CORES: dict[str, tuple[str, ...]] = {
+    "run_python": (
+        "run {code}",
+        "execute {code}",
+        "run the Python code {code}",
+        "run `{code}` and show the output",
+        "execute the snippet `{code}`",
+        "run {code} with a {timeout_s} second timeout",
+        "execute {code}, limit {timeout_s} seconds",
+        "run {code} but stop after {timeout_s} seconds",
+    ),
+    "read_file": (
+        "read {path}",
+        "open the file {path}",
+        "show me {path}",
+        "read the contents of {path}",
+        "get the text of the file {path}",
+        "look inside {path}",
+    ),
+    "write_file": (
+        "write '{content}' to {path}",
+        "save {content} into {path}",
+        "create the file {path} with the text {content}",
+        "put the text '{content}' in {path}",
+        "write the file {path} containing {content}",
+        "store '{content}' as {path}",
+    ),
+    "search_docs": (
+        "search the docs for {query}",
+        "find docs about {query}",
+        "look up {query}",
+        "search for {query}",
+        "find {top_k} documents on {query}",
+        "search the collection for {query}, {top_k} results",
+        "look for documents about {query} and return {top_k}",
+        "find material on {query}",
+    ),
+    "read_doc": (
+        "read {doc_id}",
+        "open the document {doc_id}",
+        "show the doc {doc_id}",
+        "fetch the document {doc_id}",
+        "read the document called {doc_id}",
+    ),
+    "write_section": (
+        "write a section {title} that says {body}",
+        "add a section titled {title}: {body}",
+        "append the section '{title}' with the text {body}",
+        "add a section named {title} saying {body}",
+        "write the section {title} with this text: {body}",
+    ),
+}
+TOOL_REQUESTS = {
+    tool: _with(templates, compose(_TOOL_CORES[tool])) for tool, templates in TOOL_REQUESTS.items()
 }
 
 GREETINGS: Templates = (

@@ -104,7 +104,11 @@ class Recipe:
     upcycle: dict[str, Any] = field(default_factory=dict)
 
 
-UPCYCLE_KEYS = ("steps", "batch_size", "lr", "warmup", "min_lr_ratio")
+UPCYCLE_KEYS = ("steps", "batch_size", "lr", "warmup", "min_lr_ratio", "seed")
+# The shipped MoE's dense phase draws its initial weights and batch order from its own seed,
+# `seed + UPCYCLE_SEED_OFFSET`, so no MoE starts from the run of a shipped dense checkpoint (the
+# v1 MoE of seed N shared its dense start with dense-sN; the pairs were not independent).
+UPCYCLE_SEED_OFFSET = 100
 # The shipped MoE's dense phase: the recipe's batch and lr, constant after warmup (it is the
 # start of a longer run, not a finished one).
 UPCYCLE_DEFAULTS: dict[str, Any] = {"min_lr_ratio": 1.0}
@@ -121,7 +125,8 @@ def shipped_recipe(arch: str, seed: int) -> Recipe:
     """The recipe the shipped checkpoints of `arch` were trained with, for `seed`."""
     fields = copy.deepcopy({**SHIPPED_BY_ARCH[arch], **SHIPPED_SETTINGS})
     if "upcycle" in fields:
-        fields["upcycle"] = {**UPCYCLE_DEFAULTS, **fields["upcycle"]}
+        own_seed = {"seed": seed + UPCYCLE_SEED_OFFSET}
+        fields["upcycle"] = {**UPCYCLE_DEFAULTS, **fields["upcycle"], **own_seed}
     return Recipe(arch=arch, seed=seed, **fields)
 
 
@@ -186,10 +191,10 @@ def train(
     check(recipe)
     torch.set_num_threads(THREADS)
     tune_heap()  # a step's 0.1-30 MiB activations reuse heap memory instead of fresh mmaps
-    torch.manual_seed(recipe.seed)
+    phases = [dense_phase(recipe), recipe] if recipe.upcycle else [recipe]
+    torch.manual_seed(phases[0].seed)
     examples = generate("train", recipe.train_examples, seed=recipe.data_seed)
     tokenizer = build_tokenizer(examples, vocab_size=recipe.vocab_size)
-    phases = [dense_phase(recipe), recipe] if recipe.upcycle else [recipe]
     configs = [_config(phase, tokenizer) for phase in phases]
     # A conversation longer than the model's context is one it can never be given: left out.
     limit = configs[-1].max_position_embeddings
@@ -202,6 +207,9 @@ def train(
     model = None
     report = None if on_step is None else lambda step, m: on_step(step, m, tokenizer)
     for number, (phase, config) in enumerate(zip(phases, configs, strict=True)):
+        if number and "seed" in recipe.upcycle:
+            # The MoE phase's router from the MoE's own seed, apart from its dense phase's.
+            torch.manual_seed(recipe.seed + 1_000_003)
         model = build_model(config) if model is None else upcycle(model, config)
         stream = batches(data, phase, tokenizer.pad_token_id, phase_number=number)
         steps = min(phase.steps, total - len(losses))
@@ -236,6 +244,9 @@ def check(recipe: Recipe) -> None:
         unknown = sorted(set(recipe.upcycle) - set(UPCYCLE_KEYS))
         if unknown:
             raise ValueError(f"upcycle takes {', '.join(UPCYCLE_KEYS)}, not {', '.join(unknown)}")
+        seed = recipe.upcycle.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"upcycle seed must be an integer of at least 0, not {seed!r}")
         if "steps" not in recipe.upcycle:
             raise ValueError("upcycle needs steps, at least 1")
         # The dense phase's FFN becomes the experts; weights the MoE has no place for would
