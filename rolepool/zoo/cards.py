@@ -152,6 +152,10 @@ def across_seeds(dirs: list[Path]) -> dict[str, Any]:
             run = {"name": d.name, "eval": ev, "steps": recipe["steps"]}
             run["batch"] = recipe["batch_size"]
             run["upcycle"] = upcycle_steps(recipe)
+            run["seed"] = recipe["seed"]
+            # The seed an upcycled MoE's dense phase drew from (logs before the field: its own).
+            up = recipe.get("upcycle") or {}
+            run["dense_start_seed"] = up.get("seed", recipe["seed"]) if up else None
             by_arch.setdefault(recipe["arch"], []).append(run)
     stats: dict[str, Any] = {}
     for arch, runs in sorted(by_arch.items()):
@@ -161,6 +165,10 @@ def across_seeds(dirs: list[Path]) -> dict[str, Any]:
             "steps": sorted({r["steps"] for r in runs}),
             "batch_size": sorted({r["batch"] for r in runs}),
             "upcycle_steps": sorted({r["upcycle"] for r in runs}),
+            "seeds": sorted(r["seed"] for r in runs),
+            "dense_start_seeds": sorted(
+                r["dense_start_seed"] for r in runs if r["dense_start_seed"] is not None
+            ),
         }
         for split in SPLITS:
             for key in ("exact_call", "exact", "tool_name", "schema_valid"):
@@ -190,13 +198,20 @@ def comparison(stats: dict[str, Any]) -> list[str]:
         )
     upcycled = [s for s in m.get("upcycle_steps", []) if s]
     if upcycled:
+        shared = sorted(set(m.get("dense_start_seeds", [])) & set(d.get("seeds", [])))
+        independence = (
+            f"A MoE's dense start shares its seed with the dense checkpoint of seed "
+            f"{', '.join(map(str, shared))} (same initial weights and batches), so those seeds "
+            "are not independent."
+            if shared
+            else "Each MoE's dense start draws its weights and batch order from its own seed, "
+            "which no dense checkpoint uses, so the two architectures' seeds are independent."
+        )
         lines.append(
             f"The MoE checkpoints are upcycled: each starts from a dense model trained "
             f"{' or '.join(map(str, upcycled))} steps within its budget, so the comparison is of "
             "a MoE continued from a dense start against a dense model, not of a MoE trained "
-            "from random weights. A MoE's dense start shares its seed with the dense checkpoint "
-            "of that seed (same initial weights and batches; only the learning-rate schedule "
-            "differs), so the two architectures' seeds are not independent."
+            f"from random weights. {independence}"
         )
     for split in SPLITS:
         key = f"{split}.exact_call"
@@ -286,10 +301,16 @@ def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path
 
 
 def _command(recipe: dict[str, Any], name: str) -> str:
-    from rolepool.zoo.train import UPCYCLE_DEFAULTS
+    from rolepool.zoo.train import UPCYCLE_DEFAULTS, UPCYCLE_SEED_OFFSET
 
     up = recipe.get("upcycle") or {}
-    if up and up != {**UPCYCLE_DEFAULTS, "steps": up.get("steps")}:
+    # The CLI gives the dense phase its own seed (v1 logs, without one, are not reproducible by it)
+    own_seed = {
+        **UPCYCLE_DEFAULTS,
+        "steps": up.get("steps"),
+        "seed": recipe["seed"] + UPCYCLE_SEED_OFFSET,
+    }
+    if up and up != own_seed:
         # `--upcycle-steps` sets only the steps of the shipped dense phase
         return f"train with the recipe in rolepool/zoo/checkpoints/{name}/train_log.json"
     return (

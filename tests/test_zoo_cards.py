@@ -1,0 +1,53 @@
+"""Model cards: whether the architectures' seeds are independent is read from the training logs,
+and the card's command reproduces the shipped recipe."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from rolepool.zoo.cards import _command, across_seeds, comparison
+from rolepool.zoo.train import shipped_recipe
+
+
+def _checkpoint(root: Path, name: str, recipe: dict, exact: float) -> Path:
+    d = root / name
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    log = {"recipe": recipe, "losses": [0.1], "params": {"total": 1, "active": 1}}
+    (d / "train_log.json").write_text(json.dumps(log))
+    split = {"exact_call": exact, "exact": exact, "tool_name": 1.0, "schema_valid": 1.0}
+    (d / "eval.json").write_text(json.dumps({"unseen_values": split, "unseen_phrasings": split}))
+    return d
+
+
+def _dirs(tmp_path: Path, moe_recipe) -> list[Path]:
+    return [
+        _checkpoint(tmp_path, f"dense-s{n}", asdict(shipped_recipe("dense", n)), 0.8 + n / 100)
+        for n in (1, 2)
+    ] + [_checkpoint(tmp_path, f"moe-s{n}", moe_recipe(n), 0.8 + n / 50) for n in (1, 2)]
+
+
+def test_v2_moe_seeds_are_independent_of_the_dense_checkpoints(tmp_path: Path) -> None:
+    lines = comparison(across_seeds(_dirs(tmp_path, lambda n: asdict(shipped_recipe("moe", n)))))
+    text = " ".join(lines)
+    assert "seeds are independent" in text and "not independent" not in text
+
+
+def test_a_v1_moe_that_shares_its_dense_start_is_said_to(tmp_path: Path) -> None:
+    def v1(n: int) -> dict:
+        recipe = asdict(shipped_recipe("moe", n))
+        del recipe["upcycle"]["seed"]  # v1 logs: the dense phase used the MoE's seed
+        return recipe
+
+    text = " ".join(comparison(across_seeds(_dirs(tmp_path, v1))))
+    assert "shares its seed with the dense checkpoint of seed 1, 2" in text
+
+
+def test_the_card_command_is_the_cli_for_the_shipped_recipe() -> None:
+    moe = asdict(shipped_recipe("moe", 3))
+    assert _command(moe, "moe-s3").startswith("rolepool zoo train --arch moe --seed 3 ")
+    assert "--upcycle-steps 1300" in _command(moe, "moe-s3")
+    moe["upcycle"]["seed"] = 7  # not what the CLI would give
+    assert _command(moe, "moe-s3").startswith("train with the recipe")
