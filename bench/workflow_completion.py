@@ -1,25 +1,63 @@
-"""How often `rolepool run` completes on the shipped reference models, and how the rest end.
+"""`rolepool run` on the shipped reference models: how often it completes, whether it makes sense.
 
     python bench/workflow_completion.py               # 12 held-out planner requests, both routings
     python bench/workflow_completion.py --tasks 30
+    python bench/workflow_completion.py --hand        # the hand-written bench/workflow_tasks.jsonl
+    python bench/workflow_completion.py --hand --only wf-readme wf-kb-doc
+    python bench/workflow_completion.py --tasks-file my_tasks.jsonl
 
-The tasks are planner requests from the zoo corpus generator's held-out split (`unseen_values`:
-phrasings the models were trained on, values they never saw), the kind `rolepool run` is documented
-to handle. Each runs through the default workflow exactly as `rolepool run` runs it on the built-in
+Every request runs through the default workflow exactly as `rolepool run` runs it on the built-in
 pool (the same reply and tool-result budgets), once with the default routing (MoE first, dense
-fallback) and once with the pool's policy switched to dense first. A quality measurement, not a
-speed one: it reports completions, the steps and roles each completed run had, whether those
-steps are exactly the ones the request asked for (role and task copied right), how many steps
-ended in an answer, and every failure by error type, so the README's claims about the workflow
-come from a command.
+fallback) and once with the pool's policy switched to dense first. Nothing is retried. A quality
+measurement, not a speed one.
+
+Generator mode (the default) takes planner requests from the zoo corpus generator's held-out split
+(`unseen_values`: phrasings the models were trained on, values they never saw). It reports
+completions, the steps and roles each completed run had, whether those steps are exactly the ones
+the request asked for (role and task copied right), how many steps ended in an answer, and every
+failure by error type; figures go to bench/results/workflow_completion.json.
+
+Hand mode (`--hand`, or `--tasks-file PATH`) takes requests written by hand in ordinary English,
+one JSON object a line: `{"id", "request", "steps": [{"role", "task", "tool"}]}`, where `task` is
+the words of the request the planner should pass on and `tool` the tool the step's agent should
+call first. Each run is scored on four questions, from its events (`tool.call.parsed` of the
+planner's `assign` calls, the step agents' `agent.started`/`agent.finished` nested under them, and
+their calls):
+
+(a) plan: the planner assigned exactly the steps asked for, as a multiset of (role, task), tasks
+    compared normalised (case folded, whitespace collapsed, punctuation and whitespace stripped
+    from both ends); "exact" also compares the task text as it is.
+(b) first tool: each wanted step is paired with a step the planner assigned (same role and
+    normalised task first, then any unpaired step of the same role, in order); the pair is right
+    when the first call of that step's agent names the wanted tool. A reply that could not be
+    parsed at all names no tool and is skipped; a call that failed validation still counts as the
+    tool it named; an agent that answered without calling a tool, or a wanted step with no
+    partner, is wrong. The task passes when every wanted step's first tool is right.
+(c) reported: the run finished, every step answered, and the final answer reports each answer: at
+    least half of the answer's key words appear among the final answer's words. Key words are
+    the answer's lower-cased runs of letters and digits, at least three characters long or all
+    digits, leaving out common function words, the role names and the words of the step's own
+    task (so restating the request reports nothing). An answer with no key word left reports
+    nothing the step found, so it fails the check. "in report.md": the same rule applied to the
+    run's report (what the writer's `write_section` calls appended), which `rolepool run` points
+    to beside the answer.
+(d) completed: the run ended with `run.finished`.
+
+It prints a table per routing, the README task's final answer (id `wf-readme`) as each routing
+gave it, and writes bench/results/workflow_tasks.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import re
+import string
 import tempfile
 import time
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +67,80 @@ from _common import table, write_result
 from rolepool.agents import Workflow
 from rolepool.agents.roles import builtin_agents
 from rolepool.agents.run_cli import TINY_MAX_TOKENS, TINY_RESULT_CHARS
-from rolepool.core import RolepoolError, Sampling
+from rolepool.agents.workflow import WorkflowResult
+from rolepool.core import Event, RolepoolError, Sampling
+from rolepool.core.events import AgentFinished, AgentStarted, ToolCallInvalid, ToolCallParsed
 from rolepool.pools.default import default_pool
 from rolepool.pools.policy import Choice, Route, RoutingPolicy
-from rolepool.runtime import Limits
+from rolepool.runtime import EventStream, Limits
 from rolepool.runtime.approval import allow_all
+from rolepool.runtime.run import on_new_run
 from rolepool.zoo.corpus import Generator
 
 ROUTINGS = ("moe first (default)", "dense first")
+TASKS_FILE = Path(__file__).resolve().parent / "workflow_tasks.jsonl"
+README_TASK = "wf-readme"
+FUNCTION_WORDS = frozenset(
+    "the and for with from into onto that this these those then than there here what which who "
+    "whom whose when where why how are was were been being has have had having does did doing "
+    "can could will would shall should may might must not its our ours your yours their "
+    "theirs his her him she they them you all any some each every also just only very about "
+    "over under after before again once per via".split()
+)
+ROLE_WORDS = frozenset({"planner", "coder", "search", "writer", "agent"})
+MEASURES = ("plan", "plan_exact", "first_tools_all", "reported", "in_report", "completed")
+"""Per hand-written task, each true or false: (a) normalised and exact, (b), (c) answer and
+report, (d)."""
 
 
-def tasks(n: int, seed: int) -> list[tuple[str, list[tuple[str, str]]]]:
+@dataclass(frozen=True)
+class WantedStep:
+    role: str
+    task: str
+    tool: str
+
+
+@dataclass(frozen=True)
+class HandTask:
+    id: str
+    request: str
+    steps: tuple[WantedStep, ...]
+
+
+@dataclass
+class SeenStep:
+    """A step as the run's events show it: what the planner assigned and what its agent did."""
+
+    role: str
+    task: str
+    first_tool: str | None = None
+    answer: str | None = None
+
+
+@dataclass
+class Ran:
+    """One request's run: its result or the error that ended it, and every event it emitted."""
+
+    request: str
+    result: WorkflowResult | None
+    error: RolepoolError | None
+    events: list[Event]
+    seconds: float
+    report: str | None = None
+    """The text of the run's report.md, read before its workspace is removed; None without one."""
+
+
+def load_tasks(path: Path = TASKS_FILE) -> list[HandTask]:
+    tasks = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            steps = tuple(WantedStep(s["role"], s["task"], s["tool"]) for s in row["steps"])
+            tasks.append(HandTask(row["id"], row["request"], steps))
+    return tasks
+
+
+def generated_tasks(n: int, seed: int) -> list[tuple[str, list[tuple[str, str]]]]:
     """Requests, each with the steps it asks for: `(role, task)` of its `assign` calls."""
     gen = Generator("unseen_values", seed)
     out = []
@@ -49,45 +150,255 @@ def tasks(n: int, seed: int) -> list[tuple[str, list[tuple[str, str]]]]:
     return out
 
 
-async def run_all(
-    requests: list[tuple[str, list[tuple[str, str]]]], routing: str
-) -> list[dict[str, Any]]:
+# -- running ---------------------------------------------------------------------------------------
+async def run_workflows(requests: list[str], routing: str) -> list[Ran]:
+    """Run each request in turn through the default workflow on the built-in pool."""
     pool = default_pool()
     if routing == "dense first":
         route = Route(choices=[Choice(worker="dense")], fallbacks=["moe"])
         pool.set_policy(RoutingPolicy(version="bench-dense-first", default=route))
     flow = Workflow(builtin_agents(Sampling(max_tokens=TINY_MAX_TOKENS)))
     limits = Limits(max_result_chars=TINY_RESULT_CHARS)
-    outcomes = []
+    streams: list[list[Event]] = []
+
+    def watch(stream: EventStream) -> None:  # every run's events, as they are published
+        events: list[Event] = []
+        streams.append(events)
+        stream.add_listener(events.append)
+
+    remove = on_new_run(watch)
+    ran = []
     try:
-        for task, wanted in requests:
-            started = time.perf_counter()
+        for request in requests:
+            started, before = time.perf_counter(), len(streams)
+            result, error = None, None
             with tempfile.TemporaryDirectory() as workspace:
                 try:
                     result = await flow.run(
-                        task,
+                        request,
                         worker=pool,
                         limits=limits,
                         store=False,
                         workspace=Path(workspace),
                         approver=allow_all,
                     )
-                    steps = result.steps
-                    outcome = {
-                        "status": "finished",
-                        "steps": len(steps),
-                        "roles": sorted({step.role for step in steps}),
-                        "answered": sum(step.answer is not None for step in steps),
-                        "plan_exact": sorted((s.role, s.task) for s in steps) == wanted,
-                    }
                 except RolepoolError as exc:
-                    outcome = {"status": type(exc).__name__, "error": str(exc)[:300]}
-            outcome.update(task=task, seconds=round(time.perf_counter() - started, 2))
-            outcomes.append(outcome)
-            print(f"[{routing}] {outcome['status']:<22} {task[:70]}", flush=True)
+                    error = exc
+                report = result.report.read_text() if result and result.report else None
+            events = sorted((e for run in streams[before:] for e in run), key=lambda e: e.seq)
+            seconds = round(time.perf_counter() - started, 2)
+            ran.append(Ran(request, result, error, events, seconds, report))
+            status = "finished" if error is None else type(error).__name__
+            print(f"[{routing}] {status:<22} {request[:70]}", flush=True)
     finally:
+        remove()
         await pool.aclose()
-    return outcomes
+    return ran
+
+
+# -- scoring hand-written tasks --------------------------------------------------------------------
+def steps_from_events(events: list[Event]) -> list[SeenStep]:
+    """The steps of a run, in the order their agents started: each agent nests under the span of
+    the planner's `assign` call that made it (the workflow's compose step does not)."""
+    assigns = {
+        e.span_id: e.arguments
+        for e in events
+        if isinstance(e, ToolCallParsed) and e.tool == "assign"
+    }
+    steps: list[SeenStep] = []
+    by_span: dict[str, SeenStep] = {}
+    for event in events:
+        if isinstance(event, AgentStarted) and event.parent_id in assigns:
+            task = str(assigns[event.parent_id].get("task", "")).strip()
+            by_span[event.span_id] = step = SeenStep(role=event.role, task=task)
+            steps.append(step)
+        elif isinstance(event, ToolCallParsed | ToolCallInvalid) and event.parent_id in by_span:
+            step = by_span[event.parent_id]
+            if step.first_tool is None and event.tool is not None:
+                step.first_tool = event.tool
+        elif isinstance(event, AgentFinished) and event.span_id in by_span:
+            by_span[event.span_id].answer = event.output
+    return steps
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.casefold().split()).strip(string.punctuation + string.whitespace)
+
+
+def plan_matches(wanted: tuple[WantedStep, ...], seen: list[SeenStep], *, exact: bool) -> bool:
+    """(a): the assigned steps are exactly the wanted ones, as a multiset of (role, task)."""
+    key = (lambda t: t) if exact else normalise
+    return Counter((s.role, key(s.task)) for s in wanted) == Counter(
+        (s.role, key(s.task)) for s in seen
+    )
+
+
+def pair_steps(wanted: tuple[WantedStep, ...], seen: list[SeenStep]) -> list[SeenStep | None]:
+    """Each wanted step's partner among the seen ones: same role and task first, then same role."""
+    free = list(seen)
+    pairs: list[SeenStep | None] = [None] * len(wanted)
+    for same_task in (True, False):
+        for i, want in enumerate(wanted):
+            if pairs[i] is not None:
+                continue
+            for step in free:
+                if step.role == want.role and (
+                    not same_task or normalise(step.task) == normalise(want.task)
+                ):
+                    pairs[i] = step
+                    free.remove(step)
+                    break
+    return pairs
+
+
+def first_tools_right(wanted: tuple[WantedStep, ...], seen: list[SeenStep]) -> list[bool]:
+    """(b), per wanted step: its partner's agent first called the wanted tool."""
+    return [
+        step is not None and step.first_tool == want.tool
+        for want, step in zip(wanted, pair_steps(wanted, seen), strict=True)
+    ]
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.casefold()))
+
+
+def key_words(answer: str, task: str) -> set[str]:
+    """The words of a step's answer that say what it found (see the module docstring)."""
+    found = {w for w in words(answer) if len(w) >= 3 or w.isdigit()}
+    return found - FUNCTION_WORDS - ROLE_WORDS - words(task)
+
+
+def reports(final: str, step: SeenStep) -> bool:
+    """(c), per step: the final answer holds at least half of the step's answer's key words."""
+    if step.answer is None:
+        return False
+    keys = key_words(step.answer, step.task)
+    return bool(keys) and len(keys & words(final)) >= math.ceil(len(keys) / 2)
+
+
+def score(
+    task: HandTask, seen: list[SeenStep], final: str | None, report: str | None = None
+) -> dict[str, Any]:
+    """(a)-(d) for one run; `final` is the run's answer, None when it did not finish, and
+    `report` the text of its report.md."""
+    tools = first_tools_right(task.steps, seen)
+
+    def reported(text: str | None) -> bool:
+        return (
+            final is not None
+            and text is not None
+            and bool(seen)
+            and all(reports(text, step) for step in seen)
+        )
+
+    return {
+        "plan": plan_matches(task.steps, seen, exact=False),
+        "plan_exact": plan_matches(task.steps, seen, exact=True),
+        "first_tools": sum(tools),
+        "first_tools_all": all(tools),
+        "reported": reported(final),
+        "in_report": reported(report),
+        "completed": final is not None,
+    }
+
+
+def hand_outcome(task: HandTask, ran: Ran) -> dict[str, Any]:
+    seen = steps_from_events(ran.events)
+    final = ran.result.output if ran.result is not None else None
+    outcome: dict[str, Any] = {"id": task.id, **score(task, seen, final, ran.report)}
+    outcome.update(
+        status="finished" if ran.error is None else type(ran.error).__name__,
+        wanted_steps=len(task.steps),
+        steps=[asdict(s) for s in seen],
+        answer=final,
+        report=ran.report,
+        seconds=ran.seconds,
+    )
+    if ran.error is not None:
+        outcome["error"] = str(ran.error)[:300]
+    return outcome
+
+
+def hand_rows(outcomes: list[dict[str, Any]]) -> list[list[object]]:
+    def mark(ok: bool) -> str:
+        return "yes" if ok else "no"
+
+    rows: list[list[object]] = []
+    for o in outcomes:
+        called = ", ".join(f"{s['role']} {s['first_tool'] or '-'}" for s in o["steps"]) or "-"
+        tools = f"{o['first_tools']}/{o['wanted_steps']} ({called})"
+        done = "yes" if o["completed"] else o["status"]
+        found = [mark(o["reported"]), mark(o["in_report"])]
+        rows.append([o["id"], mark(o["plan"]), mark(o["plan_exact"]), tools, *found, done])
+    total = {k: sum(o[k] for o in outcomes) for k in (*MEASURES, "first_tools", "wanted_steps")}
+    tools = (
+        f"{total['first_tools_all']} tasks; {total['first_tools']}/{total['wanted_steps']} steps"
+    )
+    found = [total["reported"], total["in_report"]]
+    sums = [total["plan"], total["plan_exact"], tools, *found, total["completed"]]
+    return [*rows, [f"**all {len(outcomes)}**", *sums]]
+
+
+def hand_main(path: Path, only: list[str] | None) -> None:
+    tasks = load_tasks(path)
+    if only:
+        unknown = sorted(set(only) - {t.id for t in tasks})
+        if unknown:
+            raise SystemExit(f"no tasks with the ids {unknown} in {path}")
+        tasks = [t for t in tasks if t.id in only]
+    requests = [t.request for t in tasks]
+    runs = {r: anyio.run(run_workflows, requests, r) for r in ROUTINGS}
+    outcomes = {
+        r: [hand_outcome(t, ran) for t, ran in zip(tasks, runs[r], strict=True)] for r in runs
+    }
+    header = ["task", "(a) plan", "exact", "(b) first tool", "(c) reported", "in report.md"]
+    header.append("(d) completed")
+    markdown = "\n\n".join(
+        f"**{r}**\n\n" + table(header, hand_rows(o)) for r, o in outcomes.items()
+    )
+    markdown += (
+        f"\n\n{len(tasks)} hand-written requests from `{path.name}`, each through the default "
+        "workflow as `rolepool run` runs it on the built-in pool; nothing is retried. (a) the "
+        "planner assigned exactly the roles and tasks asked for (tasks compared normalised; "
+        '"exact": as written); (b) wanted steps whose agent first called the expected tool '
+        "(in brackets: each assigned step's role and first tool); (c) the final answer holds at "
+        "least half the key words of every step's answer (and the same of report.md); (d) the "
+        "run finished. The rules are in "
+        "the docstring of bench/workflow_completion.py."
+    )
+    for routing, found in outcomes.items():
+        for o in found:
+            if o["id"] == README_TASK:
+                print(f"README task, {routing}: final answer: {o['answer']!r}")
+    summary = {
+        r: {"tasks": len(found), **{k: sum(o[k] for o in found) for k in MEASURES}}
+        for r, found in outcomes.items()
+    }
+    write_result(
+        "workflow_tasks",
+        "rolepool run on the shipped models: hand-written workflow requests",
+        {"tasks_file": path.name, "summary": summary, "runs": outcomes},
+        markdown,
+    )
+
+
+# -- generator mode ------------------------------------------------------------------------------
+def generated_outcome(wanted: list[tuple[str, str]], ran: Ran) -> dict[str, Any]:
+    if ran.error is not None:
+        outcome = {"status": type(ran.error).__name__, "error": str(ran.error)[:300]}
+    else:
+        assert ran.result is not None
+        steps = ran.result.steps
+        outcome = {
+            "status": "finished",
+            "steps": len(steps),
+            "roles": sorted({step.role for step in steps}),
+            "answered": sum(step.answer is not None for step in steps),
+            "plan_exact": sorted((s.role, s.task) for s in steps) == wanted,
+        }
+    outcome.update(task=ran.request, seconds=ran.seconds)
+    return outcome
 
 
 def summarise(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
@@ -103,13 +414,16 @@ def summarise(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=12, help="planner requests (default 12)")
-    parser.add_argument("--seed", type=int, default=11, help="corpus seed for the requests")
-    args = parser.parse_args()
-    requests = tasks(args.tasks, args.seed)
-    results = {r: anyio.run(run_all, requests, r) for r in ROUTINGS}
+def generated_main(n: int, seed: int) -> None:
+    requests = generated_tasks(n, seed)
+    texts = [text for text, _ in requests]
+    results = {
+        r: [
+            generated_outcome(wanted, ran)
+            for (_, wanted), ran in zip(requests, anyio.run(run_workflows, texts, r), strict=True)
+        ]
+        for r in ROUTINGS
+    }
     summary = {r: summarise(o) for r, o in results.items()}
     rows = [
         [
@@ -123,18 +437,11 @@ def main() -> None:
         ]
         for r, s in summary.items()
     ]
-    header = [
-        "routing",
-        "completed",
-        "of those: 2+ steps",
-        "2+ roles",
-        "steps exactly as asked",
-        "steps answered",
-        "failures by type",
-    ]
+    columns = "routing|completed|of those: 2+ steps|2+ roles|steps exactly as asked|steps answered"
+    header = [*columns.split("|"), "failures by type"]
     note = (
-        f"\n\n{args.tasks} planner requests from the zoo's held-out `unseen_values` split "
-        f"(seed {args.seed}), each through the default workflow as `rolepool run` runs it on the "
+        f"\n\n{n} planner requests from the zoo's held-out `unseen_values` split "
+        f"(seed {seed}), each through the default workflow as `rolepool run` runs it on the "
         'built-in pool; nothing is retried. "Steps exactly as asked": completed runs whose '
         'steps are exactly the roles and tasks the request names; "steps answered": steps of '
         "completed runs that ended in an answer rather than an error."
@@ -145,6 +452,24 @@ def main() -> None:
         {"summary": summary, "runs": results},
         table(header, rows) + note,
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=12, help="generated requests (default 12)")
+    parser.add_argument("--seed", type=int, default=11, help="corpus seed for the requests")
+    parser.add_argument(
+        "--hand", action="store_true", help=f"run the hand-written {TASKS_FILE.name} instead"
+    )
+    parser.add_argument("--tasks-file", type=Path, help="run these hand-written tasks instead")
+    parser.add_argument("--only", nargs="+", metavar="ID", help="hand mode: only these task ids")
+    args = parser.parse_args()
+    if args.hand or args.tasks_file:
+        hand_main(args.tasks_file or TASKS_FILE, args.only)
+    elif args.only:
+        parser.error("--only goes with --hand or --tasks-file")
+    else:
+        generated_main(args.tasks, args.seed)
 
 
 if __name__ == "__main__":
