@@ -13,7 +13,10 @@ decode steps, `rolepool.pools.batching`) and a worker's concurrency slots (`Pool
   the queue always takes *someone's* request when one waits, an idle tenant's share simply goes
   to the tenants that are waiting (a batch tenant alone gets the whole pool).
 
-Requests without a tenant share one tenant (`None`). Weights default to 1.
+Requests without a tenant share one tenant (`None`). Weights default to 1; they come from
+`Pool(tenant_weights=...)`/`TransformersWorker(tenant_weights=...)`, pool.toml's
+`[tenant_weights]` and serve's keys file (`weight`), and `set_weights` changes them while requests
+wait (serve does on SIGHUP): the next pick uses the new weights, clocks already advanced stay.
 """
 
 from __future__ import annotations
@@ -22,19 +25,40 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 import anyio
+from pydantic import Field, TypeAdapter, ValidationError
 
-from rolepool.core import Request
+from rolepool.core import ConfigError, Request
 from rolepool.core.requests import Priority
 
-__all__ = ["PRIORITIES", "FairQueue", "FairSlots"]
+__all__ = ["PRIORITIES", "FairQueue", "FairSlots", "TenantWeight", "check_tenant_weights"]
 
 PRIORITIES: tuple[Priority, ...] = ("interactive", "batch")
 """The priority classes, first served first."""
 
 T = TypeVar("T")
+
+TenantWeight = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+"""A tenant's share, as config files give it: a finite number above 0 (not a string or bool)."""
+_WEIGHT = TypeAdapter(TenantWeight)
+
+
+def check_tenant_weights(
+    weights: Mapping[str, float] | None, *, where: str = "tenant_weights"
+) -> dict[str, float]:
+    """`weights` as a plain dict, or a `ConfigError` naming the first bad entry. (A queue would
+    treat a bad weight as 1; refusing it where it is given says what is wrong.)"""
+    checked: dict[str, float] = {}
+    for tenant, weight in (weights or {}).items():
+        if not isinstance(tenant, str) or not tenant:
+            raise ConfigError(f"tenant names are non-empty strings, not {tenant!r}", where=where)
+        try:
+            checked[tenant] = _WEIGHT.validate_python(weight)
+        except ValidationError as exc:
+            raise ConfigError(exc.errors()[0]["msg"], where=f"{where}.{tenant}") from None
+    return checked
 
 
 @dataclass
@@ -77,6 +101,10 @@ class FairQueue(Generic[T]):
         for cls in self._classes.values():
             for tenant in cls.tenants.values():
                 yield from (item for _, item in tenant.waiting)
+
+    def set_weights(self, weights: Mapping[str, float] | None) -> None:
+        """Replace the tenants' weights (unnamed tenants: 1) from the next pick on."""
+        self.weights = dict(weights or {})
 
     def weight(self, tenant: str | None) -> float:
         weight = self.weights.get(tenant, 1.0) if tenant is not None else 1.0
@@ -158,6 +186,14 @@ class FairSlots:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return dict(self._waiting.weights)
+
+    def set_weights(self, weights: Mapping[str, float] | None) -> None:
+        """New tenant weights for the requests waiting now and later."""
+        self._waiting.set_weights(weights)
 
     @asynccontextmanager
     async def hold(self, request: Request) -> AsyncIterator[None]:

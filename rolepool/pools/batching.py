@@ -163,6 +163,14 @@ class Batcher:
         return len(self._queue)
 
     @property
+    def tenant_weights(self) -> dict[str, float]:
+        return dict(self._queue.weights)
+
+    def set_tenant_weights(self, weights: Mapping[str, float] | None) -> None:
+        """New tenant weights for the jobs queued now and later (`FairQueue.set_weights`)."""
+        self._queue.set_weights(weights)
+
+    @property
     def serving(self) -> bool:
         """Whether the batching loop runs (or is starting) on the current event loop."""
         serving = self._serving

@@ -3,7 +3,8 @@
 The file is validated with pydantic and unknown keys are errors, so a typo is caught when the file
 is loaded, not when a request first misses a worker. Every problem becomes one `ConfigError` whose
 text names the file, the key path in TOML terms (`policy.routes.coder.choices[0].weight`) and what
-is wrong. The format is documented in docs/pool-config.md.
+is wrong. The format is documented in docs/pool-config.md; the `[workers.NAME]` tables are
+modelled in `config_workers.py`.
 """
 
 from __future__ import annotations
@@ -14,21 +15,26 @@ import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     PrivateAttr,
-    StrictBool,
     ValidationError,
-    ValidationInfo,
     field_validator,
 )
 
 from rolepool.core import ConfigError, RolepoolError, UserError
+from rolepool.pools.admission import TenantWeight
 from rolepool.pools.breaker import BreakerSettings
+from rolepool.pools.config_workers import (
+    BACKENDS,
+    OpenAIWorkerConfig,
+    TransformersWorkerConfig,
+    WorkerConfig,
+)
 from rolepool.pools.policy import RoutingPolicy
 from rolepool.pools.pool_checks import check_weights
 
@@ -39,127 +45,14 @@ if typing.TYPE_CHECKING:
 _WORKER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
-
-class _WorkerBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    architecture: Literal["moe", "dense"] | None = None
-    """Overrides what the worker reads from the model (or cannot know, behind an HTTP server)."""
-    max_concurrency: int | None = Field(default=None, ge=1)
-    """Requests the pool lets in flight on this worker at once; more wait for a slot."""
-
-
-class TransformersWorkerConfig(_WorkerBase):
-    """An in-process model loaded from a local directory."""
-
-    backend: Literal["transformers"]
-    model: str = Field(min_length=1)
-    """A model directory, relative to the pool.toml that names it, or a reference-zoo name."""
-    max_batch_size: int | None = Field(default=None, ge=1)
-    max_wait_ms: float | None = Field(default=None, ge=0)
-    device: str | None = Field(default=None, pattern=r"^(cpu|auto|cuda(:\d+)?)$")
-    """`cpu` (default), `cuda`, `cuda:N` or `auto`; asking for CUDA where there is none fails."""
-    dtype: Literal["float32", "bfloat16", "float16"] | None = None
-    """Default: float32 on a CPU, the saved dtype on a GPU."""
-    tool_format: str | None = None
-    """The tool-call format the model speaks (`rolepool.tools.formats.FORMATS`); default:
-    detected from its chat template and special tokens."""
-    prefix_cache_tokens: int | None = Field(default=None, ge=0)
-    """Prompt tokens of KV the decoder keeps for later prompts with the same prefix (0: off);
-    default 8192, but none for an MoE worker recording expert telemetry."""
-
-    @field_validator("tool_format")
-    @classmethod
-    def _known_format(cls, value: str | None) -> str | None:
-        from rolepool.tools.formats import FORMATS
-
-        if value is not None and value not in (*FORMATS, "auto"):
-            known = ", ".join(FORMATS)
-            raise ValueError(f"unknown tool_format {value!r}; use one of auto, {known}")
-        return value
-
-    @field_validator("model")
-    @classmethod
-    def _resolve(cls, value: str, info: ValidationInfo) -> str:
-        """Resolve against the file's directory, so a config works from any working directory.
-        A bare name with no such directory is left as is for the zoo to resolve."""
-        base = (info.context or {}).get("base_dir")
-        path = Path(value).expanduser()
-        if path.is_absolute():
-            return str(path)
-        if base is None:
-            return value
-        candidate = Path(base) / path
-        if candidate.exists() or len(path.parts) > 1 or value.startswith("."):
-            return str(candidate.resolve())
-        return value
-
-
-_TOOL_CHOICES = ("auto", "none", "required")
-
-
-class OpenAIWorkerConfig(_WorkerBase):
-    """A model behind an OpenAI-compatible HTTP server (vLLM, or another rolepool serve)."""
-
-    backend: Literal["openai"]
-    url: str = Field(min_length=1)
-    model: str = Field(min_length=1)
-    """The model name the server knows (what `/v1/models` lists)."""
-    timeout: float | None = Field(default=None, gt=0)
-    api_key_env: str | None = Field(default=None, min_length=1)
-    """The environment variable holding the API key; the key itself never goes in the file."""
-    # Per-server request options (docs/models.md says which server needs which).
-    tool_mode: Literal["native", "text", "auto"] | None = None
-    """How tools travel: the server parses calls (native), rolepool parses the text (text), or
-    native until the server refuses tools without a tool parser (auto, the default)."""
-    tool_choice: Any = None
-    """Sent with tools: one value, or a table by role (`default` for the other roles)."""
-    parallel_tool_calls: StrictBool | None = None
-    structured_output: StrictBool | None = None
-    """Constrain replies with tools to one call or an answer, by the server's guided decoding."""
-    chat_template_kwargs: dict[str, Any] | None = None
-    """Passed to the server's chat template, e.g. `{ enable_thinking = false }` for Qwen3."""
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    """Cap on every request's tokens, sent as `max_completion_tokens`."""
-    extra_body: dict[str, Any] | None = None
-    """More request body fields, as the server documents them (vLLM's `top_k`)."""
-    stream: StrictBool | None = None
-    """Ask the server to stream every answer (time to first token on each model call)."""
-    num_experts: int | None = Field(default=None, ge=1)
-    """Experts per MoE layer, to size the expert load read from vLLM's routed experts."""
-
-    @field_validator("tool_choice")
-    @classmethod
-    def _tool_choice(cls, value: Any) -> str | dict[str, str] | None:
-        """One setting, or a table of them by role (checked here: as a union, pydantic would
-        report each member's complaint)."""
-        values = list(value.values()) if isinstance(value, dict) else [value]
-        if value is None or all(v in _TOOL_CHOICES for v in values):
-            return value
-        raise ValueError("must be auto, none or required, or a table of them by role")
-
-    @field_validator("extra_body")
-    @classmethod
-    def _not_reserved(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        from rolepool.pools.openai_body import RESERVED_BODY_KEYS
-
-        taken = sorted(set(value or {}) & RESERVED_BODY_KEYS)
-        if taken:
-            raise ValueError(f"{', '.join(taken)}: set by rolepool, not by extra_body")
-        return value
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https://, not {value!r}")
-        return value
-
-
-WorkerConfig = Annotated[
-    TransformersWorkerConfig | OpenAIWorkerConfig, Field(discriminator="backend")
+__all__ = [
+    "OpenAIWorkerConfig",
+    "PoolConfig",
+    "TransformersWorkerConfig",
+    "build_pool",
+    "load_pool_config",
+    "parse_pool_config",
 ]
-_BACKENDS = ("transformers", "openai")
 
 
 class PoolConfig(BaseModel):
@@ -174,6 +67,8 @@ class PoolConfig(BaseModel):
     """Seconds one attempt on one worker may take (including a wait for a free slot)."""
     seed: int | None = None
     """Seeds the weighted split, for reproducible canary traffic in tests and evals."""
+    tenant_weights: dict[str, TenantWeight] = Field(default_factory=dict)
+    """Each tenant's share where requests wait (slots and batch queues); unnamed tenants: 1."""
     _path: Path | None = PrivateAttr(default=None)
 
     @field_validator("workers")
@@ -182,6 +77,13 @@ class PoolConfig(BaseModel):
         for name in value:
             if not _WORKER_NAME.match(name):
                 raise ValueError(f"worker name {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+    @field_validator("tenant_weights")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, float]) -> dict[str, float]:
+        if "" in value:
+            raise ValueError("a tenant name must not be empty")
         return value
 
     @property
@@ -228,7 +130,7 @@ def build_pool(config: PoolConfig | str | Path) -> Pool:
     workers: dict[str, Worker] = {}
     for name, spec in config.workers.items():
         try:
-            workers[name] = _build_worker(name, spec)
+            workers[name] = _build_worker(name, spec, config)
         except UserError as exc:  # e.g. no such model directory: say which file and worker
             raise ConfigError(str(exc), where=f"{source}: workers.{name}") from None
         except RolepoolError:
@@ -238,7 +140,11 @@ def build_pool(config: PoolConfig | str | Path) -> Pool:
                 f"could not start worker: {type(exc).__name__}: {exc}",
                 where=f"{source}: workers.{name}",
             ) from exc
-    limits = {n: s.max_concurrency for n, s in config.workers.items() if s.max_concurrency}
+    specs = config.workers.items()
+    limits = {n: s.max_concurrency for n, s in specs if s.max_concurrency}
+    # An in-process worker keeps its context_length itself (and says so); an HTTP one cannot.
+    contexts = {n: s.context_length for n, s in specs if s.context_length and _remote(s)}
+    checks = {n: s.health_check for n, s in specs if _remote(s) and s.health_check}
     return Pool(
         workers,
         config.policy,
@@ -246,10 +152,19 @@ def build_pool(config: PoolConfig | str | Path) -> Pool:
         request_timeout=config.request_timeout,
         breaker=config.breaker,
         seed=config.seed,
+        health_checks=checks or None,
+        context_lengths=contexts or None,
+        tenant_weights=config.tenant_weights or None,
     )
 
 
-def _build_worker(name: str, spec: TransformersWorkerConfig | OpenAIWorkerConfig) -> Worker:
+def _remote(spec: TransformersWorkerConfig | OpenAIWorkerConfig) -> bool:
+    return isinstance(spec, OpenAIWorkerConfig)
+
+
+def _build_worker(
+    name: str, spec: TransformersWorkerConfig | OpenAIWorkerConfig, config: PoolConfig
+) -> Worker:
     # Imported here: the backends pull in torch or httpx, and a config check needs neither.
     if isinstance(spec, TransformersWorkerConfig):
         from rolepool.pools.transformers_worker import TransformersWorker
@@ -262,6 +177,8 @@ def _build_worker(name: str, spec: TransformersWorkerConfig | OpenAIWorkerConfig
             dtype=spec.dtype,
             tool_format=spec.tool_format,
             prefix_cache_tokens=spec.prefix_cache_tokens,
+            context_length=spec.context_length,
+            tenant_weights=config.tenant_weights or None,
         )
         return TransformersWorker(spec.model, name=name, **options)
     from rolepool.pools.openai_worker import OpenAIWorker
@@ -360,20 +277,20 @@ def _describe(error: Any) -> tuple[str, str]:
         return _key_path(loc), "missing required key"
     if kind == "union_tag_invalid":
         tag = error["ctx"]["tag"]
-        return _key_path([*loc, "backend"]), f"unknown backend {tag!r}; use {_BACKENDS_TEXT}"
+        return _key_path([*loc, "backend"]), f"unknown backend {tag!r}; use {BACKENDS_TEXT}"
     if kind == "union_tag_not_found":
-        return _key_path([*loc, "backend"]), f"missing required key; use {_BACKENDS_TEXT}"
+        return _key_path([*loc, "backend"]), f"missing required key; use {BACKENDS_TEXT}"
     message = str(error["msg"]).removeprefix("Value error, ")
     return _key_path(loc), message
 
 
-_BACKENDS_TEXT = " or ".join(repr(b) for b in _BACKENDS)
+BACKENDS_TEXT = " or ".join(repr(b) for b in BACKENDS)
 
 
 def _strip_tags(loc: list[Any]) -> list[Any]:
     """Drop the discriminator tag pydantic puts in the location of a worker's fields
     (`workers.a.openai.url` -> `workers.a.url`): it is not a key of the file."""
-    if len(loc) >= 3 and loc[0] == "workers" and loc[2] in _BACKENDS:
+    if len(loc) >= 3 and loc[0] == "workers" and loc[2] in BACKENDS:
         return loc[:2] + loc[3:]
     return loc
 
@@ -407,7 +324,7 @@ def _allowed_keys(loc: list[Any]) -> list[str]:
             node = node.model_fields[part].annotation if part in node.model_fields else None
         elif typing.get_origin(node) in (dict, list):
             node = typing.get_args(node)[-1]
-        elif isinstance(part, str) and part in _BACKENDS:
+        elif isinstance(part, str) and part in BACKENDS:
             node = TransformersWorkerConfig if part == "transformers" else OpenAIWorkerConfig
         else:
             return []

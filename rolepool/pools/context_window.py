@@ -7,6 +7,10 @@ also be told it, per worker). It may count a request's prompt tokens exactly
 `CHARS_PER_TOKEN` characters a token (BPE tokenizers average about four on English and code). An
 estimate only skips a worker when it says the prompt cannot fit; a worker the estimate lets
 through may still refuse, and the pool then fails over as before.
+
+A context length given in configuration (pool.toml's `context_length`) is declared to the pool;
+an in-process worker takes it as a limit of its own (`narrowed_context`), which may narrow the
+model's window but never widen it.
 """
 
 from __future__ import annotations
@@ -14,10 +18,26 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from rolepool.core import Request
+from rolepool.core import ConfigError, Request
 from rolepool.pools.worker import Worker
 
 CHARS_PER_TOKEN = 4
+
+
+def narrowed_context(limit: int | None, model: int | None) -> int | None:
+    """`limit` checked against the model's own window (`model`, None when unknown): narrower is
+    a limit a worker can keep; wider is refused, as the model cannot see past its window."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"must be a positive integer, not {limit!r}", where="context_length")
+    if model is not None and limit > model:
+        raise ConfigError(
+            f"{limit} is more than the model's context window of {model} tokens "
+            "(max_position_embeddings); it can only be narrowed",
+            where="context_length",
+        )
+    return limit
 
 
 def estimate_prompt_tokens(request: Request) -> int:

@@ -33,11 +33,16 @@ from rolepool.core import (
 )
 from rolepool.core.emit import emit
 from rolepool.core.events import PoolFailover, PoolRouted
-from rolepool.pools.admission import FairSlots
+from rolepool.pools.admission import FairSlots, check_tenant_weights
 from rolepool.pools.breaker import BreakerSettings, CircuitBreaker, Clock
-from rolepool.pools.health_checks import HealthCheckSettings, check_each
+from rolepool.pools.health_checks import HealthChecks, check_each
 from rolepool.pools.policy import RoutingPolicy
-from rolepool.pools.pool_checks import check_weights, concurrency_limits, name_workers
+from rolepool.pools.pool_checks import (
+    check_weights,
+    concurrency_limits,
+    declared_contexts,
+    name_workers,
+)
 from rolepool.pools.quotas import Quotas, within_quota
 from rolepool.pools.routing import Router
 from rolepool.pools.worker import Worker
@@ -67,11 +72,13 @@ class Pool:
     `max_concurrency` caps requests in flight per worker (one int for all, or per name); further
     requests wait for a slot, and that wait counts towards `request_timeout`. `seed` makes the
     weighted split reproducible. `clock` drives the breakers' cooldown (tests pass a fake one).
-    `health_checks` probes the HTTP workers while the pool is entered (`health_checks.py`);
-    `context_lengths` declares workers' context windows (`context_window.py`); `quotas` holds
-    each tenant to its limits (`quotas.py`): a request over one raises `QuotaExceeded`.
-    Requests waiting for a slot go by priority class, then by tenant, each tenant's share in
-    proportion to its `tenant_weights` entry (1 when not named; `admission.py`).
+    `health_checks` probes the HTTP workers while the pool is entered (one `HealthCheckSettings`,
+    or a `HealthCheck` per worker name; `health_checks.py`); `context_lengths` declares workers'
+    context windows (`context_window.py`); `quotas` holds each tenant to its limits
+    (`quotas.py`): a request over one raises `QuotaExceeded`. Requests waiting for a slot go by
+    priority class, then by tenant, each tenant's share in proportion to its `tenant_weights`
+    entry (1 when not named; `admission.py`); `set_tenant_weights` changes them. These are the
+    pool's slots only: an in-process worker's batch queue has weights of its own.
     """
 
     def __init__(
@@ -84,7 +91,7 @@ class Pool:
         breaker: BreakerSettings | None = None,
         seed: int | None = None,
         clock: Clock = time.monotonic,
-        health_checks: HealthCheckSettings | None = None,
+        health_checks: HealthChecks | None = None,
         context_lengths: Mapping[str, int] | None = None,
         quotas: Quotas | None = None,
         tenant_weights: Mapping[str, float] | None = None,
@@ -96,8 +103,9 @@ class Pool:
             raise ConfigError("must be a positive number of seconds", where="request_timeout")
         self.request_timeout = request_timeout
         self._limits = concurrency_limits(max_concurrency, self._workers)
+        self._tenant_weights = check_tenant_weights(tenant_weights)
         # Waiting for a slot is ordered by priority, then tenants' fair share (admission.py).
-        self._limiters = {n: FairSlots(v, tenant_weights) for n, v in self._limits.items()}
+        self._limiters = {n: FairSlots(v, self._tenant_weights) for n, v in self._limits.items()}
         settings = breaker or BreakerSettings()
         self._breakers = {n: CircuitBreaker(n, settings, clock=clock) for n in self._workers}
         self._stats = {n: WorkerStats() for n in self._workers}
@@ -107,7 +115,7 @@ class Pool:
             self._limiters,
             in_flight=lambda name: self._stats[name].in_flight,
             health_checks=health_checks,
-            context_lengths=context_lengths,
+            context_lengths=declared_contexts(context_lengths, self._workers),
         )
         self.quotas = quotas
         self._policy = policy
@@ -278,6 +286,20 @@ class Pool:
             raise UserError(f"no earlier policy to roll back to from {self._policy.version!r}")
         self._policy = self._history.pop()
         return self._policy
+
+    # -- tenants -------------------------------------------------------------------------------
+
+    @property
+    def tenant_weights(self) -> dict[str, float]:
+        """Each named tenant's share of a busy worker's concurrency slots (others: 1)."""
+        return dict(self._tenant_weights)
+
+    def set_tenant_weights(self, weights: Mapping[str, float] | None) -> None:
+        """Replace the tenants' weights; requests already waiting for a slot are picked by the
+        new ones from the next free slot on. Checked first: a bad weight changes nothing."""
+        self._tenant_weights = check_tenant_weights(weights)
+        for slots in self._limiters.values():
+            slots.set_weights(self._tenant_weights)
 
     # -- inspection ----------------------------------------------------------------------------
 

@@ -63,3 +63,18 @@ def concurrency_limits(
                 f"must be an integer of at least 1, not {value!r}", where=f"max_concurrency.{name}"
             )
     return per_worker
+
+
+def declared_contexts(
+    lengths: Mapping[str, int] | None, workers: Mapping[str, Worker]
+) -> dict[str, int]:
+    """Context windows declared to the pool, by worker name: positive integers, known names."""
+    declared = dict(lengths or {})
+    for name, value in declared.items():
+        if name not in workers:
+            raise ConfigError(f"no worker named {name!r} in the pool", where="context_lengths")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(
+                f"must be a positive integer, not {value!r}", where=f"context_lengths.{name}"
+            )
+    return declared

@@ -15,7 +15,7 @@ from rolepool.core import FailedAttempt, Request, RequestRefused
 from rolepool.pools.admission import FairSlots
 from rolepool.pools.breaker import CircuitBreaker
 from rolepool.pools.context_window import too_long
-from rolepool.pools.health_checks import HealthCheckSettings, HealthMonitor
+from rolepool.pools.health_checks import HealthChecks, HealthMonitor
 from rolepool.pools.policy import Route
 from rolepool.pools.strategies import LatencyTracker, pick_primary
 from rolepool.pools.worker import Worker
@@ -31,7 +31,7 @@ class Router:
         limiters: Mapping[str, FairSlots],
         *,
         in_flight: Callable[[str], int],
-        health_checks: HealthCheckSettings | None,
+        health_checks: HealthChecks | None,
         context_lengths: Mapping[str, int] | None,
     ) -> None:
         self._workers = workers

@@ -56,7 +56,7 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         "--keys",
         type=TEXT_FILE,
         metavar="FILE",
-        help="a keys file of tenants (name, key_sha256, priority, quotas; see "
+        help="a keys file of tenants (name, key_sha256, priority, weight, quotas; see "
         "docs/pool-config.md): every request needs a tenant's key; reread on SIGHUP",
     )
     parser.add_argument(

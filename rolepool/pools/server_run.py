@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import anyio
 
@@ -17,7 +18,7 @@ from rolepool.core import UserError
 from rolepool.pools.quotas import Quotas
 from rolepool.pools.server import create_app
 from rolepool.pools.server_protocol import READ_TIMEOUT, protocol_with_read_timeout
-from rolepool.pools.server_tenants import reload_on_sighup
+from rolepool.pools.server_tenants import TenantWeights, reload_on_sighup
 from rolepool.pools.tenants import TenantKeys
 from rolepool.pools.worker import Worker
 
@@ -57,6 +58,9 @@ async def serve(
 
     Pass `sock` (from `bind(host, 0)`) to serve on a port chosen by the OS. Cancelling this
     coroutine shuts the server down: in-flight requests get `graceful_timeout` seconds.
+
+    With `tenants`, their weights go to the worker (a pool's slots and its in-process workers'
+    queues) now and again whenever SIGHUP rereads the keys file, with their quotas.
     """
     import uvicorn  # imported here so the SDK does not pay for it
 
@@ -69,8 +73,6 @@ async def serve(
         tenants=tenants,
         quotas=quotas,
     )
-    if tenants is not None:
-        reload_on_sighup(tenants, quotas)
     sock = sock or bind(host, port)
     config = uvicorn.Config(
         app,
@@ -83,6 +85,11 @@ async def serve(
         timeout_graceful_shutdown=max(1, round(graceful_timeout)),
     )
     server = uvicorn.Server(config)
+    stop_reloading: Callable[[], None] | None = None
+    if tenants is not None:
+        weights = TenantWeights(worker)
+        weights.apply(tenants)
+        stop_reloading = reload_on_sighup(tenants, quotas, weights)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
     try:
         while not (server.started or task.done()):
@@ -100,3 +107,5 @@ async def serve(
                 task.cancel()
                 await asyncio.wait({task}, timeout=1)
         sock.close()
+        if stop_reloading is not None:
+            stop_reloading()

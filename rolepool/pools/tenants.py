@@ -6,6 +6,7 @@ The keys file (`rolepool serve --keys FILE`) is TOML, one `[[tenant]]` table per
     name = "evals"
     key_sha256 = "9f86d08..."      # printf %s "$KEY" | sha256sum
     priority = "batch"             # or "interactive" (the default)
+    weight = 2                     # share where requests wait (default: the pool's, else 1)
     admin = false                  # true: sees every tenant's metrics
     [tenant.quota]
     requests_per_minute = 120
@@ -18,7 +19,7 @@ as good as a password hash for them and lets the server check one in constant ti
 identified by hashing it and comparing the digest with every tenant's (`hmac.compare_digest`,
 no early exit), so the time taken says nothing about which tenant, if any, holds it.
 `TenantKeys.reload` rereads the file (on SIGHUP in `rolepool serve`); a deleted tenant's key
-stops working at once.
+stops working at once, and changed quotas and weights apply from the next request.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from rolepool.core import ConfigError
 from rolepool.core.requests import Priority
+from rolepool.pools.admission import TenantWeight
 from rolepool.pools.quotas import TenantQuota
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -53,6 +55,9 @@ class Tenant(BaseModel):
     name: str
     key_sha256: str
     priority: Priority = "interactive"
+    weight: TenantWeight = 1.0
+    """Its share where requests wait, against the other tenants' (`admission.py`). Left out,
+    the pool's own weight for the tenant applies (pool.toml's `[tenant_weights]`), else 1."""
     admin: bool = False
     quota: TenantQuota = Field(default_factory=TenantQuota)
 
@@ -103,6 +108,11 @@ class TenantKeys:
     def tenants(self) -> dict[str, Tenant]:
         return {t.name: t for t in self._tenants}
 
+    @property
+    def weights(self) -> dict[str, float]:
+        """The weights the file sets, by tenant; a tenant without `weight` is not listed."""
+        return {t.name: t.weight for t in self._tenants if "weight" in t.model_fields_set}
+
     def identify(self, authorization: bytes) -> Tenant | None:
         """The tenant whose key is the bearer token in `authorization`, or None."""
         scheme, _, token = authorization.partition(b" ")
@@ -128,8 +138,19 @@ def _read(path: Path) -> list[Tenant]:
         return _KeysFile.model_validate(data).tenant
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(first["msg"], where=f"{path}: {where}") from None
+        raise ConfigError(first["msg"], where=f"{path}: {_key_path(data, first['loc'])}") from None
+
+
+def _key_path(data: dict, loc: tuple) -> str:
+    """`tenant[1] ('evals').weight`: which table, and which tenant when it has a name."""
+    where = ".".join(str(p) for p in loc)
+    if len(loc) < 2 or loc[0] != "tenant" or not isinstance(loc[1], int):
+        return where
+    table = data["tenant"][loc[1]] if isinstance(data.get("tenant"), list) else None
+    name = table.get("name") if isinstance(table, dict) else None
+    named = f" ({name!r})" if isinstance(name, str) else ""
+    rest = "".join(f".{p}" for p in loc[2:])
+    return f"tenant[{loc[1]}]{named}{rest}"
 
 
 def _check_unique(tenants: list[Tenant]) -> None:

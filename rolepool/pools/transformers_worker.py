@@ -14,7 +14,9 @@ The engine keeps the KV of prompts' leading blocks for later prompts that start 
 MoE worker that records expert telemetry keeps none: its `expert_load` counts every prompt token,
 and the experts never see a cached one (given a size, it caches and counts only what they saw).
 Waiting requests are admitted by priority class, then by tenant in proportion to
-`tenant_weights` (`rolepool.pools.admission`).
+`tenant_weights` (`rolepool.pools.admission`; `set_tenant_weights` changes them while serving).
+`context_length` may narrow the model's context window (never widen it): prompts at or over it
+are refused (a pool skips the worker before sending them) and a reply stops at it.
 
 The worker's lifetime: `async with TransformersWorker(...) as worker:` runs its batching loop in a
 task group that block owns, and ends it (failing whatever is still queued or decoding) when the
@@ -54,6 +56,7 @@ from rolepool.pools.chat_tools import (
     renders_tools,
     text_decoder,
 )
+from rolepool.pools.context_window import narrowed_context
 from rolepool.pools.decode import Decoder, Done, Finish, supports
 from rolepool.pools.expert_load import ExpertRecorder, architecture_of, experts_per_token
 from rolepool.pools.families import DecodePath, announce_path
@@ -110,9 +113,11 @@ class TransformersWorker:
         tool_format: str | None = None,
         prefix_cache_tokens: int | None = None,
         tenant_weights: Mapping[str, float] | None = None,
+        context_length: int | None = None,
     ) -> None:
         self.path = model_dir(model)
         self.config, self.tokenizer = load_config_and_tokenizer(self.path)
+        self._context_limit = narrowed_context(context_length, self._model_context())
         # Tools go through the template when it renders them, else in text (`chat_tools`).
         self.template_renders_tools = renders_tools(self.tokenizer)
         self.tool_format = declared_tool_format(tool_format, self.tokenizer)
@@ -154,10 +159,22 @@ class TransformersWorker:
 
     @property
     def context_length(self) -> int | None:
-        """The model's context window in tokens, for a pool's context-window check (a prompt that
-        cannot fit is skipped before it is sent); None when the config does not say."""
+        """The context window in tokens, for a pool's context-window check (a prompt that cannot
+        fit is skipped before it is sent): the `context_length` given, else the model's
+        (max_position_embeddings); None when neither says."""
+        return self._context_limit or self._model_context()
+
+    def _model_context(self) -> int | None:
         value = getattr(self.config, "max_position_embeddings", None)
         return value if isinstance(value, int) and value > 0 else None
+
+    @property
+    def tenant_weights(self) -> dict[str, float]:
+        return self._batcher.tenant_weights
+
+    def set_tenant_weights(self, weights: Mapping[str, float] | None) -> None:
+        """New tenant weights for the batch queue, from the next admission on."""
+        self._batcher.set_tenant_weights(weights)
 
     @property
     def info(self) -> WorkerInfo:
@@ -275,12 +292,13 @@ class TransformersWorker:
             raise RequestRefused(f"chat template failed: {exc}", worker=self._name) from exc
 
     def _max_tokens(self, request: Request, prompt_len: int) -> int:
-        """The request's max_tokens, capped by the worker and by the model's context: a prompt
+        """The request's max_tokens, capped by the worker and by its context window: a prompt
         that cannot fit fails alone here, instead of failing the whole batch inside generate."""
-        context = getattr(self.config, "max_position_embeddings", None) or 1 << 30
+        context = self.context_length or 1 << 30
         if prompt_len >= context:
+            whose = "the worker's context_length" if self._context_limit else "the model's context"
             raise RequestRefused(
-                f"prompt of {prompt_len} tokens does not fit the model's context of {context}",
+                f"prompt of {prompt_len} tokens does not fit {whose} of {context}",
                 worker=self._name,
             )
         return min(request.sampling.max_tokens, self.max_new_tokens_cap, context - prompt_len)
