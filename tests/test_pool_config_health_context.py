@@ -205,7 +205,9 @@ def test_build_pool_checks_the_http_workers_given_a_health_check(tmp_path, fake_
 
     async def main() -> tuple[str, bool]:
         async with pool:
-            await anyio.sleep(0.2)  # two failures in a row: down
+            with anyio.move_on_after(30):  # two failures in a row: down (polled, not timed)
+                while not monitor.is_down("remote"):
+                    await anyio.sleep(0.02)
             down = monitor.is_down("remote")
             return (
                 await pool.complete(Request(messages=[Message(role="user", content="hi")]))
@@ -255,7 +257,9 @@ def test_per_worker_checks_keep_their_own_interval_and_failures():
     async def main() -> tuple[bool, bool, str]:
         async with pool:
             first = monitor.is_down("fast")  # one failure of the three it takes
-            await anyio.sleep(0.3)
+            with anyio.move_on_after(8):  # polled: a slow machine only takes longer
+                while not (monitor.is_down("fast") and fast.checks >= 3):
+                    await anyio.sleep(0.02)
             served = await pool.complete(Request(messages=[Message(role="user", content="hi")]))
             return first, monitor.is_down("fast"), served.worker
 
