@@ -252,10 +252,10 @@ def test_a_scripted_run_through_the_benchs_runner_is_scored_from_its_events(monk
     assert outcome["plan"] and outcome["plan_exact"]
     assert [s["first_tool"] for s in outcome["steps"]] == ["read_file", "search_docs"]
     assert outcome["first_tools"] == 1 and not outcome["first_tools_all"]
-    # the scripted writer, like the shipped one, answers "Added section ..." and leaves the
-    # steps' findings to report.md
+    # the scripted writer answers "Added section ...", but the run's output is the section it
+    # wrote, so the findings reach the final answer as well as report.md
     assert "notes.txt is missing" in ran.report and outcome["report"] == ran.report
-    assert outcome["in_report"] and not outcome["reported"]
+    assert outcome["in_report"] and outcome["reported"]
     assert outcome["answer"] == ran.result.output
 
 

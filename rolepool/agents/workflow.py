@@ -7,8 +7,11 @@ the pool, and a writer composes the final answer and the run's report.
    `"coder: <answer>"` (the shape the reference models were trained on), and may assign more
    steps or finish. A step whose agent fails (invalid calls past its retries, a dead worker) is a
    tool error for the planner, not the end of the run; a limit hit anywhere ends the run.
-2. compose: the writer agent gets the planner's answer as a section to write, appends it to
-   `report.md` in the run's workspace and finishes; its answer is the run's output.
+2. compose: the writer agent gets the steps' answers (else the planner's answer) as a section to
+   write, appends it to `report.md` in the run's workspace and finishes. The run's output is the
+   text of the section it wrote (what the steps found, as the report has it); a writer that wrote
+   no section gives its answer instead. (Before 2026-12 the output was always the writer's
+   answer, which for the reference models is "Added the section Results." and reports nothing.)
 
 A step's agent sees its task and, when earlier steps have answered, their answers. Each agent may
 call only its own tools: a call to another role's tool is refused as `forbidden`, never run.
@@ -30,6 +33,7 @@ from rolepool.agents.agent import Agent, sync_run
 from rolepool.agents.roles import PLANNER, STEP_TEMPLATES, WRITER, builtin_agents
 from rolepool.core import (
     ConfigError,
+    Message,
     ModelBehaviorError,
     RunContext,
     ToolError,
@@ -51,6 +55,8 @@ from rolepool.tools.tool import Tool
 
 COMPOSE_TEMPLATE = "Write a section titled {title} saying {body}."
 """The writer's task: one of the request shapes the reference writer was trained on."""
+WRITE_SECTION = "write_section"
+"""The built-in writer's tool: the section it writes is the run's output."""
 MAX_COMPOSE_CHARS = 600
 """The writer copies the body into its call, and a tiny model's context is 512 tokens. The body is
 also never longer than the run's `max_result_chars`: the writer is not asked to copy more text
@@ -232,7 +238,9 @@ class _WorkflowRun:
         limit = min(MAX_COMPOSE_CHARS, scope.limits.max_result_chars)
         compose = COMPOSE_TEMPLATE.format(title=self.flow.compose_title, body=_clip(body, limit))
         written = await run_agent(self.flow.loop_inputs(WRITER), compose, self.worker, scope)
-        return BodyResult(output=written.output, messages=written.messages, turns=written.turns)
+        section = _written_section(written.messages)
+        output = written.output if section is None else section
+        return BodyResult(output=output, messages=written.messages, turns=written.turns)
 
     async def dispatch(self, ctx: RunContext, role: str, task: str) -> str:
         """Run one step (the bound `assign`); its answer is what the planner reads back."""
@@ -284,6 +292,22 @@ def _resume_store(store: StoreOption) -> EventStore:
     if found is None:
         raise ConfigError("a run is resumed from its stored events: give a store", where="store")
     return found
+
+
+def _written_section(messages: list[Message]) -> str | None:
+    """The body of the last section the writer wrote: a `write_section` call whose result was not
+    an error (None when it wrote none)."""
+    bodies: dict[str, str] = {}
+    written = None
+    for message in messages:
+        for call in message.tool_calls:
+            body = call.arguments.get("body")
+            if call.name == WRITE_SECTION and isinstance(body, str):
+                bodies[call.id] = body
+        if message.role == "tool" and message.tool_call_id in bodies:
+            if not message.content.startswith("ERROR:"):
+                written = bodies[message.tool_call_id]
+    return written
 
 
 def _answers(steps: list[Step]) -> list[str]:
