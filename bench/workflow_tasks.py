@@ -1,0 +1,14 @@
+"""Does `rolepool run` make sense on hand-written requests? The README's task and the other
+requests of bench/workflow_tasks.jsonl, scored on the plan, each step's first tool, whether the
+final answer reports what the steps found, and completion (the rules are in
+bench/workflow_completion.py, whose `--hand` mode this is; `bench/run_all.py` runs it by name).
+
+    python bench/workflow_tasks.py
+"""
+
+from __future__ import annotations
+
+from workflow_completion import TASKS_FILE, hand_main
+
+if __name__ == "__main__":
+    hand_main(TASKS_FILE, None)
