@@ -51,3 +51,6 @@ def test_the_card_command_is_the_cli_for_the_shipped_recipe() -> None:
     assert "--upcycle-steps 1300" in _command(moe, "moe-s3")
     moe["upcycle"]["seed"] = 7  # not what the CLI would give
     assert _command(moe, "moe-s3").startswith("train with the recipe")
+    v1 = asdict(shipped_recipe("dense", 1))
+    del v1["corpus"]  # a log from before corpus v2
+    assert _command(v1, "dense-s1").startswith("train with the recipe")

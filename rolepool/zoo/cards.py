@@ -301,7 +301,10 @@ def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path
 
 
 def _command(recipe: dict[str, Any], name: str) -> str:
-    from rolepool.zoo.train import UPCYCLE_DEFAULTS, UPCYCLE_SEED_OFFSET
+    from rolepool.zoo.train import SHIPPED_SETTINGS, UPCYCLE_DEFAULTS, UPCYCLE_SEED_OFFSET
+
+    if recipe.get("corpus", 1) != SHIPPED_SETTINGS["corpus"]:  # the CLI has no corpus flag
+        return f"train with the recipe in rolepool/zoo/checkpoints/{name}/train_log.json"
 
     up = recipe.get("upcycle") or {}
     # The CLI gives the dense phase its own seed (v1 logs, without one, are not reproducible by it)

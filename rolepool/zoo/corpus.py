@@ -22,6 +22,9 @@ from rolepool.zoo.turns import GREETING_REPLY, NO_TOOL_REPLY, REFUSAL_REPLY, ass
 from rolepool.zoo.values import Values
 
 SPLITS = ("train", "unseen_values", "unseen_phrasings")
+# 1: the fixed template lists; 2: also every train-only frame around every core
+# (`phrasings.EXTRA_TRAIN`), for the v2 reference models.
+CORPUS_VERSIONS = (1, 2)
 CATEGORIES = ("single", "parallel", "multi_turn", "no_call", "refusal")
 ROLE_MIX: dict[str, dict[str, float]] = {
     "planner": {"single": 0.30, "parallel": 0.35, "multi_turn": 0.25, "no_call": 0.10},
@@ -48,16 +51,24 @@ class Example:
 class Generator:
     """Builds examples for one split; every choice comes from one seeded `random.Random`."""
 
-    def __init__(self, split: str, seed: int) -> None:
+    def __init__(self, split: str, seed: int, corpus: int = 1) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        if corpus not in CORPUS_VERSIONS:
+            raise ValueError(f"corpus must be one of {CORPUS_VERSIONS}, not {corpus!r}")
         self.split = split
+        # v2's extra templates only in its train split (see phrasings.EXTRA_TRAIN)
+        self.extra = split == "train" and corpus >= 2
         self.rng = random.Random(f"{split}:{seed}")
         self.values = Values(self.rng, held_out=split != "train")
         self.which = 1 if split == "unseen_phrasings" else 0
 
-    def pick(self, templates: phrasings.Templates) -> str:
-        return self.rng.choice(templates[self.which])
+    def pick(self, templates: phrasings.Templates, extra: str | None = None) -> str:
+        """A template of this split; `extra` names corpus v2's additions to the list."""
+        pool = templates[self.which]
+        if self.extra and extra is not None:
+            pool = pool + phrasings.EXTRA_TRAIN[extra]
+        return self.rng.choice(pool)
 
     def decorate(self, text: str) -> str:
         rng = self.rng
@@ -95,14 +106,13 @@ class Generator:
         if tool == "assign":
             role = rng.choice(WORKER_ROLES)
             args = {"role": role, "task": values.task()}
-            name = self.role_name(role)
-            text = self.pick(phrasings.ASSIGN).format(
-                role=name, Role=name[0].upper() + name[1:], task=args["task"]
-            )
+            template = self.pick(phrasings.ASSIGN, "assign")
+            name = self.role_name(role)  # drawn after the template, as v1 did
+            text = template.format(role=name, Role=name[0].upper() + name[1:], task=args["task"])
             return self.decorate(text), args, {}
         if tool == "run_python":
             code, output = values.code()
-            template = self.pick(phrasings.TOOL_REQUESTS[tool])
+            template = self.pick(phrasings.TOOL_REQUESTS[tool], tool)
             args: dict[str, Any] = {"code": code}
             if "{timeout_s}" in template:
                 args["timeout_s"] = values.number(1, 60)
@@ -114,7 +124,7 @@ class Generator:
             "read_doc": lambda: {"doc_id": values.doc_id()},
             "write_section": lambda: {"title": values.title(), "body": self.section_body()},
         }[tool]()
-        template = self.pick(phrasings.TOOL_REQUESTS[tool])
+        template = self.pick(phrasings.TOOL_REQUESTS[tool], tool)
         text = template.format(**fill)
         args = {k: val for k, val in fill.items() if "{" + k + "}" in template}
         return self.decorate(text), args, {}
@@ -143,15 +153,15 @@ class Generator:
         roles = rng.sample(WORKER_ROLES, rng.choice((2, 2, 3)))
         calls = [("assign", {"role": role, "task": values.task()}) for role in roles]
         parts = [
-            self.pick(phrasings.PARALLEL_PARTS).format(
+            self.pick(phrasings.PARALLEL_PARTS, "parallel_parts").format(
                 role=self.role_name(a["role"]), task=a["task"]
             )
             for _, a in calls
         ]
         body = parts[0]
         for part in parts[1:]:
-            body += self.pick(phrasings.PARALLEL_JOINS) + part
-        lead = self.pick(phrasings.PARALLEL_LEADS)
+            body += self.pick(phrasings.PARALLEL_JOINS, "parallel_joins") + part
+        lead = self.pick(phrasings.PARALLEL_LEADS, "parallel_leads")
         text = lead + body if lead else body[0].upper() + body[1:]
         return self.decorate(text + "."), calls
 
@@ -178,9 +188,10 @@ class Generator:
         return turns, {"expected": [], "refer_role": target}
 
 
-def generate(split: str, n: int, seed: int = 0) -> list[Example]:
-    """`n` examples of `split`, the same for the same `(split, n, seed)`."""
-    gen = Generator(split, seed)
+def generate(split: str, n: int, seed: int = 0, corpus: int = 1) -> list[Example]:
+    """`n` examples of `split`, the same for the same `(split, n, seed, corpus)`; `corpus` (the
+    version) changes only the train split."""
+    gen = Generator(split, seed, corpus)
     return [gen.example() for _ in range(n)]
 
 

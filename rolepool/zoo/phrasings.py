@@ -6,8 +6,8 @@ from __future__ import annotations
 
 Templates = tuple[tuple[str, ...], tuple[str, ...]]
 
-# Train-only frames around an imperative request ("{core}"): politeness, questions, context. The
-# v2 corpus composes them with each tool's cores (`compose`), so a request's wording varies far
+# Corpus v2: train-only frames around an imperative request ("{core}"): politeness, questions,
+# context. They are composed with each tool's cores (`compose`), so a request's wording varies far
 # more than a fixed template list lets it; the held-out templates stay as they were, so
 # `unseen_phrasings` still measures wording the models never saw.
 FRAMES: tuple[str, ...] = (
@@ -44,9 +44,15 @@ def compose(cores: tuple[str, ...], frames: tuple[str, ...] = FRAMES) -> tuple[s
     return tuple(dict.fromkeys(out))
 
 
-def _with(templates: tuple[tuple[str, ...], tuple[str, ...]], extra: tuple[str, ...]) -> Templates:
-    train, held_out = templates
-    return (tuple(dict.fromkeys(train + tuple(t for t in extra if t not in held_out))), held_out)
+EXTRA_TRAIN: dict[str, tuple[str, ...]] = {}
+"""Corpus v2's train-only templates, by the name of the template list they add to (`assign`,
+`parallel_leads`, ..., a tool's name). Only the `train` split of a v2 corpus draws from them:
+`unseen_values` keeps the v1 train templates (every checkpoint trained on those, so its scores
+compare across corpus versions) and `unseen_phrasings` its held-out ones."""
+
+
+def _extra(name: str, held_out: tuple[str, ...], templates: tuple[str, ...]) -> None:
+    EXTRA_TRAIN[name] = tuple(t for t in dict.fromkeys(templates) if t not in held_out)
 
 
 ROLE_NAMES: dict[str, Templates] = {
@@ -73,8 +79,9 @@ ASSIGN: Templates = (
     ),
 )
 
-ASSIGN = _with(
-    ASSIGN,
+_extra(
+    "assign",
+    ASSIGN[1],
     compose(
         (
             "ask the {role} to {task}",
@@ -106,8 +113,9 @@ PARALLEL_LEADS: Templates = (
     ("Plan this: ", "Do these in parallel: ", "Several steps: ", "At the same time, ", ""),
     ("Split the work: ", "In one go, "),
 )
-PARALLEL_LEADS = _with(
-    PARALLEL_LEADS,
+_extra(
+    "parallel_leads",
+    PARALLEL_LEADS[1],
     ("Two jobs: ", "Please do both: ", "Several things: ", "Together: ", "All at once: "),
 )
 PARALLEL_PARTS: Templates = (
@@ -119,15 +127,16 @@ PARALLEL_PARTS: Templates = (
     ),
     ("let the {role} {task}", "the {role} can {task}"),
 )
-PARALLEL_PARTS = _with(
-    PARALLEL_PARTS,
+_extra(
+    "parallel_parts",
+    PARALLEL_PARTS[1],
     ("tell the {role} to {task}", "the {role} should go and {task}", "{role}: {task}"),
 )
 PARALLEL_JOINS: Templates = (
     ("; ", ", and ", " and ", ", then in parallel "),
     ("; also ", ", plus "),
 )
-PARALLEL_JOINS = _with(PARALLEL_JOINS, (". Also ", ", while ", "; and ", ". Next, "))
+_extra("parallel_joins", PARALLEL_JOINS[1], (". Also ", ", while ", "; and ", ". Next, "))
 
 TOOL_REQUESTS: dict[str, Templates] = {
     "run_python": (
@@ -265,9 +274,8 @@ _TOOL_CORES: dict[str, tuple[str, ...]] = {
         "write the section {title} with this text: {body}",
     ),
 }
-TOOL_REQUESTS = {
-    tool: _with(templates, compose(_TOOL_CORES[tool])) for tool, templates in TOOL_REQUESTS.items()
-}
+for _tool, _templates in TOOL_REQUESTS.items():
+    _extra(_tool, _templates[1], compose(_TOOL_CORES[_tool]))
 
 GREETINGS: Templates = (
     ("Hi!", "Hello there.", "Good morning!", "Hey, who are you?", "Hello, what can you do?"),

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from rolepool.heap import tune_heap
-from rolepool.zoo.corpus import generate
+from rolepool.zoo.corpus import CORPUS_VERSIONS, generate
 from rolepool.zoo.models import build_model, make_config, param_counts, upcycle
 from rolepool.zoo.tokenizer import MIN_VOCAB_SIZE, VOCAB_SIZE, build_tokenizer, encode
 
@@ -57,6 +57,8 @@ SHIPPED_SETTINGS: dict[str, Any] = {
     # Wider initial weights than transformers' 0.02 leave the loss plateau (the copy behaviour
     # forming) sooner: see run 13 in the model cards' recipe search.
     "init_std": 0.06,
+    # v2: requests composed from frames around each tool's cores (issue 26: generalisation).
+    "corpus": 2,
 }
 # With `Recipe.fast_steps`, attention per batch: up to this width, eager attention (scores as one
 # matmul, softmax, matmul) is 1.2-1.6x faster per training step on this CPU than SDPA's flash
@@ -80,6 +82,9 @@ class Recipe:
     grad_clip: float = 1.0
     train_examples: int = 50_000
     data_seed: int = 0
+    # The corpus version (`corpus.CORPUS_VERSIONS`): 2 adds train-only request frames; 1 is what
+    # recipes logged before the field existed used.
+    corpus: int = 1
     model_overrides: dict[str, Any] = field(default_factory=dict)
     # BPE vocabulary of the tokenizer trained on the corpus (the shipped checkpoints use 512).
     vocab_size: int = VOCAB_SIZE
@@ -193,7 +198,7 @@ def train(
     tune_heap()  # a step's 0.1-30 MiB activations reuse heap memory instead of fresh mmaps
     phases = [dense_phase(recipe), recipe] if recipe.upcycle else [recipe]
     torch.manual_seed(phases[0].seed)
-    examples = generate("train", recipe.train_examples, seed=recipe.data_seed)
+    examples = generate("train", recipe.train_examples, seed=recipe.data_seed, corpus=recipe.corpus)
     tokenizer = build_tokenizer(examples, vocab_size=recipe.vocab_size)
     configs = [_config(phase, tokenizer) for phase in phases]
     # A conversation longer than the model's context is one it can never be given: left out.
@@ -231,6 +236,8 @@ def check(recipe: Recipe) -> None:
         raise ValueError("set the initial weights' std with init_std, not model_overrides")
     if not 0 < recipe.init_std < 1:
         raise ValueError(f"init_std must be between 0 and 1, not {recipe.init_std}")
+    if recipe.corpus not in CORPUS_VERSIONS:
+        raise ValueError(f"corpus must be one of {CORPUS_VERSIONS}, not {recipe.corpus!r}")
     if recipe.sort_window < 1:
         raise ValueError(f"sort_window must be at least 1, not {recipe.sort_window}")
     _check_schedule(recipe, "")
