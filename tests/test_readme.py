@@ -39,7 +39,8 @@ def test_readme_python_examples_run(tmp_path):
     assert "approve word_count({'text': 'to be or not to be'})? yes" in out
     assert "step 0: analyst -> 6 words" in out
     assert "## Results\n\nanalyst: 6 words" in out
-    assert out.strip().endswith("answer: The phrase has 6 words.")
+    # the run's output: the writer's answer, then the section it wrote
+    assert out.strip().endswith("answer: The phrase has 6 words.\n\nanalyst: 6 words.")
     out = run_block(blocks[3], tmp_path)  # the MCP example: mcp-server-time (the dev extra)
     assert "['time.convert_time', 'time.get_current_time']" in out
     assert "$.timezone: 9 is not of type 'string'" in out

@@ -58,9 +58,12 @@ async def test_plan_parallel_steps_compose_and_report(tmp_path, isolated_store):
     report = result.report.read_text()
     assert report.startswith("## Results\n") and "coder: 5" in report
     # the run's output is the section the writer wrote: what the steps found
-    # (this scripted writer copies its whole request into the section's body)
-    assert result.output.startswith("Write a section titled Results saying coder: 5; search: [")
-    assert result.output in report
+    # the writer's answer, then the section it wrote (this scripted writer copies its whole
+    # request into the section's body)
+    answer, section = result.output.split("\n\n", 1)
+    assert answer.startswith("Added section 'Results'")
+    assert section.startswith("Write a section titled Results saying coder: 5; search: [")
+    assert section in report
     events = events_of(result.run_id, isolated_store)
     assert events[0].type == "run.started" and events[0].workflow == "default"
     assert events[-1].type == "run.finished"
@@ -239,3 +242,16 @@ async def test_custom_agents_and_tools(tmp_path):
     assert result.output == "done: analyst: three words" and result.report is None
     assign = worker.requests[0].tools[0]
     assert assign.parameters["properties"]["role"]["enum"] == ["analyst"]
+
+
+def test_the_run_output_is_the_answer_then_the_section_unless_the_answer_holds_it():
+    from rolepool.agents.workflow import run_output
+
+    assert run_output("Added the section Results.", "coder: 5") == (
+        "Added the section Results.\n\ncoder: 5"
+    )
+    assert (
+        run_output("The coder found 5 (coder: 5).", "coder: 5") == "The coder found 5 (coder: 5)."
+    )
+    assert run_output("Done.", None) == "Done." and run_output("Done.", "  ") == "Done."
+    assert run_output("", "coder: 5") == "coder: 5"

@@ -9,9 +9,9 @@ the pool, and a writer composes the final answer and the run's report.
    tool error for the planner, not the end of the run; a limit hit anywhere ends the run.
 2. compose: the writer agent gets the steps' answers (else the planner's answer) as a section to
    write, appends it to `report.md` in the run's workspace and finishes. The run's output is the
-   text of the section it wrote (what the steps found, as the report has it); a writer that wrote
-   no section gives its answer instead. (Before 2026-12 the output was always the writer's
-   answer, which for the reference models is "Added the section Results." and reports nothing.)
+   writer's answer followed by the text of the section it wrote (what the steps found, as the
+   report has it), unless the answer already holds that text. (Before 2026-12 it was the answer
+   alone, which for the reference models is "Added the section Results." and reports nothing.)
 
 A step's agent sees its task and, when earlier steps have answered, their answers. Each agent may
 call only its own tools: a call to another role's tool is refused as `forbidden`, never run.
@@ -56,7 +56,7 @@ from rolepool.tools.tool import Tool
 COMPOSE_TEMPLATE = "Write a section titled {title} saying {body}."
 """The writer's task: one of the request shapes the reference writer was trained on."""
 WRITE_SECTION = "write_section"
-"""The built-in writer's tool: the section it writes is the run's output."""
+"""The built-in writer's tool: the section it writes ends the run's output."""
 MAX_COMPOSE_CHARS = 600
 """The writer copies the body into its call, and a tiny model's context is 512 tokens. The body is
 also never longer than the run's `max_result_chars`: the writer is not asked to copy more text
@@ -238,8 +238,7 @@ class _WorkflowRun:
         limit = min(MAX_COMPOSE_CHARS, scope.limits.max_result_chars)
         compose = COMPOSE_TEMPLATE.format(title=self.flow.compose_title, body=_clip(body, limit))
         written = await run_agent(self.flow.loop_inputs(WRITER), compose, self.worker, scope)
-        section = _written_section(written.messages)
-        output = written.output if section is None else section
+        output = run_output(written.output, _written_section(written.messages))
         return BodyResult(output=output, messages=written.messages, turns=written.turns)
 
     async def dispatch(self, ctx: RunContext, role: str, task: str) -> str:
@@ -292,6 +291,14 @@ def _resume_store(store: StoreOption) -> EventStore:
     if found is None:
         raise ConfigError("a run is resumed from its stored events: give a store", where="store")
     return found
+
+
+def run_output(answer: str, section: str | None) -> str:
+    """A workflow's output: the writer's answer, then the section it wrote unless the answer
+    already holds it."""
+    if not section or not section.strip() or section.strip() in answer:
+        return answer
+    return f"{answer.rstrip()}\n\n{section.strip()}" if answer.strip() else section.strip()
 
 
 def _written_section(messages: list[Message]) -> str | None:
