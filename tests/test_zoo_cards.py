@@ -50,7 +50,38 @@ def test_the_card_command_is_the_cli_for_the_shipped_recipe() -> None:
     assert _command(moe, "moe-s3").startswith("rolepool zoo train --arch moe --seed 3 ")
     assert "--upcycle-steps 1300" in _command(moe, "moe-s3")
     moe["upcycle"]["seed"] = 7  # not what the CLI would give
-    assert _command(moe, "moe-s3").startswith("train with the recipe")
+    assert _command(moe, "moe-s3").startswith("rolepool zoo train --recipe ")
     v1 = asdict(shipped_recipe("dense", 1))
     del v1["corpus"]  # a log from before corpus v2
-    assert _command(v1, "dense-s1").startswith("train with the recipe")
+    assert _command(v1, "dense-s1").startswith("rolepool zoo train --recipe ")
+
+
+def test_zoo_train_recipe_trains_a_logged_recipe_as_it_is(tmp_path, monkeypatch, capsys) -> None:
+    import rolepool.zoo.train as zoo_train
+    from rolepool.cli import main
+    from rolepool.zoo.train import Recipe, TrainResult
+
+    seen: list[Recipe] = []
+
+    def fake_train(recipe, out=None, progress=True):
+        seen.append(recipe)
+        return TrainResult(losses=[1.0], wall_time_s=0.0, params={"total": 1, "active": 1})
+
+    monkeypatch.setattr(zoo_train, "train", fake_train)
+    v1 = asdict(shipped_recipe("moe", 2))
+    del v1["corpus"], v1["upcycle"]["seed"]  # a v1 log: the CLI flags cannot express it
+    log = tmp_path / "train_log.json"
+    log.write_text(json.dumps({"recipe": v1, "losses": [0.5]}))
+    out = ["--out", str(tmp_path / "m")]
+    assert main(["zoo", "train", "--recipe", str(log), *out]) == 0
+    assert asdict(seen[0]) == {**v1, "corpus": 1}
+    assert main(["zoo", "train", "--recipe", str(log), "--seed", "3", *out]) == 2
+    assert "drop --seed" in capsys.readouterr().err
+    assert main(["zoo", "train", *out]) == 2
+    assert "needs --arch" in capsys.readouterr().err
+    log.write_text(json.dumps({"recipe": {**v1, "colour": "blue"}}))
+    assert main(["zoo", "train", "--recipe", str(log), *out]) == 2
+    assert "unknown recipe fields colour" in capsys.readouterr().err
+    log.write_text("{not json")
+    assert main(["zoo", "train", "--recipe", str(log), *out]) == 2
+    assert len(seen) == 1

@@ -303,8 +303,12 @@ def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path
 def _command(recipe: dict[str, Any], name: str) -> str:
     from rolepool.zoo.train import SHIPPED_SETTINGS, UPCYCLE_DEFAULTS, UPCYCLE_SEED_OFFSET
 
-    if recipe.get("corpus", 1) != SHIPPED_SETTINGS["corpus"]:  # the CLI has no corpus flag
-        return f"train with the recipe in rolepool/zoo/checkpoints/{name}/train_log.json"
+    logged = (
+        f"rolepool zoo train --recipe rolepool/zoo/checkpoints/{name}/train_log.json "
+        f"--out rolepool/zoo/checkpoints/{name} --eval"
+    )
+    if recipe.get("corpus", 1) != SHIPPED_SETTINGS["corpus"]:  # no flag sets the corpus
+        return logged
 
     up = recipe.get("upcycle") or {}
     # The CLI gives the dense phase its own seed (v1 logs, without one, are not reproducible by it)
@@ -313,9 +317,8 @@ def _command(recipe: dict[str, Any], name: str) -> str:
         "steps": up.get("steps"),
         "seed": recipe["seed"] + UPCYCLE_SEED_OFFSET,
     }
-    if up and up != own_seed:
-        # `--upcycle-steps` sets only the steps of the shipped dense phase
-        return f"train with the recipe in rolepool/zoo/checkpoints/{name}/train_log.json"
+    if up and up != own_seed:  # `--upcycle-steps` sets only the steps of the shipped dense phase
+        return logged
     return (
         f"rolepool zoo train --arch {recipe['arch']} --seed {recipe['seed']} "
         f"--steps {recipe['steps']} --batch-size {recipe['batch_size']} --lr {recipe['lr']} "

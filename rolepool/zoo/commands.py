@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from rolepool.cli_args import MAX_COUNT, SEED, Float, InputDir, Int, OutputDir, count
+from rolepool.cli_args import MAX_COUNT, SEED, TEXT_FILE, Float, InputDir, Int, OutputDir, count
 from rolepool.core import UserError
 from rolepool.zoo.tokenizer import MIN_VOCAB_SIZE
 
@@ -23,8 +23,10 @@ def add_zoo_commands(subparsers: Any) -> None:
     cmds = zoo.add_subparsers(dest="zoo_command", metavar="SUBCOMMAND", required=True)
 
     train = cmds.add_parser("train", help="train a reference model (the shipped recipe)")
-    train.add_argument("--arch", choices=("moe", "dense"), required=True)
-    train.add_argument("--seed", type=SEED, default=1)
+    train.add_argument(
+        "--arch", choices=("moe", "dense"), help="required unless --recipe gives the recipe"
+    )
+    train.add_argument("--seed", type=SEED, default=None, help="default 1")
     train.add_argument(
         "--steps",
         type=count(_STEPS),
@@ -76,6 +78,14 @@ def add_zoo_commands(subparsers: Any) -> None:
         "recipe's)",
     )
     train.add_argument(
+        "--recipe",
+        type=TEXT_FILE,
+        default=None,
+        metavar="FILE",
+        help="train exactly this logged recipe (a checkpoint's train_log.json, or a JSON object "
+        "of Recipe fields): how a checkpoint whose recipe the flags cannot express is reproduced",
+    )
+    train.add_argument(
         "--out", type=OutputDir(), required=True, help="directory for the checkpoint"
     )
     train.add_argument("--eval", action="store_true", help="score both held-out splits after")
@@ -99,11 +109,58 @@ def add_zoo_commands(subparsers: Any) -> None:
     cards.set_defaults(handler=cmd_cards)
 
 
+_RECIPE_FLAGS = (
+    "arch",
+    "seed",
+    "steps",
+    "batch_size",
+    "lr",
+    "precision",
+    "vocab_size",
+    "sort_window",
+    "fast_steps",
+    "init_std",
+    "upcycle_steps",
+)
+
+
+def _logged_recipe(args: argparse.Namespace) -> Any:
+    """The recipe in `--recipe FILE`; refused with any flag that would change it."""
+    from dataclasses import fields
+
+    from rolepool.zoo.train import Recipe
+
+    given = [f"--{k.replace('_', '-')}" for k in _RECIPE_FLAGS if getattr(args, k) is not None]
+    if given:
+        raise UserError(f"--recipe trains the logged recipe as it is: drop {', '.join(given)}")
+    path = Path(args.recipe)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"--recipe {path}: not JSON ({exc})") from None
+    data = data.get("recipe", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        raise UserError(f"--recipe {path}: expected a JSON object of recipe fields")
+    known = {f.name for f in fields(Recipe)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"--recipe {path}: unknown recipe fields {', '.join(unknown)}")
+    try:
+        return Recipe(**data)
+    except TypeError as exc:
+        raise UserError(f"--recipe {path}: {exc}") from None
+
+
 def cmd_train(args: argparse.Namespace, out: Console) -> int:
     from rolepool.zoo.cards import steps_label
     from rolepool.zoo.train import UPCYCLE_DEFAULTS, check, shipped_recipe, train
 
-    recipe = shipped_recipe(args.arch, args.seed)
+    if args.recipe is not None:
+        recipe = _logged_recipe(args)
+    elif args.arch is None:
+        raise UserError("zoo train needs --arch (moe or dense) or --recipe FILE")
+    else:
+        recipe = shipped_recipe(args.arch, 1 if args.seed is None else args.seed)
     for key in (
         "steps",
         "batch_size",
@@ -130,7 +187,7 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
     result = train(recipe, out=target, progress=not args.quiet)
     steps = steps_label(recipe.steps, recipe.upcycle.get("steps"))
     out.print(
-        f"trained {args.arch} seed {args.seed}: {steps} steps in "
+        f"trained {recipe.arch} seed {recipe.seed}: {steps} steps in "
         f"{result.wall_time_s:.0f} s, final loss {result.losses[-1]:.4f} -> {target}"
     )
     if args.eval:
