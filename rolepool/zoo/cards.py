@@ -120,7 +120,20 @@ MoE trained from random weights: the comparison lines below say so. Its router s
 concentrated: in `rolepool eval` the normalised expert-load entropy per role is 0.63-0.72
 (run 13's MoEs: 0.76-0.86), and the two busiest experts of a layer take 59-87% of its routed
 slots (run 13: 40-85%); spreading it (a stronger balancing loss, unpaired router rows) is
-untried."""
+untried.
+
+Run 15, v2 recipe, trained and not shipped yet (2026-12-03, session 11; issue 26): corpus v2
+composes every training request from 19 frames ("Could you ...?", "Go ahead and ...", "{Role}:
+...") around each tool's core phrasings (105-169 train templates per tool instead of 6-9; the
+held-out templates and both held-out splits unchanged), and an upcycled MoE's dense phase draws
+its weights and batch order from its own seed (N + 100), so no MoE shares its start with a dense
+checkpoint. Steps, batch and learning rates are run 14's. dense-s1 (3,900 steps): unseen_values
+exact call 0.857 (run 14's dense-s1: 0.869), unseen_phrasings 0.647 (0.530), tool name on
+unseen_phrasings 0.928 (0.775); on the 48 hand-written requests of `evals/handwritten-v1.jsonl`
+0.562 exact (0.438), 0.562 with constrained decoding. The step budget took 2,657 s instead of
+run 14's 837 s: this machine ran 1.65x slower per step that day (the same 120 steps of either
+corpus: 0.36 s against run 14's 0.215 s average), and other work ran beside it part of the
+time. moe-s1 (1,300 dense + 1,500 MoE steps) was still training when this was written."""
 HEADLINE = ("parse_valid", "schema_valid", "tool_name", "exact_call", "no_call", "refusal", "exact")
 
 
