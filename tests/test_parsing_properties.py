@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -209,3 +210,19 @@ def test_json_that_is_not_call_shaped_is_a_final_answer(data, before):
     if not call_shaped:
         assert result.is_final
         assert result.text == text.strip()
+
+
+@pytest.mark.parametrize("key", ["<think>", "</think>", "a <think> b </think> c"])
+def test_a_think_tag_inside_a_calls_arguments_is_not_reasoning(key):
+    # found by test_every_format_round_trips: the tag was taken for reasoning and cut the call
+    call = json.dumps({"name": "A", "arguments": {key: None}})
+    text = f"<tool_call>\n{call}\n</tool_call>"
+    result = parse_tool_calls(text)
+    assert result.failure is None and not result.reasoning
+    assert [(c.name, c.arguments) for c in result.calls] == [("A", {key: None})]
+
+
+def test_a_call_written_inside_reasoning_is_still_not_run():
+    text = '<think>maybe <tool_call>{"name": "A", "arguments": {}}</tool_call></think>It is 5.'
+    result = parse_tool_calls(text)
+    assert result.calls == [] and result.text.strip() == "It is 5." and "maybe" in result.reasoning

@@ -131,10 +131,28 @@ def parse_tool_calls(
     try:
         reasoning, reply = split_reasoning(text)
         result = _Scanner(reply).run(declared=tool_format)
-        return replace(result, reasoning=reasoning) if reasoning else result
+        if not reasoning:
+            return result
+        # A think tag inside a call's arguments is text, not reasoning: when the whole reply
+        # parses into calls whose arguments hold the tag, the split cut into a call.
+        whole = _Scanner(text).run(declared=tool_format)
+        if whole.failure is None and any(_holds_think_tag(c.arguments) for c in whole.calls):
+            return whole
+        return replace(result, reasoning=reasoning)
     except Exception as exc:  # noqa: BLE001 - last resort: the contract is "never raises"
         failure = ParseFailure(f"internal parser error ({type(exc).__name__}: {exc})")
         return ParseResult(text=text.strip(), failure=failure)
+
+
+def _holds_think_tag(value: object) -> bool:
+    """Whether a decoded argument value (keys too, at any depth) contains a think tag."""
+    if isinstance(value, str):
+        return "<think>" in value or "</think>" in value
+    if isinstance(value, dict):
+        return any(_holds_think_tag(k) or _holds_think_tag(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_think_tag(v) for v in value)
+    return False
 
 
 def _failure(text: str, position: int, message: str, fmt: str) -> ParseFailure:
