@@ -109,9 +109,8 @@ def add_zoo_commands(subparsers: Any) -> None:
     cards.set_defaults(handler=cmd_cards)
 
 
-_RECIPE_FLAGS = (
-    "arch",
-    "seed",
+# Flags that set a recipe field of the same name over the shipped recipe.
+_OVERRIDES = (
     "steps",
     "batch_size",
     "lr",
@@ -120,8 +119,9 @@ _RECIPE_FLAGS = (
     "sort_window",
     "fast_steps",
     "init_std",
-    "upcycle_steps",
 )
+# Every flag that shapes the recipe: none may go with --recipe.
+_RECIPE_FLAGS = ("arch", "seed", *_OVERRIDES, "upcycle_steps")
 
 
 def _logged_recipe(args: argparse.Namespace) -> Any:
@@ -161,16 +161,7 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
         raise UserError("zoo train needs --arch (moe or dense) or --recipe FILE")
     else:
         recipe = shipped_recipe(args.arch, 1 if args.seed is None else args.seed)
-    for key in (
-        "steps",
-        "batch_size",
-        "lr",
-        "precision",
-        "vocab_size",
-        "sort_window",
-        "fast_steps",
-        "init_std",
-    ):
+    for key in _OVERRIDES:
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))
     if args.upcycle_steps is not None:  # check() refuses it for a dense model
