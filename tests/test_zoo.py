@@ -294,10 +294,11 @@ def test_tiny_training_learns_and_round_trips(arch, precision, fast, tmp_path):
     assert loss < first.losses[0]  # the saved weights are the trained ones (bf16-rounded)
 
 
-def test_bf16_training_experts_compute_what_the_default_experts_do():
+@pytest.mark.parametrize("multiple", [1, 32])
+def test_bf16_training_experts_compute_what_the_default_experts_do(multiple):
     """The MoE's training-time experts (per-expert `F.linear`, so autocast can run them in bf16)
     are the same function as transformers' default grouped experts, in float32, including
-    experts that get no token."""
+    experts that get no token, with each expert's rows padded to a multiple or not."""
     import torch
     from transformers import MixtralConfig, MixtralForCausalLM
     from transformers.integrations.moe import grouped_mm_experts_forward
@@ -311,13 +312,40 @@ def test_bf16_training_experts_compute_what_the_default_experts_do():
     first = torch.randint(0, 6, (40,))  # experts 6 and 7 get no token in the first slot
     index = torch.stack([first, (first + 1) % 7], dim=1)
     weights = torch.rand(40, 2)
-    ours = _experts_in_bf16(experts, hidden, index, weights)
+    ours = _experts_in_bf16(experts, hidden, index, weights, multiple=multiple)
     assert torch.allclose(
         ours, grouped_mm_experts_forward(experts, hidden, index, weights), atol=1e-6
     )
     ours.sum().backward()
     assert experts.gate_up_proj.grad[7].abs().sum() == 0  # an idle expert gets no gradient
     assert experts.gate_up_proj.grad[0].abs().sum() > 0
+
+
+def test_padding_a_batch_to_a_multiple_is_masked_out_of_the_loss(tokenizer):
+    """`Recipe.pad_multiple` widens a batch to a multiple of it; the extra columns are padding
+    (no attention, no label), so the model's loss is the unpadded batch's."""
+    import torch
+
+    from rolepool.zoo.models import build_model, make_config
+    from rolepool.zoo.tokenizer import encode
+    from rolepool.zoo.train import collate
+
+    rows = encode(tokenizer, generate("train", 5, seed=4))
+    longest = max(len(ids) for ids, _ in rows)
+    plain = collate(rows, tokenizer.pad_token_id)
+    padded = collate(rows, tokenizer.pad_token_id, multiple=32)
+    width = padded["input_ids"].shape[1]
+    assert plain["input_ids"].shape[1] == longest
+    assert width % 32 == 0 and longest <= width < longest + 32
+    assert (padded["attention_mask"][:, longest:] == 0).all()
+    assert (padded["labels"][:, longest:] == -100).all()
+    for key in plain:
+        assert torch.equal(padded[key][:, :longest], plain[key])
+    torch.manual_seed(0)
+    model = build_model(make_config("dense", tokenizer, **TINY)).eval()
+    with torch.no_grad():
+        assert torch.allclose(model(**padded).loss, model(**plain).loss, atol=1e-5)
+    assert collate(rows, tokenizer.pad_token_id, multiple=1)["input_ids"].shape[1] == longest
 
 
 def test_model_overrides_reach_the_moe_settings_too(tokenizer):
@@ -451,6 +479,9 @@ def test_an_unknown_precision_is_refused_before_training():
         train(Recipe(vocab_size=100), progress=False)
     with pytest.raises(ValueError, match="sort_window"):
         train(Recipe(sort_window=0), progress=False)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="pad_multiple must be an integer of at least 1"):
+            train(Recipe(pad_multiple=bad), progress=False)
     with pytest.raises(ValueError, match="init_std"):
         train(Recipe(init_std=0.0), progress=False)
     with pytest.raises(ValueError, match="init_std, not model_overrides"):
@@ -644,32 +675,34 @@ def test_zoo_train_flags_reach_the_recipe(tmp_path, monkeypatch, capsys):
     assert main(base) == 0
     assert (
         main([*base, "--vocab-size", "1024", "--sort-window", "4", "--no-fast-steps"])
+        + main([*base, "--pad-multiple", "1"])
         + main([*base, "--init-std", "0.03"])
         + main([*base, "--upcycle-steps", "0"])
         + main([*base, "--upcycle-steps", "40"])
         == 0
     )
-    shipped, plain, narrow, scratch, short = seen
+    shipped, plain, unpadded, narrow, scratch, short = seen
     assert shipped == shipped_recipe("moe", 1)
     assert (shipped.steps, shipped.vocab_size, shipped.sort_window, shipped.fast_steps) == (
-        1500,
+        2000,
         512,
         16,
         True,
     )
+    assert (shipped.pad_multiple, unpadded.pad_multiple) == (32, 1)
     assert (shipped.batch_size, shipped.lr) == (32, 4e-3)
     assert shipped_recipe("dense", 1).batch_size == 32
     assert (plain.vocab_size, plain.sort_window, plain.fast_steps) == (1024, 4, False)
     assert (shipped.init_std, narrow.init_std) == (0.06, 0.03)
     # The dense phase has its own seed: no MoE shares its start with dense-s1.
-    assert shipped.upcycle == {"steps": 1300, "min_lr_ratio": 1.0, "seed": 101}
+    assert shipped.upcycle == {"steps": 1800, "min_lr_ratio": 1.0, "seed": 101}
     assert scratch.upcycle == {} and short.upcycle == dict(shipped.upcycle, steps=40)
     capsys.readouterr()
     assert main(["zoo", "train", "--arch", "dense", "--upcycle-steps", "9", "--out", "x"]) == 2
     assert "only a MoE can be upcycled (from a dense model), not 'dense'" in (
         capsys.readouterr().err
     )
-    assert len(seen) == 5  # refused before training
+    assert len(seen) == 6  # refused before training
 
 
 # -- the fast test subset -----------------------------------------------------------------------

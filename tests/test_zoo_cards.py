@@ -48,7 +48,8 @@ def test_a_v1_moe_that_shares_its_dense_start_is_said_to(tmp_path: Path) -> None
 def test_the_card_command_is_the_cli_for_the_shipped_recipe() -> None:
     moe = asdict(shipped_recipe("moe", 3))
     assert _command(moe, "moe-s3").startswith("rolepool zoo train --arch moe --seed 3 ")
-    assert "--upcycle-steps 1300" in _command(moe, "moe-s3")
+    assert "--upcycle-steps 1800 " in _command(moe, "moe-s3")
+    assert "--pad-multiple 32 " in _command(moe, "moe-s3")
     moe["upcycle"]["seed"] = 7  # not what the CLI would give
     assert _command(moe, "moe-s3").startswith("rolepool zoo train --recipe ")
     v1 = asdict(shipped_recipe("dense", 1))

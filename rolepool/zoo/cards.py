@@ -136,7 +136,21 @@ corpus: 0.36 s against run 14's 0.215 s average), and other work ran beside it p
 time. moe-s1 (1,300 dense + 1,500 MoE steps, dense phase on seed 101; 3,866 s):
 unseen_values exact call 0.774 (run 14's moe-s1: 0.861), below the 0.80 bar, tool name 0.969;
 unseen_phrasings 0.606 (0.555); hand-written 0.479 (0.375). At this step budget corpus v2 buys
-generalisation and costs the MoE value copying; neither is shipped."""
+generalisation and costs the MoE value copying; neither is shipped.
+
+Run 16, the v2 recipe as shipped (2026-12-03, session 12): a longer budget, and steps that no
+longer slow down. A step of the fast recipe took a new matmul shape at every batch width, and
+oneDNN, which runs the bf16 matmuls, builds a kernel per shape: its cache churned, memory grew
+(5 to 8 GB in 600 dense steps) and a dense step slowed from 0.34 s to 0.6-0.8 s over a run.
+Padding batches, and each MoE expert's rows, to multiples of 32 (`pad_multiple`) kept a dense
+step flat at 0.27 s and memory at 4.3 GB (a MoE step at 0.49 s; ad hoc timings, the machine
+otherwise idle; `bench/train_step.py` compares the two). The budget grows from 15 to 25 minutes
+per checkpoint on this machine (the issue allows 30), the same for both architectures: 5,400
+dense steps; 1,800 dense then 2,000 MoE steps, since run 15's moe-s1 missed the value-copying
+bar at v1's step budget. Steps, batch and learning rates are otherwise run 14's. Because the
+recipe changed after `evals/handwritten-v1.jsonl` had been scored, a fresh set,
+`evals/handwritten-v2.jsonl`, was written before any checkpoint of it was trained, and both
+are reported."""
 HEADLINE = ("parse_valid", "schema_valid", "tool_name", "exact_call", "no_call", "refusal", "exact")
 
 
@@ -342,6 +356,7 @@ def _command(recipe: dict[str, Any], name: str) -> str:
         f"--vocab-size {recipe.get('vocab_size', VOCAB_SIZE)} "
         f"--sort-window {recipe.get('sort_window', 4)} "  # logs before the field: windows of 4
         + ("--fast-steps " if recipe.get("fast_steps") else "--no-fast-steps ")
+        + f"--pad-multiple {recipe.get('pad_multiple', 1)} "  # logs before the field: 1
         + f"--init-std {recipe.get('init_std', 0.02)} "  # logs before the field: 0.02
         + (f"--upcycle-steps {up.get('steps', 0)} " if recipe["arch"] == "moe" else "")
         + f"--out rolepool/zoo/checkpoints/{name} --eval"

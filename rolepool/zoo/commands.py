@@ -64,6 +64,13 @@ def add_zoo_commands(subparsers: Any) -> None:
         "see bench/train_step.py)",
     )
     train.add_argument(
+        "--pad-multiple",
+        type=count(512),
+        default=None,
+        help="pad batches (and, with fast steps, each MoE expert's rows) to a multiple of this "
+        "many tokens, so the bf16 matmuls take few shapes (default: the shipped recipe's, 32)",
+    )
+    train.add_argument(
         "--init-std",
         type=Float(0, 1, high_excluded=True),
         default=None,
@@ -118,6 +125,7 @@ _OVERRIDES = (
     "vocab_size",
     "sort_window",
     "fast_steps",
+    "pad_multiple",
     "init_std",
 )
 # Every flag that shapes the recipe: none may go with --recipe.
