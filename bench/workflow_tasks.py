@@ -1,7 +1,8 @@
 """Does `rolepool run` make sense on hand-written requests? The README's task and the other
 requests of bench/workflow_tasks.jsonl, scored on the plan, each step's first tool, whether the
 final answer reports what the steps found, and completion (the rules are in
-bench/workflow_completion.py, whose `--hand` mode this is; `bench/run_all.py` runs it by name).
+bench/_workflow_scoring.py; this is the `--hand` mode of bench/workflow_completion.py;
+`bench/run_all.py` runs it by name).
 
     python bench/workflow_tasks.py
 """

@@ -1,6 +1,6 @@
-"""bench/workflow_tasks.jsonl and the hand-mode scoring of bench/workflow_completion.py, without a
-model: the tasks are well formed for the built-in roles, and hand-made events and outcomes score as
-the bench's docstring says they should."""
+"""bench/workflow_tasks.jsonl and the hand-mode scoring of bench/workflow_completion.py (its rules
+in bench/_workflow_scoring.py), without a model: the tasks are well formed for the built-in roles,
+and hand-made events and outcomes score as the scoring module's docstring says they should."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from rolepool.zoo.toolset import ROLE_TOOLS, WORKER_ROLES
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
+import _workflow_scoring as scoring  # noqa: E402
 import workflow_completion as bench  # noqa: E402
 
 README_REQUEST = "Plan this: have the coder test the parser, and ask the search agent to find the routing policy."
@@ -22,8 +23,8 @@ RUN = "run_test"
 
 
 @pytest.fixture(scope="module")
-def tasks() -> list[bench.HandTask]:
-    return bench.load_tasks()
+def tasks() -> list[scoring.HandTask]:
+    return scoring.load_tasks()
 
 
 def test_tasks_file_has_the_readme_task_and_at_least_12_more(tasks):
@@ -51,15 +52,15 @@ def test_every_step_is_a_valid_role_and_tool_pair_with_its_words_in_the_request(
     assert used == {t for role in WORKER_ROLES for t in ROLE_TOOLS[role]} - {"finish"}
 
 
-def wanted(*steps: tuple[str, str, str]) -> tuple[bench.WantedStep, ...]:
-    return tuple(bench.WantedStep(*s) for s in steps)
+def wanted(*steps: tuple[str, str, str]) -> tuple[scoring.WantedStep, ...]:
+    return tuple(scoring.WantedStep(*s) for s in steps)
 
 
-def seen(role: str, task: str, tool: str | None, answer: str | None) -> bench.SeenStep:
-    return bench.SeenStep(role=role, task=task, first_tool=tool, answer=answer)
+def seen(role: str, task: str, tool: str | None, answer: str | None) -> scoring.SeenStep:
+    return scoring.SeenStep(role=role, task=task, first_tool=tool, answer=answer)
 
 
-TASK = bench.HandTask(
+TASK = scoring.HandTask(
     "t",
     "Have the coder test the parser and the search agent find the routing policy.",
     wanted(
@@ -78,7 +79,7 @@ GOOD_FINAL = (
 
 
 def test_a_good_run_passes_every_check():
-    assert bench.score(TASK, GOOD, GOOD_FINAL, "## Results\n\n" + GOOD_FINAL) == {
+    assert scoring.score(TASK, GOOD, GOOD_FINAL, "## Results\n\n" + GOOD_FINAL) == {
         "plan": True,
         "plan_exact": True,
         "first_tools": 2,
@@ -90,10 +91,10 @@ def test_a_good_run_passes_every_check():
 
 
 def test_the_report_is_judged_apart_from_the_answer():
-    scored = bench.score(TASK, GOOD, "Added the section Results.", "## Results\n\n" + GOOD_FINAL)
+    scored = scoring.score(TASK, GOOD, "Added the section Results.", "## Results\n\n" + GOOD_FINAL)
     assert not scored["reported"] and scored["in_report"]
-    assert not bench.score(TASK, GOOD, GOOD_FINAL, None)["in_report"]
-    assert not bench.score(TASK, GOOD, GOOD_FINAL, "## Results\n\nfind.")["in_report"]
+    assert not scoring.score(TASK, GOOD, GOOD_FINAL, None)["in_report"]
+    assert not scoring.score(TASK, GOOD, GOOD_FINAL, "## Results\n\nfind.")["in_report"]
 
 
 def test_plan_compares_tasks_normalised_and_reports_exact_apart():
@@ -101,8 +102,8 @@ def test_plan_compares_tasks_normalised_and_reports_exact_apart():
         seen("coder", "  Test the PARSER.", "run_python", "ok"),
         seen("search", '"find the routing  policy"', "search_docs", "ok"),
     ]
-    assert bench.plan_matches(TASK.steps, steps, exact=False)
-    assert not bench.plan_matches(TASK.steps, steps, exact=True)
+    assert scoring.plan_matches(TASK.steps, steps, exact=False)
+    assert not scoring.plan_matches(TASK.steps, steps, exact=True)
 
 
 @pytest.mark.parametrize(
@@ -117,18 +118,18 @@ def test_plan_compares_tasks_normalised_and_reports_exact_apart():
     ],
 )
 def test_plan_fails_unless_exactly_the_steps_asked_for(steps):
-    assert not bench.plan_matches(TASK.steps, steps, exact=False)
+    assert not scoring.plan_matches(TASK.steps, steps, exact=False)
 
 
 def test_first_tool_is_judged_per_wanted_step_with_its_partner():
-    assert bench.first_tools_right(TASK.steps, GOOD) == [True, True]
+    assert scoring.first_tools_right(TASK.steps, GOOD) == [True, True]
     wrong = [seen("coder", "test the parser", "read_file", "x"), GOOD[0]]
-    assert bench.first_tools_right(TASK.steps, wrong) == [False, True]
+    assert scoring.first_tools_right(TASK.steps, wrong) == [False, True]
     # a garbled task still pairs by role, so its agent's first tool is judged
     garbled = [seen("coder", "tset the prasr", "run_python", "x")]
-    assert bench.first_tools_right(TASK.steps, garbled) == [True, False]
+    assert scoring.first_tools_right(TASK.steps, garbled) == [True, False]
     # no call at all, or no partner: wrong
-    assert bench.first_tools_right(TASK.steps, [seen("coder", "test the parser", None, "x")]) == [
+    assert scoring.first_tools_right(TASK.steps, [seen("coder", "test the parser", None, "x")]) == [
         False,
         False,
     ]
@@ -138,32 +139,32 @@ def test_first_tool_is_judged_per_wanted_step_with_its_partner():
         seen("coder", "run it", "run_python", "x"),
         seen("coder", "read the file a.txt", "read_file", "y"),
     ]
-    assert bench.first_tools_right(two, steps) == [True, True]
+    assert scoring.first_tools_right(two, steps) == [True, True]
 
 
 def test_reported_needs_the_key_words_of_every_answer_in_the_final_answer():
-    assert bench.score(TASK, GOOD, GOOD_FINAL)["reported"]
+    assert scoring.score(TASK, GOOD, GOOD_FINAL)["reported"]
     # restating the request reports nothing the steps found
     restated = "The coder tested the parser and the search agent found the routing policy."
-    assert not bench.score(TASK, GOOD, restated)["reported"]
+    assert not scoring.score(TASK, GOOD, restated)["reported"]
     # one step's findings left out
-    assert not bench.score(TASK, GOOD, "Results: coder: Ran 14 checks, 2 failed on empty input.")[
+    assert not scoring.score(TASK, GOOD, "Results: coder: Ran 14 checks, 2 failed on empty input.")[
         "reported"
     ]
     # half of the key words is enough: found, moe, first, 90, 10 (not policy: a task word)
-    assert bench.reports("The search found policy v3 with moe first.", GOOD[0])
-    assert not bench.reports("The search found policy v3.", GOOD[0])
+    assert scoring.reports("The search found policy v3 with moe first.", GOOD[0])
+    assert not scoring.reports("The search found policy v3.", GOOD[0])
     # a step that did not answer, or whose answer only restates its task, cannot be reported
     unanswered = [GOOD[0], seen("coder", "test the parser", "run_python", None)]
-    assert not bench.score(TASK, unanswered, GOOD_FINAL)["reported"]
+    assert not scoring.score(TASK, unanswered, GOOD_FINAL)["reported"]
     echo = seen("coder", "test the parser", "run_python", "I will test the parser.")
-    assert not bench.reports("I will test the parser.", echo)
+    assert not scoring.reports("I will test the parser.", echo)
     # no steps at all: nothing reported, whatever the answer says
-    assert not bench.score(TASK, [], GOOD_FINAL)["reported"]
+    assert not scoring.score(TASK, [], GOOD_FINAL)["reported"]
 
 
 def test_a_run_that_did_not_finish_is_neither_completed_nor_reported():
-    scored = bench.score(TASK, GOOD, None, GOOD_FINAL)
+    scored = scoring.score(TASK, GOOD, None, GOOD_FINAL)
     assert scored["plan"] and scored["first_tools_all"]
     assert not scored["completed"] and not scored["reported"] and not scored["in_report"]
 
@@ -199,14 +200,14 @@ def test_steps_from_events_reads_each_steps_task_first_tool_and_answer():
     ]
     for seq, event in enumerate(events):
         event.seq = seq
-    assert bench.steps_from_events(events) == [
-        bench.SeenStep(role="coder", task="test it", first_tool="write_file", answer="1"),
-        bench.SeenStep(role="search", task="find it", first_tool="search_docs", answer=None),
+    assert scoring.steps_from_events(events) == [
+        scoring.SeenStep(role="coder", task="test it", first_tool="write_file", answer="1"),
+        scoring.SeenStep(role="search", task="find it", first_tool="search_docs", answer=None),
     ]
 
 
 def test_key_words_leave_out_function_words_role_names_and_the_task():
-    assert bench.key_words(
+    assert scoring.key_words(
         "The coder ran 3 tests of the parser: all passed.", "test the parser"
     ) == {
         "ran",
@@ -214,7 +215,7 @@ def test_key_words_leave_out_function_words_role_names_and_the_task():
         "tests",
         "passed",
     }
-    assert bench.normalise("  'Find the Routing   policy.' ") == "find the routing policy"
+    assert scoring.normalise("  'Find the Routing   policy.' ") == "find the routing policy"
 
 
 def scripted_pool():
@@ -241,13 +242,13 @@ def test_a_scripted_run_through_the_benchs_runner_is_scored_from_its_events(monk
     import anyio
 
     monkeypatch.setattr(bench, "default_pool", scripted_pool)
-    task = bench.HandTask(
+    task = scoring.HandTask(
         "scripted",
         "Coder: print 2 + 3. Search: routing policy.",
         wanted(("coder", "print 2 + 3", "read_file"), ("search", "routing policy", "read_doc")),
     )
     (ran,) = anyio.run(bench.run_workflows, [task.request], bench.ROUTINGS[0])
-    outcome = bench.hand_outcome(task, ran)
+    outcome = scoring.hand_outcome(task, ran)
     assert outcome["status"] == "finished" and outcome["completed"]
     assert outcome["plan"] and outcome["plan_exact"]
     assert [s["first_tool"] for s in outcome["steps"]] == ["read_file", "search_docs"]
