@@ -9,7 +9,10 @@ bench/_workflow_scoring.py; this is the `--hand` mode of bench/workflow_completi
 
 from __future__ import annotations
 
+import argparse
+
 from workflow_completion import TASKS_FILE, hand_main
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()  # --help only
     hand_main(TASKS_FILE, None)
