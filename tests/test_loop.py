@@ -428,6 +428,37 @@ async def test_a_prompt_that_cannot_fit_even_elided_is_a_typed_refusal():
     assert [m.content.startswith("…[elided") for m in last if m.role == "tool"] == [True, False]
 
 
+async def test_a_retry_that_does_not_fit_elides_the_unreadable_replies_it_retries_from():
+    """A reply that ran on to the token limit can fill a small model's context: the retry is
+    asked with it as a marker (the feedback after it still says what was wrong), and the
+    transcript keeps it whole."""
+    from rolepool.core import RequestRefused
+
+    runaway = '<tool_call>{"name": "read", "arguments": {"doc": "' + "d" * 300
+
+    def fn(request):
+        size = sum(len(m.content) for m in request.messages)
+        if size > 1000:  # the first retry fits, the second only with the first reply elided
+            raise RequestRefused(f"prompt of {size} does not fit the context of 1000")
+        if sum(m.role == "assistant" for m in request.messages) < 2:
+            return runaway  # twice, each cut off unparseable
+        return "done"
+
+    worker = FunctionWorker(fn)
+    agent = Agent("reader", tools=[read])
+    async with agent.start("read d0", worker=worker) as run:
+        events = [e async for e in run.events()]
+        result = await run.result()
+    assert result.output == "done"
+    assert [m.content for m in result.messages if m.role == "assistant"][:2] == [runaway] * 2
+    marker = "…[elided: 350 chars, to fit the model's context]"
+    shown = [m.content for m in worker.requests[-1].messages if m.role == "assistant"]
+    assert shown == [marker, runaway]  # the oldest first: enough to fit
+    asked = [(e.turn, e.elided) for e in events if e.type == "model.requested"]
+    assert asked == [(1, 0), (2, 0), (3, 0), (3, 1)]
+    assert "could not be read" in worker.requests[-1].messages[-1].content
+
+
 async def test_a_retry_never_elides_the_results_it_retries_from():
     """After an unparseable (or invalid) reply, the results of the latest valid call are still
     what the model must act on: a refused retry elides only older ones, then fails typed."""

@@ -7,8 +7,11 @@ message, and a run of consecutive invalid turns longer than `max_retries` ends t
 can tell first-try validity from validity after feedback.
 
 A prompt the worker refuses (`RequestRefused`: longer than the model's context) is asked again with
-the oldest tool result shown as a one-line marker, then the next oldest, until it is served or no
-result before the latest valid call is left to elide. The agent's transcript keeps every result
+the oldest tool result shown as a one-line marker, then the next oldest, until it is served or
+nothing is left to elide: first the results before the latest valid call, then the unreadable
+replies the model is retrying from, oldest first (a reply that ran on to the token limit can fill
+a small model's context by itself; the feedback that follows it still says what was wrong). The
+results of the latest valid call are never elided. The agent's transcript keeps every message
 whole; `ModelRequested.elided` says how many a request left out.
 """
 
@@ -90,9 +93,11 @@ class AgentLoop:
         self.usage = Usage()
         self.messages: list[Message] = []
         self.elided = 0  # requests show this many of the oldest tool results as a marker
-        # Messages from this index on answer the latest turn whose calls were all valid, and are
-        # never elided: what the model acts on, also while it retries an invalid reply.
+        # Messages from this index on answer the latest turn whose calls were all valid; its
+        # results are never elided: what the model acts on, also while it retries an invalid
+        # reply (the unreadable replies of that retry may be).
         self.kept_from = 0
+        self.unreadable_at: list[int] = []  # where the unreadable replies are in `messages`
 
     def _base(self) -> dict[str, object]:
         return {"run_id": self.scope.run_id, "parent_id": self.span_id, "agent": self.inputs.name}
@@ -196,14 +201,22 @@ class AgentLoop:
                 self.elided += 1
 
     def _elidable(self) -> list[int]:
-        """Indexes of the tool messages a request may elide: those before the latest turn whose
-        calls were all valid (an unparseable or invalid retry does not move that line) and
-        longer than their marker."""
-        return [
+        """Indexes of the messages a request may elide, in the order it elides them, each longer
+        than its marker: the tool messages before the latest turn whose calls were all valid (an
+        unparseable or invalid retry does not move that line), then the unreadable replies (no
+        calls) after it."""
+        results = [
             i
             for i, m in enumerate(self.messages[: self.kept_from])
             if m.role == "tool" and len(m.content) > len(_elided(m.content))
         ]
+        unreadable = [
+            i
+            for i in self.unreadable_at
+            if i > self.kept_from
+            and len(self.messages[i].content) > len(_elided(self.messages[i].content))
+        ]
+        return results + unreadable
 
     def _prompt(self) -> list[Message]:
         messages = list(self.messages)
@@ -294,6 +307,7 @@ class AgentLoop:
                 attempt=self.retries,
             )
         )
+        self.unreadable_at.append(len(self.messages))
         self.messages.append(assistant(text))
         self.messages.append(
             user(
