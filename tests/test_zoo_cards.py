@@ -55,6 +55,19 @@ def test_the_card_command_is_the_cli_for_the_shipped_recipe() -> None:
     v1 = asdict(shipped_recipe("dense", 1))
     del v1["corpus"]  # a log from before corpus v2
     assert _command(v1, "dense-s1").startswith("rolepool zoo train --recipe ")
+    dense = asdict(shipped_recipe("dense", 2))
+    assert _command(dense, "dense-s2").startswith("rolepool zoo train --arch dense --seed 2 ")
+    assert "--upcycle-steps" not in _command(dense, "dense-s2")
+    for key, value in (("train_examples", 7), ("warmup", 3), ("weight_decay", 0.5)):
+        # no flag sets these: a recipe that differs there is trained from its log
+        changed = dict(dense, **{key: value})
+        assert _command(changed, "dense-s2").startswith("rolepool zoo train --recipe "), key
+    flagged = dict(dense, steps=77, lr=0.001, pad_multiple=1)  # flags express these
+    assert "--steps 77 " in _command(flagged, "dense-s2")
+    assert "--lr 0.001 --precision" in _command(flagged, "dense-s2")
+    scratch = asdict(shipped_recipe("moe", 2))
+    scratch["upcycle"] = {}
+    assert "--upcycle-steps 0 " in _command(scratch, "moe-s2")
 
 
 def test_zoo_train_recipe_trains_a_logged_recipe_as_it_is(tmp_path, monkeypatch, capsys) -> None:

@@ -330,35 +330,50 @@ def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path
     return written
 
 
+# The recipe fields the flags of `_command`'s line set; every other field is the shipped recipe's.
+_FLAGGED = (
+    "steps",
+    "batch_size",
+    "lr",
+    "precision",
+    "vocab_size",
+    "sort_window",
+    "fast_steps",
+    "pad_multiple",
+    "init_std",
+)
+
+
 def _command(recipe: dict[str, Any], name: str) -> str:
-    from rolepool.zoo.train import SHIPPED_SETTINGS, UPCYCLE_DEFAULTS, UPCYCLE_SEED_OFFSET
+    """The `zoo train` flags that train `recipe`, when flags can express it; else the command
+    that trains the logged recipe as it is (`--recipe`)."""
+    from dataclasses import asdict
+
+    from rolepool.zoo.train import UPCYCLE_DEFAULTS, Recipe, shipped_recipe
 
     logged = (
         f"rolepool zoo train --recipe rolepool/zoo/checkpoints/{name}/train_log.json "
         f"--out rolepool/zoo/checkpoints/{name} --eval"
     )
-    if recipe.get("corpus", 1) != SHIPPED_SETTINGS["corpus"]:  # no flag sets the corpus
-        return logged
-
-    up = recipe.get("upcycle") or {}
-    # The CLI gives the dense phase its own seed (v1 logs, without one, are not reproducible by it)
-    own_seed = {
-        **UPCYCLE_DEFAULTS,
-        "steps": up.get("steps"),
-        "seed": recipe["seed"] + UPCYCLE_SEED_OFFSET,
-    }
-    if up and up != own_seed:  # `--upcycle-steps` sets only the steps of the shipped dense phase
+    full = Recipe(**recipe)  # fields a log predates take their defaults, as --recipe does
+    flags = shipped_recipe(full.arch, full.seed)
+    for key in _FLAGGED:
+        setattr(flags, key, getattr(full, key))
+    up_steps = full.upcycle.get("steps", 0)
+    if full.arch == "moe":  # --upcycle-steps sets only the steps of the shipped dense phase
+        flags.upcycle = (
+            {**(flags.upcycle or UPCYCLE_DEFAULTS), "steps": up_steps} if up_steps else {}
+        )
+    if asdict(flags) != asdict(full):  # a field no flag sets differs: train the log as it is
         return logged
     return (
-        f"rolepool zoo train --arch {recipe['arch']} --seed {recipe['seed']} "
-        f"--steps {recipe['steps']} --batch-size {recipe['batch_size']} --lr {recipe['lr']} "
-        f"--precision {recipe.get('precision', 'fp32')} "
-        f"--vocab-size {recipe.get('vocab_size', VOCAB_SIZE)} "
-        f"--sort-window {recipe.get('sort_window', 4)} "  # logs before the field: windows of 4
-        + ("--fast-steps " if recipe.get("fast_steps") else "--no-fast-steps ")
-        + f"--pad-multiple {recipe.get('pad_multiple', 1)} "  # logs before the field: 1
-        + f"--init-std {recipe.get('init_std', 0.02)} "  # logs before the field: 0.02
-        + (f"--upcycle-steps {up.get('steps', 0)} " if recipe["arch"] == "moe" else "")
+        f"rolepool zoo train --arch {full.arch} --seed {full.seed} "
+        f"--steps {full.steps} --batch-size {full.batch_size} --lr {full.lr} "
+        f"--precision {full.precision} --vocab-size {full.vocab_size} "
+        f"--sort-window {full.sort_window} "
+        + ("--fast-steps " if full.fast_steps else "--no-fast-steps ")
+        + f"--pad-multiple {full.pad_multiple} --init-std {full.init_std} "
+        + (f"--upcycle-steps {up_steps} " if full.arch == "moe" else "")
         + f"--out rolepool/zoo/checkpoints/{name} --eval"
     )
 
