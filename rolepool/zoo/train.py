@@ -11,7 +11,7 @@ behaviour forms, which the dense phase passes faster (the model cards' run 14).
 Deterministic given `seed` on one machine: the corpus, the tokenizer, the initial weights and the
 batch order all derive from it, and torch runs on a fixed number of threads.
 
-The budget is wall-clock time (25 minutes per shipped v2 checkpoint on 2 CPU cores, 15 for v1),
+The budget is wall-clock time (30 minutes per shipped v2 checkpoint on 2 CPU cores, 15 for v1),
 so step speed buys steps: the heap is tuned as the pool worker tunes it, and the shipped recipe
 (`shipped_recipe`) sorts batches by length in windows of 16 batches, gives short batches eager
 attention and, under bf16, runs the MoE's experts in bf16 (`fast_steps`), padding batches and
@@ -42,14 +42,14 @@ from rolepool.zoo.models import build_model, make_config, param_counts, upcycle
 from rolepool.zoo.tokenizer import MIN_VOCAB_SIZE, VOCAB_SIZE, build_tokenizer, encode
 
 THREADS = 2
-# The shipped recipe (v2): as many steps as fit 25 minutes per checkpoint on this 2-core machine on
-# 2026-12-03 (a dense step 0.27 s, a MoE step 0.49 s, with pad_multiple 32), bf16 autocast, a
-# 512-token vocabulary and fast steps (see the "How the recipe was chosen" section of the model
-# cards). v1 had 15 minutes on the machine of 2026-11-27 (3,900 dense steps; 1,300 dense then
-# 1,500 MoE steps), which left v2's moe-s1, on the harder corpus v2, at 0.774 exact call on
-# unseen_values, under the 80% bar. The MoE is upcycled: 1,800 dense steps, then 2,000 MoE
-# steps, the same batch and lr in both phases (run 14: batch 32 beat run 12's batch 16 at lr 3e-3
-# for the MoE phase, seed 2: 0.834 against 0.799 exact call).
+# The shipped recipe (v2): as many steps as fit 30 minutes per checkpoint on this 2-core machine on
+# 2026-12-03 (a dense step 0.32 s, a MoE step 0.5-0.58 s over whole runs, with pad_multiple 32; v2
+# dense-s1 took 1,785 s alone), bf16 autocast, a 512-token vocabulary and fast steps (see the "How
+# the recipe was chosen" section of the model cards). v1 had 15 minutes on the machine of 2026-11-27
+# (3,900 dense steps; 1,300 dense then 1,500 MoE steps), which left v2's moe-s1, on the harder
+# corpus v2, at 0.774 exact call on unseen_values, under the 80% bar. The MoE is upcycled: 1,800
+# dense steps, then 2,000 MoE steps, the same batch and lr in both phases (run 14: batch 32 beat run
+# 12's batch 16 at lr 3e-3 for the MoE phase, seed 2: 0.834 against 0.799 exact call).
 SHIPPED_BY_ARCH: dict[str, dict[str, Any]] = {
     "dense": {"steps": 5400, "batch_size": 32, "lr": 4e-3},
     "moe": {"steps": 2000, "batch_size": 32, "lr": 4e-3, "upcycle": {"steps": 1800}},
