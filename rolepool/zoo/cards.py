@@ -335,26 +335,12 @@ def write_cards(root: Path, commands: dict[str, str] | None = None) -> list[Path
     return written
 
 
-# The recipe fields the flags of `_command`'s line set; every other field is the shipped recipe's.
-_FLAGGED = (
-    "steps",
-    "batch_size",
-    "lr",
-    "precision",
-    "vocab_size",
-    "sort_window",
-    "fast_steps",
-    "pad_multiple",
-    "init_std",
-)
-
-
 def _command(recipe: dict[str, Any], name: str) -> str:
     """The `zoo train` flags that train `recipe`, when flags can express it; else the command
     that trains the logged recipe as it is (`--recipe`)."""
     from dataclasses import asdict
 
-    from rolepool.zoo.train import UPCYCLE_DEFAULTS, Recipe, shipped_recipe
+    from rolepool.zoo.train import FLAG_FIELDS, UPCYCLE_DEFAULTS, Recipe, shipped_recipe
 
     logged = (
         f"rolepool zoo train --recipe rolepool/zoo/checkpoints/{name}/train_log.json "
@@ -362,7 +348,7 @@ def _command(recipe: dict[str, Any], name: str) -> str:
     )
     full = Recipe(**recipe)  # fields a log predates take their defaults, as --recipe does
     flags = shipped_recipe(full.arch, full.seed)
-    for key in _FLAGGED:
+    for key in FLAG_FIELDS:
         setattr(flags, key, getattr(full, key))
     up_steps = full.upcycle.get("steps", 0)
     if full.arch == "moe":  # --upcycle-steps sets only the steps of the shipped dense phase

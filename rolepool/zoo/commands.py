@@ -116,29 +116,15 @@ def add_zoo_commands(subparsers: Any) -> None:
     cards.set_defaults(handler=cmd_cards)
 
 
-# Flags that set a recipe field of the same name over the shipped recipe.
-_OVERRIDES = (
-    "steps",
-    "batch_size",
-    "lr",
-    "precision",
-    "vocab_size",
-    "sort_window",
-    "fast_steps",
-    "pad_multiple",
-    "init_std",
-)
-# Every flag that shapes the recipe: none may go with --recipe.
-_RECIPE_FLAGS = ("arch", "seed", *_OVERRIDES, "upcycle_steps")
-
-
 def _logged_recipe(args: argparse.Namespace) -> Any:
     """The recipe in `--recipe FILE`; refused with any flag that would change it."""
     from dataclasses import fields
 
-    from rolepool.zoo.train import Recipe
+    from rolepool.zoo.train import FLAG_FIELDS, Recipe
 
-    given = [f"--{k.replace('_', '-')}" for k in _RECIPE_FLAGS if getattr(args, k) is not None]
+    # Every flag that shapes the recipe: none may go with --recipe.
+    shaping = ("arch", "seed", *FLAG_FIELDS, "upcycle_steps")
+    given = [f"--{k.replace('_', '-')}" for k in shaping if getattr(args, k) is not None]
     if given:
         raise UserError(f"--recipe trains the logged recipe as it is: drop {', '.join(given)}")
     path = Path(args.recipe)
@@ -161,7 +147,7 @@ def _logged_recipe(args: argparse.Namespace) -> Any:
 
 def cmd_train(args: argparse.Namespace, out: Console) -> int:
     from rolepool.zoo.cards import steps_label
-    from rolepool.zoo.train import UPCYCLE_DEFAULTS, check, shipped_recipe, train
+    from rolepool.zoo.train import FLAG_FIELDS, UPCYCLE_DEFAULTS, check, shipped_recipe, train
 
     if args.recipe is not None:
         recipe = _logged_recipe(args)
@@ -169,7 +155,7 @@ def cmd_train(args: argparse.Namespace, out: Console) -> int:
         raise UserError("zoo train needs --arch (moe or dense) or --recipe FILE")
     else:
         recipe = shipped_recipe(args.arch, 1 if args.seed is None else args.seed)
-    for key in _OVERRIDES:
+    for key in FLAG_FIELDS:
         if getattr(args, key) is not None:
             setattr(recipe, key, getattr(args, key))
     if args.upcycle_steps is not None:  # check() refuses it for a dense model

@@ -123,6 +123,19 @@ class Recipe:
     upcycle: dict[str, Any] = field(default_factory=dict)
 
 
+# The recipe fields `zoo train` has a flag of the same name for (the rest come from the shipped
+# recipe or a logged one): the CLI sets them, and a model card's command prints them.
+FLAG_FIELDS = (
+    "steps",
+    "batch_size",
+    "lr",
+    "precision",
+    "vocab_size",
+    "sort_window",
+    "fast_steps",
+    "pad_multiple",
+    "init_std",
+)
 UPCYCLE_KEYS = ("steps", "batch_size", "lr", "warmup", "min_lr_ratio", "seed")
 # The shipped MoE's dense phase draws its initial weights and batch order from its own seed,
 # `seed + UPCYCLE_SEED_OFFSET`, so no MoE starts from the run of a shipped dense checkpoint (the
