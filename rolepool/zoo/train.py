@@ -44,12 +44,15 @@ from rolepool.zoo.tokenizer import MIN_VOCAB_SIZE, VOCAB_SIZE, build_tokenizer, 
 THREADS = 2
 # The shipped recipe (v2): as many steps as fit 30 minutes per checkpoint on this 2-core machine on
 # 2026-12-03 (a dense step 0.32 s, a MoE step 0.5-0.58 s over whole runs, with pad_multiple 32; v2
-# dense-s1 took 1,785 s alone), bf16 autocast, a 512-token vocabulary and fast steps (see the "How
-# the recipe was chosen" section of the model cards). v1 had 15 minutes on the machine of 2026-11-27
-# (3,900 dense steps; 1,300 dense then 1,500 MoE steps), which left v2's moe-s1, on the harder
-# corpus v2, at 0.774 exact call on unseen_values, under the 80% bar. The MoE is upcycled: 1,800
-# dense steps, then 2,000 MoE steps, the same batch and lr in both phases (run 14: batch 32 beat run
-# 12's batch 16 at lr 3e-3 for the MoE phase, seed 2: 0.834 against 0.799 exact call).
+# dense-s1 took 1,785 s alone). Alone with OMP_WAIT_POLICY unset, dense-s2 to s4 took 1,467-1,518 s
+# and moe-s3 and moe-s4 1,541-1,586 s; under PASSIVE, moe-s2's MoE steps took 1.0 s against 0.57,
+# half of it in the kernel (the threads sleep and wake between the experts' small ops), so train
+# alone without it. bf16 autocast, a 512-token vocabulary and fast steps (see the "How the recipe
+# was chosen" section of the model cards). v1 had 15 minutes on the machine of 2026-11-27 (3,900
+# dense steps; 1,300 dense then 1,500 MoE steps), which left v2's moe-s1, on the harder corpus v2,
+# at 0.774 exact call on unseen_values, under the 80% bar. The MoE is upcycled: 1,800 dense steps,
+# then 2,000 MoE steps, the same batch and lr in both phases (run 14: batch 32 beat run 12's batch
+# 16 at lr 3e-3 for the MoE phase, seed 2: 0.834 against 0.799 exact call).
 SHIPPED_BY_ARCH: dict[str, dict[str, Any]] = {
     "dense": {"steps": 5400, "batch_size": 32, "lr": 4e-3},
     "moe": {"steps": 2000, "batch_size": 32, "lr": 4e-3, "upcycle": {"steps": 1800}},
