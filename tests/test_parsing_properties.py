@@ -222,6 +222,26 @@ def test_a_think_tag_inside_a_calls_arguments_is_not_reasoning(key):
     assert [(c.name, c.arguments) for c in result.calls] == [("A", {key: None})]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"<think>": null}',  # found by test_json_that_is_not_call_shaped_is_a_final_answer
+        'The config: {"tags": ["</think>", "a <think> b"]}',
+        '[1, {"note": "<think>"}]',
+    ],
+)
+def test_a_think_tag_inside_a_json_answer_is_text(text):
+    result = parse_tool_calls(text)
+    assert result.is_final and not result.reasoning
+    assert result.text == text
+
+
+def test_reasoning_before_a_json_answer_holding_a_tag_is_still_split():
+    result = parse_tool_calls('<think>plan</think>{"echo": "<think>"}')
+    assert result.reasoning == "plan"
+    assert result.text == '{"echo": "<think>"}'
+
+
 def test_a_call_written_inside_reasoning_is_still_not_run():
     text = '<think>maybe <tool_call>{"name": "A", "arguments": {}}</tool_call></think>It is 5.'
     result = parse_tool_calls(text)
