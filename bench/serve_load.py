@@ -72,9 +72,19 @@ async def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout: float 
     raise SystemExit(f"rolepool serve was not healthy within {timeout:.0f}s")
 
 
-async def one(client: httpx.AsyncClient, base: str, text: str, max_tokens: int) -> dict[str, Any]:
+async def served_model(base: str) -> str:
+    """The id the server serves under (it rejects any other name with 404 model_not_found)."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{base}/v1/models", timeout=10)
+        response.raise_for_status()
+        return response.json()["data"][0]["id"]
+
+
+async def one(
+    client: httpx.AsyncClient, base: str, model: str, text: str, max_tokens: int
+) -> dict[str, Any]:
     body = {
-        "model": "default",
+        "model": model,
         "messages": [{"role": "user", "content": text}],
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -91,14 +101,16 @@ async def one(client: httpx.AsyncClient, base: str, text: str, max_tokens: int) 
         return {"latency": time.perf_counter() - started, "error": type(exc).__name__, "tokens": 0}
 
 
-async def round_of(base: str, texts: list[str], concurrent: bool, max_tokens: int) -> dict:
+async def round_of(
+    base: str, model: str, texts: list[str], concurrent: bool, max_tokens: int
+) -> dict:
     limits = httpx.Limits(max_connections=len(texts) + 10, max_keepalive_connections=len(texts))
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0)) as client:
         started = time.perf_counter()
         if concurrent:
-            outs = await asyncio.gather(*(one(client, base, t, max_tokens) for t in texts))
+            outs = await asyncio.gather(*(one(client, base, model, t, max_tokens) for t in texts))
         else:
-            outs = [await one(client, base, t, max_tokens) for t in texts]
+            outs = [await one(client, base, model, t, max_tokens) for t in texts]
         wall = time.perf_counter() - started
     ok = sorted(o["latency"] for o in outs if o["error"] is None)
     return {
@@ -141,8 +153,9 @@ async def main(args: argparse.Namespace) -> None:
     proc = start_server(args.model, port)
     try:
         await wait_healthy(base, proc)
+        model = await served_model(base)
         texts = prompts(args.concurrency)
-        await round_of(base, texts[:4], True, args.max_tokens)  # warm-up
+        await round_of(base, model, texts[:4], True, args.max_tokens)  # warm-up
         seq, conc = [], []
         budget = Budget(args.budget, min_reps=1)
         for rep in range(args.reps):
@@ -151,7 +164,7 @@ async def main(args: argparse.Namespace) -> None:
             order = (False, True) if rep % 2 == 0 else (True, False)
             for concurrent in order:
                 batch = texts if concurrent else texts[: args.sequential]
-                out = await round_of(base, batch, concurrent, args.max_tokens)
+                out = await round_of(base, model, batch, concurrent, args.max_tokens)
                 (conc if concurrent else seq).append(out)
     finally:
         proc.terminate()
@@ -160,6 +173,11 @@ async def main(args: argparse.Namespace) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
     s, c = summarize(seq), summarize(conc)
+    if not s["requests_per_s"] or not c["requests_per_s"]:
+        raise SystemExit(
+            "no request succeeded in a round; errors: "
+            f"sequential {s['errors'] or 'none'}, concurrent {c['errors'] or 'none'}"
+        )
     rows = [
         [
             name,

@@ -1,6 +1,6 @@
 """Zoo training throughput: plain training steps against the fast ones the shipped recipe uses.
 
-    python bench/train_step.py             # 96 steps per arch and mode, 2 repetitions
+    python bench/train_step.py             # 64 steps per arch and mode, 2 repetitions
     python bench/train_step.py --steps 128 --reps 3
 
 All three modes train the shipped recipe (`shipped_recipe`: bf16 autocast, batches of 32, a
@@ -12,7 +12,7 @@ heap. "fast" is the shipped `sort_window=16, fast_steps=True, pad_multiple=32` w
 eager attention up to 256 tokens wide, bf16 experts, batches and experts' rows padded to multiples
 of 32. "unpadded" is "fast" with `pad_multiple=1`, as the fast steps ran before 2026-12-03: every
 batch width a new matmul shape, for which oneDNN builds a bf16 kernel and whose cache churns (memory
-grew and steps slowed over a run; the longer the run, the larger the gap, so 96 steps understate
+grew and steps slowed over a run; the longer the run, the larger the gap, so 64 steps understate
 it). Each mode and repetition runs in a fresh interpreter (the heap setting is per process), the
 order alternating between repetitions; a run's first 4 steps are discarded. The figure is training
 sequences per second, so less padding counts.
@@ -62,7 +62,7 @@ def _stamp(stamps: list[float]):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=96, help="timed steps per arch and mode")
+    parser.add_argument("--steps", type=int, default=64, help="timed steps per arch and mode")
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
