@@ -121,3 +121,20 @@ def test_eval_modules_import_one_way():
 
     cycles = sorted(m for m in graph if reaches(m, m, {m}))
     assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+def test_each_of_four_seeds_per_architecture_gets_its_own_shade():
+    # The default eval plots four dense and four MoE models: no two may share a colour, and the
+    # two architectures keep apart palettes.
+    from types import SimpleNamespace
+
+    from rolepool.evals.plots import worker_colours
+
+    workers = {
+        f"{a}-s{i}": SimpleNamespace(architecture=a) for a in ("dense", "moe") for i in (1, 2, 3, 4)
+    }
+    colours = worker_colours(workers)
+    assert len(set(colours.values())) == 8
+    dense = {colours[f"dense-s{i}"] for i in (1, 2, 3, 4)}
+    moe = {colours[f"moe-s{i}"] for i in (1, 2, 3, 4)}
+    assert not dense & moe

@@ -603,7 +603,7 @@ def test_a_shipped_recipe_reproduces_its_logged_loss_curve(name):
 @pytest.mark.slow
 @pytest.mark.skipif(
     not os.environ.get("ROLEPOOL_LONG_TESTS"),
-    reason="replays an upcycled MoE's 1,300 dense steps (~6 min); set ROLEPOOL_LONG_TESTS=1",
+    reason="replays an upcycled MoE's 1,800 dense steps (~9 min); set ROLEPOOL_LONG_TESTS=1",
 )
 @pytest.mark.timeout(1800)
 def test_an_upcycled_recipe_reproduces_its_logged_moe_steps():

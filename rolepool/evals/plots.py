@@ -16,9 +16,10 @@ from rolepool.evals.role_expert_load import ExpertHealth
 from rolepool.evals.summary_types import Summary, WorkerSummary
 
 PLOTTED = ("exact_acc", "name_acc", "schema_valid")
+# four shades each, one per seed of the shipped set; a fifth model of one architecture repeats one
 ARCH_COLOURS = {
-    "dense": ("#1f5fa8", "#5b9bd5", "#9cc3e6"),
-    "moe": ("#b8461b", "#e0803f", "#f2b07b"),
+    "dense": ("#123f75", "#2f6db5", "#6fa3db", "#b3d1ef"),
+    "moe": ("#8c2d0b", "#c9582a", "#ea8f4f", "#f6c196"),
 }
 OTHER = ("#3d7d3d", "#6fae6f", "#a3d3a3", "#7a4fa0", "#a987c7")
 

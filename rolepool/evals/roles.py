@@ -26,7 +26,7 @@ SPLITS: tuple[str, ...] = ("unseen_values", "unseen_phrasings")
 SPLIT_SEED = 7
 """`rolepool.zoo.evaluate.SPLIT_SEED` (not imported: that module loads torch); a test checks."""
 PER_SPLIT = 60
-"""Default cases per split: 120 cases in all, a few minutes for the four shipped models."""
+"""Default cases per split: 120 cases in all, about half a minute for the eight shipped models."""
 
 
 def roles_cases(limit: int | None = None) -> list[Case]:
