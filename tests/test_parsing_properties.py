@@ -242,6 +242,25 @@ def test_reasoning_before_a_json_answer_holding_a_tag_is_still_split():
     assert result.text == '{"echo": "<think>"}'
 
 
+@pytest.mark.parametrize(
+    ("text", "declared"),
+    [('[search(q="</think>")]', "pythonic"), ('[search(q="a <think> b")]', "pythonic")],
+)
+def test_a_think_tag_inside_a_pythonic_calls_arguments_is_not_reasoning(text, declared):
+    result = parse_tool_calls(text, tool_format=declared)
+    assert result.failure is None and not result.reasoning
+    assert [c.name for c in result.calls] == ["search"]
+
+
+@pytest.mark.parametrize("key", ["</think>", "<think>"])
+def test_a_call_inside_reasoning_is_not_run_when_its_arguments_hold_a_tag(key):
+    # found by test_old_formats_inside_reasoning_are_not_calls: the tag inside the call's JSON
+    # ended the reasoning early, and the whole-reply fallback then ran the call
+    call = json.dumps({"name": "A", "arguments": {key: None}})
+    result = parse_tool_calls(f"<think> <tool_call>{call}</tool_call></think>")
+    assert result.calls == [] and result.failure is None and result.text == ""
+
+
 def test_a_call_written_inside_reasoning_is_still_not_run():
     text = '<think>maybe <tool_call>{"name": "A", "arguments": {}}</tool_call></think>It is 5.'
     result = parse_tool_calls(text)

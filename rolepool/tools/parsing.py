@@ -133,8 +133,12 @@ def parse_tool_calls(
         result = _Scanner(reply).run(declared=tool_format)
         if not reasoning:
             return result
-        # A think tag inside a call's arguments is text, not reasoning: when the whole reply
-        # parses into calls whose arguments hold the tag, the split cut into a call.
+        # A think tag inside a call's arguments is text, not reasoning. split_reasoning skips
+        # tags inside JSON; for the other formats (pythonic, XML), when the whole reply parses
+        # into calls whose arguments hold the tag, the split cut into a call. Not when the reply
+        # opens with a think block: a call written inside reasoning is never run.
+        if text.lstrip().startswith("<think>"):
+            return replace(result, reasoning=reasoning)
         whole = _Scanner(text).run(declared=tool_format)
         if whole.failure is None and any(_holds_think_tag(c.arguments) for c in whole.calls):
             return whole

@@ -43,7 +43,7 @@ def split_reasoning(text: str) -> tuple[str, str]:
                 break
             kept.append(text[start:opened])
             body = opened + len(_OPEN)
-            end = text.find(_CLOSE, body)
+            end = _find_tag(text, _CLOSE, body, spans)
             if end < 0:  # never closed: thinking to the end
                 pieces.append(text[body:])
                 break
