@@ -155,11 +155,9 @@ dense-s1 unseen_values exact call 0.861, unseen_phrasings 0.583 (run 15's 3,900 
 0.647); moe-s1 0.809 and 0.589 (run 15: 0.774, 0.606). The longer budget brings the MoE over the
 value-copying bar and costs both architectures held-out phrasings. Not from repeating the training
 conversations: a pilot with 150,000 instead of 50,000 (run 17, moe-s1, 2,069 s, over the budget)
-scored 0.826 and 0.577. All eight, as shipped (unseen_values exact call, unseen_phrasings exact
-call, wall seconds): dense-s1 0.861, 0.583, 1,785; dense-s2 0.878, 0.555, 1,518; dense-s3 0.861,
-0.638, 1,477; dense-s4 0.869, 0.585, 1,467; moe-s1 0.809, 0.589, 2,264; moe-s2 0.826, 0.583, 2,541
-(under OMP_WAIT_POLICY=PASSIVE, which made its MoE steps 1.0 s against 0.57 s; same weights); moe-s3
-0.878, 0.581, 1,586; moe-s4 0.608, 0.389, 1,541. moe-s4 misses the 0.80 bar: its dense phase (seed
+scored 0.826 and 0.577. All eight ship; their scores per seed are under "Across seeds" above.
+moe-s2's wall time is the longest because it trained under OMP_WAIT_POLICY=PASSIVE, which made its
+MoE steps 1.0 s against 0.57 s (same weights). moe-s4 misses the 0.80 bar: its dense phase (seed
 104) left the loss plateau late (mean loss over steps 901-1,000 0.64, against 0.12-0.27 for seeds
 101-103; under 0.2 only after step 1,600 of 1,800), so it reached the MoE phase less trained and
 ended at loss 0.038 (last 100 steps) against 0.023-0.026. It ships all the same, with its miss
